@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['hf_config', 'to_hf', 'from_hf']
 
-# %% ../nbs/04_interop.ipynb #8ee0d5cd
+# %% ../nbs/04_interop.ipynb #1d48d1d5
 import torch
 from .config import AtomBertConfig
 from .model import (AtomBertModel, AtomBertForPreTraining, AtomBertForSequenceClassification, albert_incompatibility,
                             to_albert_state_dict, from_albert_state_dict, albert_config_dict, config_from_albert, _ARCH)
 
-# %% ../nbs/04_interop.ipynb #6d3a6f82
+# %% ../nbs/04_interop.ipynb #e519dc37
 def _transformers():
     try: import transformers
     except ImportError: raise ImportError('atombert.hf needs transformers: pip install transformers') from None
@@ -19,12 +19,11 @@ def _transformers():
 
 def hf_config(config:AtomBertConfig, arch:str='AtomBertForPreTraining', attn_implementation:str='sdpa'):
     "The `transformers.AlbertConfig` of `config` for atombert class `arch` (atombert's config kept as `.atombert`)."
-    d = albert_config_dict(config, arch)
-    if arch == 'AtomBertForPreTraining':   # ALBERT's SOP head has num_labels outputs: 2
-        d.update(id2label={'0': 'LABEL_0', '1': 'LABEL_1'}, label2id={'LABEL_0': 0, 'LABEL_1': 1})
+    if arch not in _ARCH: raise ValueError(f'arch must be one of {list(_ARCH)}, not {arch!r}')
+    d = albert_config_dict(config, arch)     # 2 labels for the pretraining class: ALBERT sizes its SOP head by them
     return _transformers().AlbertConfig(**d, attn_implementation=attn_implementation)
 
-# %% ../nbs/04_interop.ipynb #1469f262
+# %% ../nbs/04_interop.ipynb #1d0e3591
 def to_hf(model, attn_implementation:str='sdpa'):
     "The transformers ALBERT model (`AlbertForPreTraining`, `AlbertForSequenceClassification` or `AlbertModel`) computing what `model` computes, in eval mode."
     arch = type(model).__name__
@@ -32,17 +31,14 @@ def to_hf(model, attn_implementation:str='sdpa'):
     if (why := albert_incompatibility(model.config, arch)): raise ValueError(f'transformers ALBERT cannot express this {arch}: {why}')
     hf = getattr(_transformers(), _ARCH[arch])(hf_config(model.config, arch, attn_implementation))
     sd = to_albert_state_dict(model)
-    if arch == 'AtomBertForPreTraining':
-        if model.sentence_head is None:    # ALBERT always has an SOP head: a zero one predicts nothing
-            H = model.config.hidden_size
-            sd |= {'sop_classifier.classifier.weight': torch.zeros(2, H), 'sop_classifier.classifier.bias': torch.zeros(2)}
+    if arch == 'AtomBertForPreTraining':    # (with sentence_objective='none' the SOP head is zeros: it predicts nothing)
         sd |= {'predictions.decoder.weight': sd['albert.embeddings.word_embeddings.weight'], 'predictions.decoder.bias': sd['predictions.bias']}
     if arch == 'AtomBertModel': sd = {k.removeprefix('albert.'): v for k, v in sd.items()}
     hf.load_state_dict(sd, strict=True)
     p = next(model.parameters())
     return hf.to(device=p.device, dtype=p.dtype).eval()
 
-# %% ../nbs/04_interop.ipynb #20f24543
+# %% ../nbs/04_interop.ipynb #c8aabe39
 _FROM_HF = {'AlbertForPreTraining': AtomBertForPreTraining, 'AlbertForSequenceClassification': AtomBertForSequenceClassification,
             'AlbertModel': AtomBertModel}
 _ALBERT_SHAPE_KEYS = ('vocab_size', 'embedding_size', 'hidden_size', 'num_hidden_layers', 'num_hidden_groups', 'inner_group_num',
@@ -67,13 +63,14 @@ def from_hf(hf_model):
     for tied, to in (('predictions.decoder.weight', 'albert.embeddings.word_embeddings.weight'), ('predictions.decoder.bias', 'predictions.bias')):
         if tied in raw and not torch.equal(raw[tied], raw[to]):
             raise ValueError(f'{tied} is not tied to {to}; atombert always ties the MLM decoder')
-    sd, cls = from_albert_state_dict(raw, config), _FROM_HF[name]
+    cls = _FROM_HF[name]
     if cls is AtomBertForPreTraining:
-        if (n := len(sd['sentence_head.weight'])) != 2: raise ValueError(f"the SOP head has {n} outputs (config num_labels={n}); atombert's is 2-way")
+        sop_w, sop_b = raw['sop_classifier.classifier.weight'], raw['sop_classifier.classifier.bias']
+        if (n := len(sop_w)) != 2: raise ValueError(f"the SOP head has {n} outputs (config num_labels={n}); atombert's is 2-way")
         if config.sentence_objective == 'nsp': raise ValueError("AlbertForPreTraining's pair head is SOP, but its config says sentence_objective='nsp'")
-        if config.sentence_objective == 'none':
-            if sd['sentence_head.weight'].any() or sd['sentence_head.bias'].any(): config = config.replace(sentence_objective='sop')
-            else: sd = {k: v for k, v in sd.items() if not k.startswith('sentence_head.')}
+        if config.sentence_objective == 'none' and (sop_w.any() or sop_b.any()):   # a head trained since: keep it
+            config = config.replace(sentence_objective='sop')
+    sd = from_albert_state_dict(raw, config)
     model = cls(config)
     if cls is AtomBertModel: sd = {k.removeprefix('model.'): v for k, v in sd.items()}
     model.load_state_dict(sd, strict=True)

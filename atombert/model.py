@@ -8,7 +8,7 @@ __all__ = ['ModelOutput', 'AtomBertModel', 'MLMHead', 'PreTrainingOutput', 'Atom
            'albert_geometry', 'to_albert_state_dict', 'from_albert_state_dict', 'albert_config_dict',
            'config_from_albert', 'load_pretrained_state']
 
-# %% ../nbs/03_heads.ipynb #31bc8f8e
+# %% ../nbs/03_heads.ipynb #8e5612c7
 import json, os, warnings
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -21,7 +21,7 @@ from .config import AtomBertConfig
 from .embeddings import AtomBertEmbeddings
 from .encoder import AtomBertEncoder, ACT_FNS
 
-# %% ../nbs/03_heads.ipynb #8b011a05
+# %% ../nbs/03_heads.ipynb #5e65dc70
 class ModelOutput(NamedTuple):
     last_hidden_state: torch.Tensor   # (batch, seq, hidden)
     pooler_output: torch.Tensor       # (batch, hidden): tanh(dense([CLS]))
@@ -51,7 +51,7 @@ class AtomBertModel(nn.Module):
         h = self.encoder(self.embeddings(input_ids, token_type_ids), mask)
         return ModelOutput(h, torch.tanh(self.pooler(h[:, 0])))
 
-# %% ../nbs/03_heads.ipynb #c89199a9
+# %% ../nbs/03_heads.ipynb #e4b4e22b
 class MLMHead(nn.Module):
     "Masked-language-model head whose output projection is the (tied) word embedding."
     def __init__(self, config:AtomBertConfig):
@@ -71,7 +71,7 @@ class PreTrainingOutput(NamedTuple):
     mlm_logits: torch.Tensor                # (n_masked, vocab) when labels are given, else (batch, seq, vocab)
     sentence_logits: Optional[torch.Tensor] # (batch, 2), or None when sentence_objective='none'
 
-# %% ../nbs/03_heads.ipynb #d97b7e9f
+# %% ../nbs/03_heads.ipynb #b617a81f
 class AtomBertForPreTraining(nn.Module):
     "The base model with the MLM head and the SOP/NSP head."
     def __init__(self, config:AtomBertConfig):
@@ -98,7 +98,7 @@ class AtomBertForPreTraining(nn.Module):
         losses = [l for l in (mlm_loss, sentence_loss) if l is not None]
         return PreTrainingOutput(sum(losses) if losses else None, mlm_loss, sentence_loss, mlm_logits, sentence_logits)
 
-# %% ../nbs/03_heads.ipynb #da8b49f2
+# %% ../nbs/03_heads.ipynb #a19e8ac6
 class ClassifierOutput(NamedTuple):
     loss: Optional[torch.Tensor]
     logits: torch.Tensor                    # (batch, num_labels)
@@ -117,7 +117,7 @@ class AtomBertForSequenceClassification(nn.Module):
         logits = self.classifier(self.dropout(self.model(input_ids, attention_mask, token_type_ids).pooler_output))
         return ClassifierOutput(F.cross_entropy(logits.float(), labels) if labels is not None else None, logits)
 
-# %% ../nbs/03_heads.ipynb #79b574a5
+# %% ../nbs/03_heads.ipynb #cee357d2
 def count_params(module) -> int: return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
 def param_breakdown(config:AtomBertConfig) -> dict:
@@ -129,7 +129,7 @@ def param_breakdown(config:AtomBertConfig) -> dict:
              sentence_head=count_params(m.sentence_head), total=count_params(m))
     return r
 
-# %% ../nbs/03_heads.ipynb #1e2994ed
+# %% ../nbs/03_heads.ipynb #e3d8c6ff
 _ARCH = {'AtomBertForPreTraining': 'AlbertForPreTraining', 'AtomBertForSequenceClassification': 'AlbertForSequenceClassification',
          'AtomBertModel': 'AlbertModel'}
 
@@ -169,7 +169,7 @@ def _rename(key, pairs):
         if key.startswith(src): return dst + key[len(src):]
     raise KeyError(key)
 
-# %% ../nbs/03_heads.ipynb #c8170f89
+# %% ../nbs/03_heads.ipynb #c51f4333
 def _full_state_dict(model) -> dict:
     sd = model.state_dict()
     return {f'model.{k}': v for k, v in sd.items()} if isinstance(model, AtomBertModel) else sd
@@ -188,6 +188,9 @@ def to_albert_state_dict(model) -> dict:
     if c.embedding_size == c.hidden_size:   # ALBERT always projects E→H: the identity
         out['albert.encoder.embedding_hidden_mapping_in.weight'] = torch.eye(c.hidden_size)
         out['albert.encoder.embedding_hidden_mapping_in.bias'] = torch.zeros(c.hidden_size)
+    if arch == 'AtomBertForPreTraining' and c.sentence_objective == 'none':   # ALBERT always has an SOP head: a zero one
+        out['sop_classifier.classifier.weight'] = torch.zeros(2, c.hidden_size)
+        out['sop_classifier.classifier.bias'] = torch.zeros(2)
     return {k: v.contiguous() for k, v in out.items()}
 
 def from_albert_state_dict(sd:dict, config:AtomBertConfig) -> dict:
@@ -198,6 +201,7 @@ def from_albert_state_dict(sd:dict, config:AtomBertConfig) -> dict:
     I = albert_geometry(config)[2]
     for k, v in sd.items():
         if k.startswith('predictions.decoder.') or k.endswith(('position_ids', 'token_type_ids')): continue  # tied / buffers
+        if k.startswith('sop_classifier.') and config.sentence_objective == 'none': continue
         if '.attention.query.' in k or '.attention.key.' in k or '.attention.value.' in k:
             parts = k.split('.'); g, j, name, kind = int(parts[3]), int(parts[5]), parts[7], parts[8]
             qkv.setdefault((g * I + j, kind), {})[name] = v
@@ -214,19 +218,20 @@ def from_albert_state_dict(sd:dict, config:AtomBertConfig) -> dict:
                              'which atombert does not have (it uses none when E == H)')
     return out
 
-# %% ../nbs/03_heads.ipynb #1b2115e0
+# %% ../nbs/03_heads.ipynb #8b1efb74
 def albert_config_dict(config:AtomBertConfig, arch:str='AtomBertForPreTraining') -> dict:
     "A transformers `AlbertConfig` dict for `config` (atombert's own config under the 'atombert' key)."
     c = config
     L, G, I = albert_geometry(c)
+    n_labels = 2 if arch == 'AtomBertForPreTraining' else c.num_labels   # ALBERT sizes its SOP head by num_labels
     return dict(model_type='albert', architectures=[_ARCH[arch]], vocab_size=c.vocab_size, embedding_size=c.embedding_size,
                 hidden_size=c.hidden_size, num_hidden_layers=L, num_hidden_groups=G, inner_group_num=I,
                 num_attention_heads=c.num_heads, intermediate_size=c.intermediate_size, hidden_act=c.hidden_act,
                 hidden_dropout_prob=c.hidden_dropout, attention_probs_dropout_prob=c.attention_dropout,
                 classifier_dropout_prob=c.classifier_dropout, max_position_embeddings=c.max_position_embeddings,
                 type_vocab_size=c.type_vocab_size, initializer_range=c.initializer_range, layer_norm_eps=c.layer_norm_eps,
-                pad_token_id=c.pad_token_id, id2label={str(i): f'LABEL_{i}' for i in range(c.num_labels)},
-                label2id={f'LABEL_{i}': i for i in range(c.num_labels)}, atombert=c.to_dict())
+                pad_token_id=c.pad_token_id, id2label={str(i): f'LABEL_{i}' for i in range(n_labels)},
+                label2id={f'LABEL_{i}': i for i in range(n_labels)}, atombert=c.to_dict())
 
 def config_from_albert(d:dict) -> AtomBertConfig:
     "An `AtomBertConfig` from a transformers ALBERT config dict."
@@ -249,7 +254,7 @@ def config_from_albert(d:dict) -> AtomBertConfig:
                           layer_norm_eps=get('layer_norm_eps', 1e-12), initializer_range=get('initializer_range', 0.02),
                           pad_token_id=get('pad_token_id', 0), num_labels=n_labels, **sharing)
 
-# %% ../nbs/03_heads.ipynb #292a7ee7
+# %% ../nbs/03_heads.ipynb #e547bcc7
 def _atomic_write(path:Path, write):
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
     try: write(tmp); os.replace(tmp, path)
@@ -274,7 +279,7 @@ def save_pretrained(self:_Models, save_dir, tokenizer=None):
         save_tokenizer(tokenizer, save_dir)
     return save_dir
 
-# %% ../nbs/03_heads.ipynb #17618dff
+# %% ../nbs/03_heads.ipynb #80f385a9
 def _resolve_dir(path_or_name) -> Path:
     p = Path(path_or_name)
     if p.is_dir(): return p
