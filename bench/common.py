@@ -1,0 +1,276 @@
+"""Shared pieces of the benchmark scripts: the machine, an input batch, interleaved timing, peak memory measured
+in a fresh process, the matmul rate, FLOP counts of a training step (formula and `FlopCounterMode`), output.
+
+The benchmarks are scripts, not library code: nothing in `atombert/` imports this file.
+"""
+import argparse, contextlib, json, os, platform, re, statistics, subprocess, sys, time
+from pathlib import Path
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))   # run from a checkout without `pip install -e .`
+
+# ---------------------------------------------------------------- command line and machine
+
+def base_parser(description:str, out:str, repeats:int, warmup:int) -> argparse.ArgumentParser:
+    "The options every benchmark script shares."
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument('--preset', default='atombert-8m', help='atombert config preset (default atombert-8m)')
+    p.add_argument('--batch-size', type=int, default=32)
+    p.add_argument('--seq-len', type=int, default=128)
+    p.add_argument('--repeats', type=int, default=repeats, help='timed rounds; each round runs every contender once')
+    p.add_argument('--warmup', type=int, default=warmup, help='untimed rounds first')
+    p.add_argument('--threads', type=int, default=os.cpu_count(), help='torch.set_num_threads (default: all cores)')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--precision', choices=('fp32', 'bf16'), default='fp32', help='bf16 = autocast for every contender')
+    p.add_argument('--compile', action='store_true', help='torch.compile every (float) model')
+    p.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
+    p.add_argument('--out', default=out, help='JSON results file')
+    p.add_argument('--small', action='store_true', help='CI smoke size: preset tiny, batch 4, seq 32, 2 repeats')
+    p.add_argument('--memory-of', default=None, help=argparse.SUPPRESS)   # internal: the peak-memory worker
+    return p
+
+def finish_args(args):
+    "Apply --small, check the values, set the threads and seeds."
+    if args.small: args.preset, args.batch_size, args.seq_len, args.repeats, args.warmup = 'tiny', 4, 32, 2, 1
+    for name in ('batch_size', 'seq_len', 'repeats', 'threads'):
+        if getattr(args, name) <= 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be > 0, got {getattr(args, name)}')
+    if args.warmup < 0: raise SystemExit('error: --warmup must be >= 0')
+    if args.device.startswith('cuda') and not torch.cuda.is_available(): raise SystemExit('error: --device cuda but no CUDA device')
+    if getattr(args, 'compile', False) and not args.device.startswith('cuda') and 'OMP_WAIT_POLICY' not in os.environ \
+            and not getattr(args, 'memory_of', None):
+        # inductor's C++ kernels bring their own OpenMP pool; both pools spin-wait and starve each other on few cores
+        # (measured here: a compiled tiny step took 1.6 s instead of 4 ms)
+        print('warning: --compile on CPU without OMP_WAIT_POLICY=PASSIVE in the environment: compiled steps can be '
+              'hundreds of times slower from OpenMP spin-waiting', file=sys.stderr)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return args
+
+def cpu_model() -> str:
+    try: return re.search(r'^model name\s*:\s*(.*)$', Path('/proc/cpuinfo').read_text(), re.M).group(1).strip()
+    except (OSError, AttributeError): return platform.processor() or platform.machine()
+
+def machine_info(device) -> dict:
+    import transformers
+    info = dict(cpu=cpu_model(), logical_cpus=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version(),
+                platform=platform.platform(), device=str(device),
+                load_average_at_start=[round(x, 2) for x in os.getloadavg()] if hasattr(os, 'getloadavg') else None)
+    if str(device).startswith('cuda'): info['gpu'] = torch.cuda.get_device_name(device)
+    return info
+
+def autocast(precision:str, device):
+    dev = torch.device(device).type
+    return torch.autocast(dev, dtype=torch.bfloat16) if precision == 'bf16' else contextlib.nullcontext()
+
+# ---------------------------------------------------------------- the batch and the transformers twin
+
+def pretraining_batch(config, batch_size:int, seq_len:int, device, mask_rate:float=0.15, seed:int=0) -> dict:
+    "A fixed MLM + SOP batch: two segments (token types 0/1), `mask_rate` of each row masked (never [CLS])."
+    if seq_len > config.max_position_embeddings:
+        raise SystemExit(f'error: --seq-len {seq_len} exceeds the preset\'s max_position_embeddings={config.max_position_embeddings}')
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, config.vocab_size, (batch_size, seq_len), generator=g)
+    ids[:, 0] = 2                                                    # [CLS]
+    types = torch.zeros_like(ids); types[:, seq_len // 2:] = 1
+    n_mask = max(1, round(mask_rate * seq_len))
+    pos = torch.stack([torch.randperm(seq_len - 1, generator=g)[:n_mask] + 1 for _ in range(batch_size)])
+    labels = torch.full_like(ids, -100); labels.scatter_(1, pos, ids.gather(1, pos))
+    ids = ids.scatter(1, pos, 4)                                     # [MASK]
+    batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=types, labels=labels,
+                 sentence_label=torch.randint(0, 2, (batch_size,), generator=g))
+    return {k: v.to(device) for k, v in batch.items()}
+
+def albert_twin(atom_model, cls_name:str):
+    "transformers' `cls_name` (AlbertForPreTraining / AlbertModel) with the same config and the same weights."
+    import transformers
+    from atombert.model import albert_config_dict, to_albert_state_dict, AtomBertModel
+    arch = 'AtomBertModel' if isinstance(atom_model, AtomBertModel) else 'AtomBertForPreTraining'
+    d = albert_config_dict(atom_model.config, arch); d.pop('atombert')
+    hf = getattr(transformers, cls_name)(transformers.AlbertConfig(**d))
+    sd = to_albert_state_dict(atom_model)
+    if cls_name == 'AlbertModel': sd = {k.removeprefix('albert.'): v for k, v in sd.items()}
+    missing, unexpected = hf.load_state_dict(sd, strict=False)
+    if unexpected or any('decoder' not in k and not k.endswith(('position_ids', 'token_type_ids')) for k in missing):
+        raise RuntimeError(f'weights do not map onto {cls_name}: missing {missing}, unexpected {unexpected}')
+    return hf
+
+# ---------------------------------------------------------------- timing
+
+def sync(device):
+    if str(device).startswith('cuda'): torch.cuda.synchronize()
+
+def interleaved(fns:dict, repeats:int, warmup:int, device, log=print) -> dict:
+    "Seconds per call of each function, run in rounds A, B, C, A, B, C ... after `warmup` untimed rounds."
+    for _ in range(warmup):
+        for f in fns.values(): f()
+    sync(device)
+    times = {k: [] for k in fns}
+    for r in range(repeats):
+        for name, f in fns.items():
+            sync(device); t = time.perf_counter(); f(); sync(device)
+            times[name].append(time.perf_counter() - t)
+        log(f'  round {r + 1}/{repeats}: ' + '  '.join(f'{k} {v[-1] * 1e3:.0f} ms' for k, v in times.items()))
+    return times
+
+def paired_ratio(times:dict, slow:str, fast:str) -> float:
+    "Median over rounds of time(slow) / time(fast): each round's pair ran back to back, so drift cancels."
+    return statistics.median(s / f for s, f in zip(times[slow], times[fast]))
+
+def with_matmul(fns:dict, mm) -> dict:
+    "`fns` with a matmul probe before each one: the machine's speed drifts (shared host), so each step gets its own reference."
+    out = {}
+    for i, (k, f) in enumerate(fns.items()): out[f'matmul_{i}'] = mm; out[k] = f
+    return out
+
+def matmul_reference(times:dict, names:list, mm_flops:int) -> dict:
+    "Per contender and round: the matmul rate measured next to it (mean of the probe before it and the one after)."
+    probes = [times[f'matmul_{i}'] for i in range(len(names))]
+    rounds = len(probes[0])
+    seq = [probes[i][r] for r in range(rounds) for i in range(len(names))]   # probes in the order they ran
+    ref = {n: [] for n in names}
+    for r in range(rounds):
+        for i, n in enumerate(names):
+            j = r * len(names) + i
+            after = seq[j + 1] if j + 1 < len(seq) else seq[j]
+            ref[n].append(2 * mm_flops / (seq[j] + after))
+    return ref
+
+def normalized_ratio(times:dict, ref:dict, slow:str, fast:str) -> float:
+    """time(slow) / time(fast), each step's time first multiplied by the matmul rate measured beside it (so in units
+    of "matmuls' worth"): robust to the host switching speed between and within rounds."""
+    cost = lambda n: statistics.median(t * r for t, r in zip(times[n], ref[n]))
+    return cost(slow) / cost(fast)
+
+def matmul_fn(n:int, device, dtype=torch.float32, calls:int=3):
+    "A function that runs `calls` n×n matmuls; with its FLOPs."
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    def f():
+        for _ in range(calls): torch.mm(a, b)
+    return f, calls * 2 * n ** 3
+
+def matmul_rate(n:int=2048, repeats:int=10, warmup:int=2, device='cpu', dtype=torch.float32) -> dict:
+    "The machine's measured n×n matmul FLOP/s (median over `repeats` single matmuls)."
+    f, flops = matmul_fn(n, device, dtype, calls=1)
+    t = interleaved({'matmul': f}, repeats, warmup, device, log=lambda s: None)['matmul']
+    return dict(n=n, dtype=str(dtype).removeprefix('torch.'), flops_per_s=flops / statistics.median(t),
+                best_flops_per_s=flops / min(t), seconds=t)
+
+# ---------------------------------------------------------------- FLOPs
+
+def pretrain_step_flops(config, batch_size:int, seq_len:int, mlm_positions:int) -> dict:
+    """Matmul FLOPs (2 per multiply-add) of one MLM + SOP training step, counted from the config.
+
+    Forward, with N = B·T tokens, per layer application (num_layers of them; sharing changes parameters, not FLOPs):
+    QKV 2·N·H·3H, scores QKᵀ 2·B·T²·H, AV 2·B·T²·H, output projection 2·N·H², FFN 2·N·H·F·2.
+    Once: embedding projection 2·N·E·H (when E ≠ H), MLM head at `mlm_positions` rows only: dense 2·M·H·E and the
+    tied decoder 2·M·E·V, pooler 2·B·H², SOP classifier 2·B·H·2. Backward costs twice the forward
+    (gradients of both inputs and weights), so a step is 3× the forward.
+    """
+    c, B, T, M = config, batch_size, seq_len, mlm_positions
+    N, E, H, F, V, L = B * T, c.embedding_size, c.hidden_size, c.intermediate_size, c.vocab_size, c.num_layers
+    fwd = dict(embedding_projection=2 * N * E * H if E != H else 0,
+               qkv=L * 2 * N * H * 3 * H, attention_scores=L * 2 * B * T * T * H, attention_values=L * 2 * B * T * T * H,
+               attention_output=L * 2 * N * H * H, ffn=L * 2 * N * H * F * 2,
+               mlm_dense=2 * M * H * E, mlm_decoder=2 * M * E * V,
+               pooler=2 * B * H * H, sentence_head=2 * B * H * 2 if c.sentence_objective != 'none' else 0)
+    return dict(forward=fwd, forward_total=sum(fwd.values()), train_step=3 * sum(fwd.values()))
+
+def encoder_forward_flops(config, batch_size:int, seq_len:int) -> int:
+    "Matmul FLOPs of `AtomBertModel`'s forward (embedding projection, layers, pooler)."
+    f = pretrain_step_flops(config, batch_size, seq_len, 0)['forward']
+    return sum(v for k, v in f.items() if k not in ('mlm_dense', 'mlm_decoder', 'sentence_head'))
+
+def _cpu_sdpa_flops():
+    "FlopCounterMode knows the CUDA SDPA kernels; add the CPU flash kernel (same math; backward recomputes scores)."
+    from torch.utils.flop_counter import sdpa_flop_count, sdpa_backward_flop_count
+    aten = torch.ops.aten
+    m = {}
+    if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu'):
+        m[aten._scaled_dot_product_flash_attention_for_cpu] = lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v)
+    if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu_backward'):
+        m[aten._scaled_dot_product_flash_attention_for_cpu_backward] = \
+            lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v)
+    return m
+
+def counted_flops(fn) -> tuple[int, dict]:
+    "FLOPs that `torch.utils.flop_counter.FlopCounterMode` sees while `fn()` runs: (total, per op)."
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_flops()) as fc: fn()
+    per_op = {str(op).removeprefix('aten.'): n for op, n in fc.get_flop_counts()['Global'].items()}
+    return fc.get_total_flops(), per_op
+
+# ---------------------------------------------------------------- peak memory in a fresh process
+
+def _proc_status_kb(field:str):
+    try: return int(re.search(rf'^{field}:\s*(\d+) kB', Path('/proc/self/status').read_text(), re.M).group(1))
+    except (OSError, AttributeError): return None
+
+def rss_mb() -> float:
+    kb = _proc_status_kb('VmRSS')
+    if kb is not None: return kb / 1024
+    import resource   # no /proc (macOS): the peak is the best we have, in bytes there
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+def reset_peak_rss() -> bool:
+    "Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux ≥ 4.0); False where that is not possible."
+    try: Path('/proc/self/clear_refs').write_text('5'); return True
+    except OSError: return False
+
+def peak_rss_mb() -> float:
+    kb = _proc_status_kb('VmHWM')
+    if kb is not None: return kb / 1024
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024 if sys.platform.startswith('linux') else r / 2 ** 20
+
+def measure_memory(build, run, device, calls:int=2) -> dict:
+    """In this (fresh) process: memory of the model `build()` returns, and the peak while `run(model)` is called
+    `calls` times, both relative to the process before `build` (MB). CPU: resident set; CUDA: allocator peak."""
+    import gc
+    cuda = str(device).startswith('cuda')
+    gc.collect(); base = rss_mb()
+    if cuda: torch.cuda.synchronize(); cuda_base = torch.cuda.memory_allocated()
+    state = build(); gc.collect()
+    ready = rss_mb()
+    exact = reset_peak_rss()
+    if cuda: torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); cuda_ready = torch.cuda.memory_allocated()
+    for _ in range(calls): run(state)
+    sync(device)
+    r = dict(model_mb=ready - base, peak_mb=peak_rss_mb() - base, peak_is_exact=exact)
+    if cuda: r.update(model_mb=(cuda_ready - cuda_base) / 2 ** 20, peak_mb=(torch.cuda.max_memory_allocated() - cuda_base) / 2 ** 20,
+                      host_peak_rss_mb=r['peak_mb'])
+    return r
+
+def memory_in_subprocess(script:str, argv:list, name:str) -> dict:
+    "Run `script` again with `--memory-of name` in a fresh process and return the JSON it prints last."
+    cmd = [sys.executable, str(script), *argv, '--memory-of', name, '--no-memory']
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if r.returncode: raise RuntimeError(f'memory worker for {name} failed:\n{r.stderr[-3000:]}')
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+def forwarded_argv(args) -> list:
+    "The command-line options that rebuild the same benchmark in a worker process."
+    return ['--preset', args.preset, '--batch-size', str(args.batch_size), '--seq-len', str(args.seq_len),
+            '--threads', str(args.threads), '--device', args.device, '--precision', args.precision] + (['--compile'] if args.compile else [])
+
+# ---------------------------------------------------------------- output
+
+def print_table(rows:list[dict], columns:list[tuple[str, str, str]]):
+    "rows of dicts; columns of (key, header, format)."
+    cells = [[h for _, h, _ in columns]] + [[('' if r.get(k) is None else format(r[k], f)) for k, _, f in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for j, row in enumerate(cells):
+        print('  '.join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if j == 0: print('  '.join('-' * w for w in widths))
+
+def write_json(path, obj) -> Path:
+    path = Path(path)
+    if not path.is_absolute(): path = Path.cwd() / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    tmp.write_text(json.dumps(obj, indent=2) + '\n'); os.replace(tmp, path)
+    return path
+
+def median(xs): return statistics.median(xs)

@@ -1,0 +1,183 @@
+"""Tokens/s of one full pretraining step (forward + backward + optimizer step; MLM with 15% masked positions + SOP)
+of atombert vs transformers' `AlbertForPreTraining`: same config, same weights, same batch, same threads,
+interleaved in one run. Also: peak memory of each (a fresh process each), the step's FLOPs (formula and
+`FlopCounterMode`), the measured matmul rate and the achieved fraction of it (MFU).
+
+    python bench/pretrain_step.py                      # atombert-8m, batch 32 × 128, all cores
+    python bench/pretrain_step.py --small              # CI smoke size
+    python bench/pretrain_step.py --profile            # also a torch.profiler table of one step of each
+"""
+import sys
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+import common as C
+
+TARGETS = dict(ratio=2.0, mfu=0.75)   # issue 5: ≥ 2× transformers, ≥ 75% of the matmul rate
+
+def parse_args(argv=None):
+    p = C.base_parser(__doc__.splitlines()[0], 'bench/results/pretrain_step.json', repeats=5, warmup=1)
+    p.add_argument('--matmul-size', type=int, default=2048, help='n of the n×n matmul whose rate MFU is relative to')
+    p.add_argument('--profile', action='store_true', help='write a torch.profiler table of one step of each contender')
+    args = C.finish_args(p.parse_args(argv))
+    if args.small: args.matmul_size = 512
+    return args
+
+# ---------------------------------------------------------------- the two contenders
+
+def build_atombert(config, device):
+    from atombert.model import AtomBertForPreTraining
+    from atombert.training import make_optimizer, TrainArgs
+    model = AtomBertForPreTraining(config).to(device)
+    return model, make_optimizer(model, TrainArgs())
+
+def build_transformers(config, device, atom_model=None):
+    "Same weights as `atom_model` when given (timing); transformers' own init otherwise (memory: same sizes)."
+    if atom_model is not None: model = C.albert_twin(atom_model, 'AlbertForPreTraining')
+    else:
+        import transformers
+        from atombert.model import albert_config_dict
+        d = albert_config_dict(config); d.pop('atombert')
+        model = transformers.AlbertForPreTraining(transformers.AlbertConfig(**d))
+    model = model.to(device)
+    return model, torch.optim.AdamW(model.parameters())   # what a transformers user gets by default
+
+def atombert_loss(model, b):
+    return model(b['input_ids'], b['attention_mask'], b['token_type_ids'], labels=b['labels'],
+                 sentence_label=b['sentence_label']).loss
+
+def transformers_loss(model, b):
+    return model(input_ids=b['input_ids'], attention_mask=b['attention_mask'], token_type_ids=b['token_type_ids'],
+                 labels=b['labels'], sentence_order_label=b['sentence_label']).loss
+
+LOSSES = dict(atombert=atombert_loss, transformers=transformers_loss)
+
+def make_step(model, opt, loss_fn, batch, args):
+    fwd = torch.compile(model) if args.compile else model
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with C.autocast(args.precision, args.device): loss = loss_fn(fwd, batch)
+        loss.backward()
+        opt.step()
+    return step
+
+def memory_worker(args, config, batch):
+    "One contender alone in this fresh process: its memory, printed as the last line of JSON."
+    build = (lambda: build_atombert(config, args.device)) if args.memory_of == 'atombert' else \
+            (lambda: build_transformers(config, args.device))
+    loss_fn = LOSSES[args.memory_of]
+    def run(state): make_step(*state, loss_fn, batch, args)()
+    print(C.json.dumps(C.measure_memory(build, run, args.device)))
+
+# ---------------------------------------------------------------- profile
+
+def profile_steps(steps:dict, path:Path) -> dict:
+    "One profiled step of each contender: the table to `path`, the top ops (self time, ms) returned."
+    from torch.profiler import profile, ProfilerActivity
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    text, top = [], {}
+    for name, step in steps.items():
+        step()
+        with profile(activities=acts, record_shapes=True) as prof: step()
+        ka = prof.key_averages()
+        text += [f'==== {name}: one training step, ops by self CPU time', ka.table(sort_by='self_cpu_time_total', row_limit=30),
+                 f'==== {name}: by input shape', prof.key_averages(group_by_input_shape=True).table(sort_by='self_cpu_time_total', row_limit=30)]
+        rows = sorted(ka, key=lambda e: -e.self_cpu_time_total)[:15]
+        top[name] = {e.key: round(e.self_cpu_time_total / 1e3, 1) for e in rows}
+    path.write_text('\n'.join(text) + '\n')
+    return top
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None):
+    args = parse_args(argv)
+    from atombert.config import AtomBertConfig
+    config = AtomBertConfig.preset(args.preset)
+    batch = C.pretraining_batch(config, args.batch_size, args.seq_len, args.device)
+    if args.memory_of: return memory_worker(args, config, batch)
+
+    B, T = args.batch_size, args.seq_len
+    tokens, masked = B * T, int((batch['labels'] != -100).sum())
+    print(f'pretrain step: preset {args.preset}, batch {B} × {T} ({masked} masked), {args.threads} threads, '
+          f'{args.device}, {args.precision}{", compiled" if args.compile else ""}')
+    atom, atom_opt = build_atombert(config, args.device)
+    hf, hf_opt = build_transformers(config, args.device, atom)
+
+    # Same model: the same loss on the same batch (eval mode: no dropout)
+    atom.eval(); hf.eval()
+    with torch.no_grad(), C.autocast(args.precision, args.device):
+        losses = dict(atombert=float(atombert_loss(atom, batch)), transformers=float(transformers_loss(hf, batch)))
+    atom.train(); hf.train()
+    print(f'  same weights, same loss: atombert {losses["atombert"]:.5f}, transformers {losses["transformers"]:.5f}')
+
+    # FLOPs: the formula (what each contender executes) and FlopCounterMode on one real (eager) step
+    formula = dict(atombert=C.pretrain_step_flops(config, B, T, masked),
+                   transformers=C.pretrain_step_flops(config, B, T, tokens))   # transformers: logits at every position
+    counted = {}
+    for name, (m, o) in dict(atombert=(atom, atom_opt), transformers=(hf, hf_opt)).items():
+        eager = C.argparse.Namespace(**{**vars(args), 'compile': False})
+        counted[name], per_op = C.counted_flops(lambda: make_step(m, o, LOSSES[name], batch, eager)())
+        counted[name + '_per_op'] = per_op
+
+    steps = dict(atombert=make_step(atom, atom_opt, atombert_loss, batch, args),
+                 transformers=make_step(hf, hf_opt, transformers_loss, batch, args))
+    mm_dtype = torch.bfloat16 if args.precision == 'bf16' else torch.float32
+    mm, mm_flops = C.matmul_fn(args.matmul_size, args.device, mm_dtype)
+    times = C.interleaved(C.with_matmul(steps, mm), args.repeats, args.warmup, args.device)
+    ref = C.matmul_reference(times, list(steps), mm_flops)            # matmul rate next to each step
+    matmul_rate = C.median([x for v in ref.values() for x in v])
+
+    memory = {}
+    if not args.no_memory:
+        for name in steps: memory[name] = C.memory_in_subprocess(__file__, C.forwarded_argv(args), name)
+
+    contenders = {}
+    for name in steps:
+        t = C.median(times[name])
+        flops = formula[name]['train_step']
+        mfu_rounds = [flops / x / m for x, m in zip(times[name], ref[name])]
+        contenders[name] = dict(tokens_per_s=tokens / t, ms_per_step=t * 1e3, ms_all=[x * 1e3 for x in times[name]],
+                                loss=losses[name], flops_per_step=flops, flops_per_s=flops / t,
+                                mfu=C.median(mfu_rounds), mfu_per_round=mfu_rounds,
+                                **{k: memory.get(name, {}).get(k) for k in ('peak_mb', 'model_mb')})
+    ratio = contenders['atombert']['tokens_per_s'] / contenders['transformers']['tokens_per_s']
+    paired = C.paired_ratio(times, 'transformers', 'atombert')
+    normalized = C.normalized_ratio(times, ref, 'transformers', 'atombert')
+    flop_check = dict(formula_train_step=formula['atombert']['train_step'], flop_counter_train_step=counted['atombert'],
+                      counter_over_formula=counted['atombert'] / formula['atombert']['train_step'],
+                      formula_forward=formula['atombert']['forward'], counter_per_op=counted['atombert_per_op'],
+                      transformers_formula_train_step=formula['transformers']['train_step'],
+                      transformers_flop_counter_train_step=counted['transformers'],
+                      transformers_counter_over_formula=counted['transformers'] / formula['transformers']['train_step'])
+    result = dict(benchmark='pretrain_step', machine=C.machine_info(args.device),
+                  args={k: v for k, v in vars(args).items() if k != 'memory_of'}, config=config.to_dict(),
+                  batch=dict(batch_size=B, seq_len=T, tokens=tokens, masked_positions=masked),
+                  matmul=dict(n=args.matmul_size, dtype=str(mm_dtype).removeprefix('torch.'), flops_per_s=matmul_rate,
+                              flops_per_s_next_to=ref),
+                  contenders=contenders, ratio=ratio, paired_ratio=paired, normalized_ratio=normalized, mfu=contenders['atombert']['mfu'],
+                  flops=flop_check, targets=TARGETS,
+                  meets_targets=dict(ratio=ratio >= TARGETS['ratio'], mfu=contenders['atombert']['mfu'] >= TARGETS['mfu']))
+    if args.profile:
+        prof_path = Path(args.out).with_suffix('.profile.txt'); prof_path.parent.mkdir(parents=True, exist_ok=True)
+        result['profile_top_ms'] = profile_steps(steps, prof_path)
+        print(f'  profiler tables: {prof_path}')
+
+    print()
+    rows = [dict(name=n, **c, gflops=c['flops_per_s'] / 1e9, ratio=c['tokens_per_s'] / contenders['transformers']['tokens_per_s'])
+            for n, c in contenders.items()]
+    C.print_table(rows, [('name', 'contender', ''), ('tokens_per_s', 'tokens/s', ',.0f'), ('ms_per_step', 'ms/step', ',.0f'),
+                         ('peak_mb', 'peak MB', ',.0f'), ('gflops', 'GFLOP/s', '.1f'), ('mfu', 'MFU', '.0%'), ('ratio', 'ratio', '.2f')])
+    print(f'\nratio (median tokens/s) {ratio:.2f}×, paired per-round ratio {paired:.2f}×, matmul-normalized ratio {normalized:.2f}× '
+          f'(target ≥ {TARGETS["ratio"]}×)')
+    print(f'matmul {args.matmul_size}² {result["matmul"]["dtype"]}: {matmul_rate / 1e9:.1f} GFLOP/s (median of probes run next to '
+          f'the steps; MFU = median over rounds of step FLOP/s / the probes beside it)')
+    print(f'atombert step: {formula["atombert"]["train_step"] / 1e9:.1f} GFLOP by formula, {counted["atombert"] / 1e9:.1f} GFLOP '
+          f'by FlopCounterMode (ratio {flop_check["counter_over_formula"]:.3f}); '
+          f'{contenders["atombert"]["flops_per_s"] / 1e9:.1f} GFLOP/s = MFU {contenders["atombert"]["mfu"]:.0%} '
+          f'(target ≥ {TARGETS["mfu"]:.0%})')
+    print(f'transformers step: {formula["transformers"]["train_step"] / 1e9:.1f} GFLOP (MLM logits at all {tokens} positions), '
+          f'MFU {contenders["transformers"]["mfu"]:.0%}')
+    print(f'wrote {C.write_json(args.out, result)}')
+    return result
+
+if __name__ == '__main__': main()

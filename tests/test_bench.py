@@ -1,0 +1,61 @@
+"Smoke test of the benchmark scripts in bench/: each runs at its --small size and writes valid JSON (no thresholds on time)."
+import json, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def run_bench(script, out, *extra):
+    r = subprocess.run([sys.executable, f'bench/{script}', '--small', '--threads', '2', '--device', 'cpu', '--out', str(out), *extra],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f'{script} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}'
+    return r.stdout, json.loads(Path(out).read_text())
+
+def check_machine(res):
+    assert {'cpu', 'torch', 'transformers', 'torch_threads'} <= set(res['machine'])
+    assert res['machine']['torch_threads'] == 2
+
+def test_pretrain_step(tmp_path):
+    out, res = run_bench('pretrain_step.py', tmp_path/'pretrain_step.json')
+    assert 'tokens/s' in out and 'atombert' in out and 'transformers' in out
+    assert res['benchmark'] == 'pretrain_step' and res['args']['preset'] == 'tiny'
+    check_machine(res)
+    assert set(res['contenders']) == {'atombert', 'transformers'}
+    for c in res['contenders'].values():
+        assert {'tokens_per_s', 'ms_per_step', 'peak_mb', 'model_mb', 'mfu', 'flops_per_step', 'loss'} <= set(c)
+        assert c['tokens_per_s'] > 0 and c['peak_mb'] is not None and len(c['ms_all']) == 2
+    # same config and weights: the same loss on the same batch
+    assert res['contenders']['atombert']['loss'] == pytest.approx(res['contenders']['transformers']['loss'], abs=1e-4)
+    assert {'ratio', 'paired_ratio', 'mfu', 'matmul', 'flops', 'batch', 'config'} <= set(res)
+    f = res['flops']
+    assert f['formula_train_step'] > 0 and 0.9 < f['counter_over_formula'] < 1.1   # the formula counts what runs
+    # transformers computes MLM logits at every position: more FLOPs than atombert on the same batch
+    assert f['transformers_formula_train_step'] > f['formula_train_step']
+    assert res['matmul']['flops_per_s'] > 0
+
+def test_inference(tmp_path):
+    out, res = run_bench('inference.py', tmp_path/'inference.json')
+    assert 'tokens/s' in out and 'int8' in out
+    assert res['benchmark'] == 'inference'
+    check_machine(res)
+    assert set(res['contenders']) == {'atombert', 'transformers', 'atombert_int8'}
+    for c in res['contenders'].values():
+        assert {'tokens_per_s', 'ms_per_batch', 'peak_mb', 'ratio_vs_transformers_fp32'} <= set(c) and c['tokens_per_s'] > 0
+    a = res['agreement']
+    assert a['transformers_vs_atombert']['last_hidden_state']['max_abs_diff'] < 1e-4   # same model in float32
+    assert a['int8_vs_fp32']['pooler_output']['cosine_min'] > 0.9                        # int8 stays close
+    assert res['int8_ratio'] > 0 and res['quantization']['dtype'] == 'qint8'
+
+def test_matmul(tmp_path):
+    out, res = run_bench('matmul.py', tmp_path/'matmul.json')
+    assert 'GFLOP/s' in out
+    assert res['benchmark'] == 'matmul' and res['matmul']['n'] == 512 and res['matmul']['flops_per_s'] > 0
+    f = res['flops']
+    assert set(f['formula_forward']) >= {'qkv', 'attention_scores', 'ffn', 'mlm_decoder', 'pooler'}
+    assert f['formula_train_step'] == 3 * f['formula_forward_total']
+    assert 0.9 < f['counter_over_formula'] < 1.1
+
+def test_bad_argument_is_one_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, 'bench/pretrain_step.py', '--seq-len', '0', '--out', str(tmp_path/'x.json')],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and 'must be > 0' in r.stderr and not (tmp_path/'x.json').exists()

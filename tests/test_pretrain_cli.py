@@ -1,0 +1,121 @@
+"""`atombert pretrain` end to end: the command, resume after SIGKILL, DDP on CPU, and bad input."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get('ATOMBERT_SHARED_DATA', ROOT.parent/'shared'/'data'))
+VALID = SHARED/'wikitext'/'wikitext-2-raw'/'wiki.valid.raw'
+ENV = {**os.environ, 'HF_DATASETS_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '1'}
+
+
+ATOMBERT = str(Path(sys.executable).parent/'atombert')     # the installed console script
+
+
+def atombert(*args, **kw):
+    return subprocess.run([ATOMBERT, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=ROOT, **kw)
+
+
+def common(tmp_path, *extra):
+    return ['pretrain', '--corpus', VALID, '--preset', 'tiny', '--vocab-size', 1000, '--seq-len', 64, '--batch-size', 8,
+            '--lr', 3e-3, '--seed', 1, '--no-progress', '--cache-dir', tmp_path/'cache', *extra]
+
+
+def weights(run):
+    return load_file(Path(run)/'model.safetensors')
+
+
+@pytest.fixture(scope='module')
+def tokenizer_dir(tmp_path_factory):
+    "One tokenizer for the module, so that runs compared with each other share it exactly."
+    d = tmp_path_factory.mktemp('tok')
+    from atombert.data import load_corpus
+    from atombert.tokenizer import train_tokenizer, save_tokenizer
+    save_tokenizer(train_tokenizer(load_corpus(VALID).texts(), vocab_size=1000, show_progress=False), d)
+    return d
+
+
+def test_pretrain_end_to_end(tmp_path, tokenizer_dir):
+    r = atombert(*common(tmp_path, '--tokenizer', tokenizer_dir, '--max-steps', 12, '--out', tmp_path/'run',
+                         '--eval-corpus', VALID, '--eval-every', 6, '--eval-batches', 2))
+    assert r.returncode == 0, r.stderr
+    from atombert import AtomBertForPreTraining
+    m = AtomBertForPreTraining.from_pretrained(tmp_path/'run')
+    assert m.config.vocab_size == 1000
+    rows = [json.loads(l) for l in (tmp_path/'run'/'metrics.jsonl').read_text().splitlines()]
+    assert [r['step'] for r in rows if r['split'] == 'eval'] == [0, 6, 12]
+    assert (tmp_path/'run'/'plots'/'training.png').stat().st_size > 10_000
+
+
+def test_resume_after_sigkill_gives_the_same_weights(tmp_path, tokenizer_dir):
+    args = common(tmp_path, '--tokenizer', tokenizer_dir, '--max-steps', 40, '--save-every', 5, '--grad-accum', 2)
+    straight = atombert(*args, '--out', tmp_path/'straight')
+    assert straight.returncode == 0, straight.stderr
+    # the same run, killed with SIGKILL once its third checkpoint exists, then resumed
+    run = tmp_path/'killed'
+    p = subprocess.Popen([ATOMBERT, *map(str, args), '--out', str(run)], env=ENV, cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (run/'checkpoints'/'step-00000015').exists():
+        assert p.poll() is None, p.stderr.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert not (run/'model.safetensors').exists()        # it really was killed mid-way
+    resumed = atombert(*args, '--out', run, '--resume')
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = weights(tmp_path/'straight'), weights(run)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), 'resumed weights differ from the uninterrupted run'
+    steps = [json.loads(l)['step'] for l in (run/'metrics.jsonl').read_text().splitlines()]
+    assert steps == sorted(set(steps))                   # the log has no duplicated steps after resuming
+
+
+def test_ddp_two_processes_match_one(tmp_path, tokenizer_dir):
+    # no dropout: its masks are drawn per process, so they cannot match a single process's
+    args = common(tmp_path, '--tokenizer', tokenizer_dir, '--max-steps', 6, '--batch-size', 8, '--objective', 'sop', '--dropout', 0)
+    one = atombert(*args, '--out', tmp_path/'one')
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                          ATOMBERT, *map(str, args), '--out', str(tmp_path/'two')],
+                         capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = weights(tmp_path/'one'), weights(tmp_path/'two')
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-5, worst
+
+
+@pytest.mark.parametrize('case', ['empty', 'binary', 'missing', 'seq_len', 'tokenizer'])
+def test_bad_input_one_line_and_nothing_lost(tmp_path, tokenizer_dir, case):
+    out = tmp_path/'out'; out.mkdir(); (out/'keep.txt').write_text('precious')
+    (tmp_path/'empty.txt').write_text('\n \n')
+    (tmp_path/'blob.bin').write_bytes(bytes(range(256)) * 40)
+    corpus = {'empty': tmp_path/'empty.txt', 'binary': tmp_path/'blob.bin', 'missing': tmp_path/'nope.txt'}.get(case, VALID)
+    extra = {'seq_len': ['--seq-len', 4096]}.get(case, [])
+    if case == 'tokenizer':      # resuming a run with a tokenizer of another vocabulary
+        run = tmp_path/'run'
+        assert atombert(*common(tmp_path, '--tokenizer', tokenizer_dir, '--max-steps', 2, '--out', run)).returncode == 0
+        other = tmp_path/'other_tok'
+        from atombert.tokenizer import train_tokenizer, save_tokenizer
+        save_tokenizer(train_tokenizer(['some other text entirely'] * 50 + ['and more words here'] * 50, vocab_size=200,
+                                       show_progress=False), other)
+        before = weights(run)
+        r = atombert(*common(tmp_path, '--tokenizer', other, '--max-steps', 4, '--out', run, '--resume'))
+        assert r.returncode != 0 and r.stderr.count('\n') == 1 and 'tokenizer' in r.stderr, r.stderr
+        after = weights(run)
+        assert all(torch.equal(before[k], after[k]) for k in before)
+        return
+    r = atombert('pretrain', '--corpus', corpus,
+                 '--preset', 'tiny', '--max-steps', 2, '--out', tmp_path/'fresh', '--no-progress', '--cache-dir', tmp_path/'cache', *extra)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith('atombert: error: ') and r.stderr.count('\n') == 1, r.stderr
+    expected = {'empty': 'empty corpus', 'binary': 'binary', 'missing': 'nope.txt', 'seq_len': '--seq-len 4096'}[case]
+    assert expected in r.stderr
+    assert not (tmp_path/'fresh').exists()
+    # and an existing, non-empty output directory is refused without --resume, untouched
+    r = atombert('pretrain', '--corpus', VALID, '--preset', 'tiny', '--max-steps', 2, '--out', out, '--no-progress')
+    assert r.returncode == 1 and '--resume' in r.stderr
+    assert [p.name for p in out.iterdir()] == ['keep.txt'] and (out/'keep.txt').read_text() == 'precious'
