@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DEMO', 'COMMANDS', 'info', 'finetune_cmd', 'evaluate_cmd', 'write_report', 'run', 'command_parser', 'main']
 
-# %% ../nbs/10_cli.ipynb #bb298af4
+# %% ../nbs/10_cli.ipynb #abcc66c1
 import json, os, sys, time
 from pathlib import Path
 from fastcore.script import anno_parser, Param
@@ -15,7 +15,7 @@ from .model import AtomBertForPreTraining, param_breakdown
 from .pretrain import pretrain
 from .training import TrainingStopped
 
-# %% ../nbs/10_cli.ipynb #b75d64f9
+# %% ../nbs/10_cli.ipynb #81dec6ee
 def info(preset:Param(f'model preset: {", ".join(PRESETS)}', str)='atombert-8m',
          batch_size:Param('batch size of the forward pass', int)=8,
          seq_len:Param('sequence length of the forward pass', int)=128,
@@ -37,7 +37,7 @@ def info(preset:Param(f'model preset: {", ".join(PRESETS)}', str)='atombert-8m',
           f'{batch_size * seq_len / dt:,.0f} tokens/s on {torch.get_num_threads()} thread(s)')
     return out
 
-# %% ../nbs/10_cli.ipynb #69522c68
+# %% ../nbs/10_cli.ipynb #62150247
 def finetune_cmd(model:str=None,              # pretrained model directory (atombert or transformers ALBERT) or hub name
                  data:str='hub',              # hub | builtin | a folder or file of MNLI (GLUE TSV, MultiNLI JSONL, Arrow)
                  out:str='runs/mnli',         # output directory (becomes a from_pretrained directory)
@@ -67,7 +67,7 @@ def finetune_cmd(model:str=None,              # pretrained model directory (atom
     print(f"held-out (matched) accuracy {metrics.get('accuracy', float('nan')):.4f}")
     return metrics
 
-# %% ../nbs/10_cli.ipynb #49947766
+# %% ../nbs/10_cli.ipynb #0a75cbb7
 def evaluate_cmd(model:str=None,              # finetuned model directory
                  data:str='hub',              # hub | builtin | a folder or file of MNLI
                  splits:str='validation_matched,validation_mismatched', # comma-separated splits (test_* → GLUE predictions)
@@ -92,7 +92,7 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
     (out/'results.json').write_text(json.dumps(results, indent=2) + '\n')
     return results
 
-# %% ../nbs/10_cli.ipynb #83b1c96d
+# %% ../nbs/10_cli.ipynb #f87eed03
 def _table(rows) -> str:
     return '\n'.join(['| ' + ' | '.join(map(str, r)) + ' |' for r in rows[:1]] + ['|' + '---|' * len(rows[0])] +
                      ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows[1:]])
@@ -123,9 +123,10 @@ def write_report(out, info:dict) -> Path:
     (out/'report.md').write_text('\n'.join(lines))
     return out/'report.md'
 
-# %% ../nbs/10_cli.ipynb #40f7e5fd
+# %% ../nbs/10_cli.ipynb #7415046e
 DEMO = dict(corpus='builtin', mnli='builtin', preset='small', vocab_size=8000, seq_len=128, pretrain_steps=300,
-            batch_size=32, lr=1e-3, finetune_epochs=3, finetune_lr=2e-4)
+            batch_size=32, lr=1e-3, finetune_epochs=3, finetune_lr=2e-4,
+            config_overrides={'norm': 'pre', 'initializer_range': 0.05})   # small models train much faster Pre-LN
 
 def run(out:str='runs/atombert',              # output folder of the whole pipeline
         corpus:str='wikitext-103',            # pretraining text (see atombert pretrain --corpus)
@@ -139,6 +140,7 @@ def run(out:str='runs/atombert',              # output folder of the whole pipel
         lr:float=1e-3,                        # pretraining learning rate
         finetune_epochs:float=2,              # passes over the MNLI training set
         finetune_lr:float=5e-5,               # finetuning learning rate
+        config_overrides:str=None,            # config fields to override, JSON (see atombert pretrain)
         demo:bool=False,                      # the embedded offline default: builtin corpus and NLI set, small preset
         resume:bool=False,                    # continue an interrupted run in --out
         seed:int=0,                           # random seed
@@ -148,7 +150,7 @@ def run(out:str='runs/atombert',              # output folder of the whole pipel
     if demo:
         corpus, mnli, preset, vocab_size, seq_len = (DEMO[k] for k in ('corpus', 'mnli', 'preset', 'vocab_size', 'seq_len'))
         pretrain_steps, batch_size, lr = DEMO['pretrain_steps'], DEMO['batch_size'], DEMO['lr']
-        finetune_epochs, finetune_lr = DEMO['finetune_epochs'], DEMO['finetune_lr']
+        finetune_epochs, finetune_lr, config_overrides = DEMO['finetune_epochs'], DEMO['finetune_lr'], DEMO['config_overrides']
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise ValueError(f'--out {out} already holds files; pass --resume to continue that run, or choose an empty --out')
@@ -158,7 +160,7 @@ def run(out:str='runs/atombert',              # output folder of the whole pipel
     pretrain(corpus, out/'pretrain', preset, vocab_size=vocab_size, seq_len=seq_len, batch_size=batch_size,
              max_steps=pretrain_steps or 1, epochs=0 if pretrain_steps else pretrain_epochs, lr=lr,
              eval_every=max(1, (pretrain_steps or 1000) // 5) if pretrain_steps else 0, resume=resume and (out/'pretrain').exists(),
-             seed=seed, progress=progress)
+             seed=seed, progress=progress, config_overrides=config_overrides)
     t1 = time.time()
     if not (resume and (out/'mnli'/'model.safetensors').exists()):
         finetune(out/'pretrain', mnli_data['train'], mnli_data['validation_matched'], out/'mnli', epochs=finetune_epochs,
@@ -176,7 +178,7 @@ def run(out:str='runs/atombert',              # output folder of the whole pipel
     print(f'report: {report}')
     return info
 
-# %% ../nbs/10_cli.ipynb #2743abd4
+# %% ../nbs/10_cli.ipynb #6bd96c5f
 def command_parser(func, prog):
     "fastcore's parser for `func`, with flags spelled `--seq-len` (`--seq_len` is accepted too)."
     parser = anno_parser(func)

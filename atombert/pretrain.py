@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PreTrainingTask', 'pretrain']
 
-# %% ../nbs/07_pretraining.ipynb #79727519
+# %% ../nbs/07_pretraining.ipynb #b6e437f0
 import json, math, os
 from pathlib import Path
 import torch
@@ -16,7 +16,7 @@ from .tokenizer import train_tokenizer, load_tokenizer, save_tokenizer, tokenize
 from .data import load_corpus, pretokenize, PretrainingDataset, MaskingCollator
 from .training import Task, TrainArgs, fit, init_distributed, checkpoints
 
-# %% ../nbs/07_pretraining.ipynb #e8418e33
+# %% ../nbs/07_pretraining.ipynb #6d38c2a9
 class PreTrainingTask(Task):
     "MLM + SOP/NSP for `AtomBertForPreTraining`; losses `mlm_loss` and `sop_loss`/`nsp_loss`."
     def __init__(self, objective:str='sop'): self.objective = objective
@@ -38,7 +38,7 @@ class PreTrainingTask(Task):
                                                    len(batch['sentence_label']))
         return losses, stats
 
-# %% ../nbs/07_pretraining.ipynb #d23ffb51
+# %% ../nbs/07_pretraining.ipynb #5ba75012
 _HELD_OUT = ('builtin', 'wikitext-2', 'wikitext-103')   # corpora with a validation split of their own
 
 def _default_cache() -> Path:
@@ -48,6 +48,16 @@ def _check_out_dir(out:Path, resume:bool):
     if out.exists() and not out.is_dir(): raise ValueError(f'--out {out} exists and is not a directory')
     if not resume and out.is_dir() and any(out.iterdir()):
         raise ValueError(f'--out {out} already holds files (another run?); pass --resume to continue it, or choose an empty --out')
+
+def _config(preset:str, objective:str, dropout=None, overrides=None) -> AtomBertConfig:
+    "The preset's config with the objective, dropout and other overrides applied (and validated)."
+    if isinstance(overrides, str):
+        try: overrides = json.loads(overrides)
+        except json.JSONDecodeError as e: raise ValueError(f'--config-overrides is not valid JSON: {e}') from None
+    if overrides is not None and not isinstance(overrides, dict): raise ValueError('--config-overrides must be a JSON object')
+    drop = {} if dropout is None else dict(hidden_dropout=dropout, attention_dropout=dropout, classifier_dropout=dropout)
+    base = AtomBertConfig.preset(preset).to_dict()
+    return AtomBertConfig.from_dict({**base, **(overrides or {}), 'sentence_objective': objective, **drop})
 
 def _tokenizer_for(out:Path, tokenizer, resume:bool, corpus, vocab_size:int, kind:str, rank:int, world:int):
     "The run's tokenizer: given, resumed, or trained (on process 0) and saved in `out`."
@@ -65,7 +75,7 @@ def _tokenizer_for(out:Path, tokenizer, resume:bool, corpus, vocab_size:int, kin
         tok = load_tokenizer(out)
     return tok
 
-# %% ../nbs/07_pretraining.ipynb #a3c30b6f
+# %% ../nbs/07_pretraining.ipynb #bf2c677f
 def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | a .txt/.raw file or folder | .jsonl/.parquet/.arrow
              out:str='runs/pretrain',     # output directory (becomes a from_pretrained directory)
              preset:str='small',          # model preset (AtomBertConfig.preset)
@@ -84,6 +94,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
              precision:str='fp32',        # fp32 | bf16 | fp16 (CUDA)
              objective:str='sop',         # sop | nsp | none
              dropout:float=None,          # override the preset's hidden, attention and classifier dropout
+             config_overrides:str=None,   # other config fields to override: a dict or JSON, e.g. '{"norm": "pre"}'
              ngram:int=3,                 # longest masked n-gram (ALBERT: 3)
              whole_word:bool=False,       # mask whole words
              eval_corpus:str=None,        # held-out text (default: the corpus' validation split, if it has one)
@@ -102,8 +113,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
             ) -> dict:
     "Pretrain an atombert model with MLM + SOP/NSP on `corpus`; `out` becomes a `from_pretrained` directory."
     out = Path(out)
-    drop = {} if dropout is None else dict(hidden_dropout=dropout, attention_dropout=dropout, classifier_dropout=dropout)
-    config = AtomBertConfig.preset(preset, sentence_objective=objective, **drop)   # validates preset, objective, dropout
+    config = _config(preset, objective, dropout, config_overrides)
     if not 8 <= seq_len <= config.max_position_embeddings:
         raise ValueError(f'--seq-len {seq_len} must be in 8..{config.max_position_embeddings} '
                          f'(max_position_embeddings of preset {preset})')
