@@ -5,14 +5,15 @@
 # %% auto #0
 __all__ = ['SHARING_MODES', 'NORMS', 'ACTIVATIONS', 'SENTENCE_OBJECTIVES', 'PRESETS', 'AtomBertConfig']
 
-# %% ../nbs/01_config.ipynb #9962a14c
-import json, os
+# %% ../nbs/01_config.ipynb #29ea6724
+import json, math, os
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from fastcore.basics import patch
 
-# %% ../nbs/01_config.ipynb #a0fd9c75
+# %% ../nbs/01_config.ipynb #ad80a8cc
 SHARING_MODES = ('all', 'groups', 'attention', 'ffn', 'none')
 NORMS = ('post', 'pre')
 ACTIVATIONS = ('gelu_new', 'gelu', 'relu')
@@ -56,8 +57,8 @@ class AtomBertConfig:
             if getattr(self, name) <= 0: bad(name, 'must be > 0')
         for name in ('hidden_dropout', 'attention_dropout', 'classifier_dropout'):
             if not 0 <= getattr(self, name) < 1: bad(name, 'must be in [0, 1)')
-        if self.layer_norm_eps <= 0: bad('layer_norm_eps', 'must be > 0')
-        if self.initializer_range <= 0: bad('initializer_range', 'must be > 0')
+        for name in ('layer_norm_eps', 'initializer_range'):   # NaN passes `<= 0`: ask for a finite positive number
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0): bad(name, 'must be a finite number > 0')
         if self.hidden_size % self.num_heads: bad('hidden_size', f'must be divisible by num_heads={self.num_heads}')
         if not 0 <= self.pad_token_id < self.vocab_size: bad('pad_token_id', f'must be in [0, vocab_size={self.vocab_size})')
         for name, allowed in (('sharing', SHARING_MODES), ('norm', NORMS), ('hidden_act', ACTIVATIONS),
@@ -75,7 +76,7 @@ class AtomBertConfig:
     @property
     def head_dim(self): return self.hidden_size // self.num_heads
 
-# %% ../nbs/01_config.ipynb #78b72722
+# %% ../nbs/01_config.ipynb #6051a6e1
 PRESETS = {
     'tiny': dict(vocab_size=1000, embedding_size=32, hidden_size=64, num_layers=2, num_heads=2,
                  intermediate_size=128, max_position_embeddings=128),
@@ -89,12 +90,17 @@ PRESETS = {
                       attention_dropout=0.1, sentence_objective='nsp'),
 }
 
-# %% ../nbs/01_config.ipynb #1908b443
+# %% ../nbs/01_config.ipynb #9a193e6c
+def _check_fields(cls, names):
+    "`ValueError` naming the keys of `names` that are not fields (a typo, or a config from something else)."
+    unknown = set(names) - {f.name for f in fields(cls)}
+    if unknown: raise ValueError(f'AtomBertConfig has no field(s) {sorted(unknown, key=str)}')
+
 @patch(cls_method=True)
 def preset(cls:AtomBertConfig, name:str, **overrides) -> AtomBertConfig:
     "The config of preset `name` (see `PRESETS`), with `overrides` applied."
     if name not in PRESETS: raise ValueError(f'unknown preset {name!r}; choose one of {list(PRESETS)}')
-    return cls(**{**PRESETS[name], **overrides})
+    return cls.from_dict({**PRESETS[name], **overrides})
 
 @patch
 def to_dict(self:AtomBertConfig) -> dict: return asdict(self)
@@ -102,13 +108,14 @@ def to_dict(self:AtomBertConfig) -> dict: return asdict(self)
 @patch
 def replace(self:AtomBertConfig, **changes) -> AtomBertConfig:
     "A copy with `changes`, validated."
+    _check_fields(type(self), changes)
     return dataclasses.replace(self, **changes)
 
 @patch(cls_method=True)
 def from_dict(cls:AtomBertConfig, d:dict) -> AtomBertConfig:
     "Build from a dict; unknown keys are an error naming them (a config from something else)."
-    unknown = set(d) - {f.name for f in fields(cls)}
-    if unknown: raise ValueError(f'AtomBertConfig has no field(s) {sorted(unknown)}')
+    if not isinstance(d, Mapping): raise ValueError(f'an AtomBertConfig is made from a dict, not {type(d).__name__}')
+    _check_fields(cls, d)
     return cls(**d)
 
 @patch

@@ -8,20 +8,22 @@ __all__ = ['ModelOutput', 'AtomBertModel', 'MLMHead', 'PreTrainingOutput', 'Atom
            'albert_geometry', 'to_albert_state_dict', 'from_albert_state_dict', 'albert_config_dict',
            'config_from_albert', 'load_pretrained_state']
 
-# %% ../nbs/03_heads.ipynb #8e5612c7
-import json, os, warnings
+# %% ../nbs/03_heads.ipynb #cdd387b9
+import hashlib, json, os, warnings
+from dataclasses import fields
 from pathlib import Path
 from typing import NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 from fastcore.basics import patch
 from .config import AtomBertConfig
 from .embeddings import AtomBertEmbeddings
 from .encoder import AtomBertEncoder, ACT_FNS
 
-# %% ../nbs/03_heads.ipynb #5e65dc70
+# %% ../nbs/03_heads.ipynb #8a6bad81
 class ModelOutput(NamedTuple):
     last_hidden_state: torch.Tensor   # (batch, seq, hidden)
     pooler_output: torch.Tensor       # (batch, hidden): tanh(dense([CLS]))
@@ -51,7 +53,7 @@ class AtomBertModel(nn.Module):
         h = self.encoder(self.embeddings(input_ids, token_type_ids), mask)
         return ModelOutput(h, torch.tanh(self.pooler(h[:, 0])))
 
-# %% ../nbs/03_heads.ipynb #e4b4e22b
+# %% ../nbs/03_heads.ipynb #181038be
 class MLMHead(nn.Module):
     "Masked-language-model head whose output projection is the (tied) word embedding."
     def __init__(self, config:AtomBertConfig):
@@ -71,7 +73,7 @@ class PreTrainingOutput(NamedTuple):
     mlm_logits: torch.Tensor                # (n_masked, vocab) when labels are given, else (batch, seq, vocab)
     sentence_logits: Optional[torch.Tensor] # (batch, 2), or None when sentence_objective='none'
 
-# %% ../nbs/03_heads.ipynb #b617a81f
+# %% ../nbs/03_heads.ipynb #af8a275e
 class AtomBertForPreTraining(nn.Module):
     "The base model with the MLM head and the SOP/NSP head."
     def __init__(self, config:AtomBertConfig):
@@ -98,7 +100,7 @@ class AtomBertForPreTraining(nn.Module):
         losses = [l for l in (mlm_loss, sentence_loss) if l is not None]
         return PreTrainingOutput(sum(losses) if losses else None, mlm_loss, sentence_loss, mlm_logits, sentence_logits)
 
-# %% ../nbs/03_heads.ipynb #a19e8ac6
+# %% ../nbs/03_heads.ipynb #5d57dc24
 class ClassifierOutput(NamedTuple):
     loss: Optional[torch.Tensor]
     logits: torch.Tensor                    # (batch, num_labels)
@@ -117,7 +119,7 @@ class AtomBertForSequenceClassification(nn.Module):
         logits = self.classifier(self.dropout(self.model(input_ids, attention_mask, token_type_ids).pooler_output))
         return ClassifierOutput(F.cross_entropy(logits.float(), labels) if labels is not None else None, logits)
 
-# %% ../nbs/03_heads.ipynb #cee357d2
+# %% ../nbs/03_heads.ipynb #f87afdc1
 def count_params(module) -> int: return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
 def param_breakdown(config:AtomBertConfig) -> dict:
@@ -129,7 +131,7 @@ def param_breakdown(config:AtomBertConfig) -> dict:
              sentence_head=count_params(m.sentence_head), total=count_params(m))
     return r
 
-# %% ../nbs/03_heads.ipynb #e3d8c6ff
+# %% ../nbs/03_heads.ipynb #7d946c32
 _ARCH = {'AtomBertForPreTraining': 'AlbertForPreTraining', 'AtomBertForSequenceClassification': 'AlbertForSequenceClassification',
          'AtomBertModel': 'AlbertModel'}
 
@@ -169,7 +171,7 @@ def _rename(key, pairs):
         if key.startswith(src): return dst + key[len(src):]
     raise KeyError(key)
 
-# %% ../nbs/03_heads.ipynb #c51f4333
+# %% ../nbs/03_heads.ipynb #177915f8
 def _full_state_dict(model) -> dict:
     sd = model.state_dict()
     return {f'model.{k}': v for k, v in sd.items()} if isinstance(model, AtomBertModel) else sd
@@ -218,7 +220,7 @@ def from_albert_state_dict(sd:dict, config:AtomBertConfig) -> dict:
                              'which atombert does not have (it uses none when E == H)')
     return out
 
-# %% ../nbs/03_heads.ipynb #8b1efb74
+# %% ../nbs/03_heads.ipynb #588612be
 def albert_config_dict(config:AtomBertConfig, arch:str='AtomBertForPreTraining') -> dict:
     "A transformers `AlbertConfig` dict for `config` (atombert's own config under the 'atombert' key)."
     c = config
@@ -254,16 +256,22 @@ def config_from_albert(d:dict) -> AtomBertConfig:
                           layer_norm_eps=get('layer_norm_eps', 1e-12), initializer_range=get('initializer_range', 0.02),
                           pad_token_id=get('pad_token_id', 0), num_labels=n_labels, **sharing)
 
-# %% ../nbs/03_heads.ipynb #e547bcc7
+# %% ../nbs/03_heads.ipynb #fe1076ee
 def _atomic_write(path:Path, write):
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
     try: write(tmp); os.replace(tmp, path)
     finally: tmp.unlink(missing_ok=True)
 
-_Models = AtomBertModel | AtomBertForPreTraining | AtomBertForSequenceClassification
+def _digest(sd:dict) -> str:
+    "SHA-256 of the tensors (names, dtypes, shapes, bytes): kept in the safetensors header and checked on load."
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        t = sd[k].detach().cpu().contiguous()
+        h.update(f'{k}|{t.dtype}|{tuple(t.shape)}'.encode()); h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 @patch
-def save_pretrained(self:_Models, save_dir, tokenizer=None):
+def save_pretrained(self:AtomBertModel|AtomBertForPreTraining|AtomBertForSequenceClassification, save_dir, tokenizer=None):
     "Write `config.json` and `model.safetensors` (ALBERT's layout when ALBERT can express the model), and `tokenizer`."
     save_dir = Path(save_dir); save_dir.mkdir(parents=True, exist_ok=True)
     arch = type(self).__name__
@@ -272,14 +280,15 @@ def save_pretrained(self:_Models, save_dir, tokenizer=None):
     else:
         cfg = dict(model_type='atombert', architectures=[arch], atombert=self.config.to_dict())
         sd = {k: v.contiguous() for k, v in _full_state_dict(self).items()}
-    _atomic_write(save_dir/'model.safetensors', lambda p: save_file({k: v.detach().cpu() for k, v in sd.items()}, p, metadata={'format': 'pt'}))
+    sd = {k: v.detach().cpu() for k, v in sd.items()}
+    _atomic_write(save_dir/'model.safetensors', lambda p: save_file(sd, p, metadata={'format': 'pt', 'atombert_sha256': _digest(sd)}))
     _atomic_write(save_dir/'config.json', lambda p: p.write_text(json.dumps(cfg, indent=2) + '\n'))
     if tokenizer is not None:
         from atombert.tokenizer import save_tokenizer
         save_tokenizer(tokenizer, save_dir)
     return save_dir
 
-# %% ../nbs/03_heads.ipynb #80f385a9
+# %% ../nbs/03_heads.ipynb #8532c85c
 def _resolve_dir(path_or_name) -> Path:
     p = Path(path_or_name)
     if p.is_dir(): return p
@@ -299,16 +308,29 @@ def load_pretrained_state(path_or_name) -> tuple[AtomBertConfig, dict]:
     except json.JSONDecodeError as e: raise ValueError(f'{d/"config.json"} is not valid JSON: {e}') from None
     if cfg.get('model_type') not in ('atombert', 'albert'):
         raise ValueError(f"{d/'config.json'}: model_type {cfg.get('model_type')!r} is neither atombert nor albert")
-    config = AtomBertConfig.from_dict(cfg['atombert']) if cfg.get('model_type') == 'atombert' else config_from_albert(cfg)
+    section = cfg.get('atombert')          # atombert's own config (also kept in the ALBERT layout's config.json)
+    if cfg['model_type'] == 'atombert' and not isinstance(section, dict):
+        raise ValueError(f"{d/'config.json'} has no 'atombert' section")
+    if isinstance(section, dict) and (missing := sorted({f.name for f in fields(AtomBertConfig)} - set(section))):
+        raise ValueError(f"{d/'config.json'} lacks config field(s) {', '.join(missing)} (edited, or from another version?)")
+    config = AtomBertConfig.from_dict(cfg['atombert']) if cfg['model_type'] == 'atombert' else config_from_albert(cfg)
     if (d/'model.safetensors').exists():
-        try: sd = load_file(d/'model.safetensors')
+        try:
+            with safe_open(d/'model.safetensors', 'pt') as f: meta = f.metadata() or {}
+            sd = load_file(d/'model.safetensors')
         except Exception as e: raise ValueError(f'{d/"model.safetensors"} is not a readable safetensors file ({e})') from None
-    elif (d/'pytorch_model.bin').exists(): sd = torch.load(d/'pytorch_model.bin', map_location='cpu', weights_only=True)
+        if 'atombert_sha256' in meta and meta['atombert_sha256'] != _digest(sd):
+            raise ValueError(f'{d/"model.safetensors"} does not match the checksum written with it (altered or corrupted)')
+    elif (d/'pytorch_model.bin').exists():
+        try: sd = torch.load(d/'pytorch_model.bin', map_location='cpu', weights_only=True)
+        except Exception as e:
+            raise ValueError(f'{d/"pytorch_model.bin"} cannot be read with weights_only=True (atombert never unpickles code): '
+                             f'{str(e).strip().splitlines()[0]}') from None
     else: raise FileNotFoundError(f'{d} has no model.safetensors (or pytorch_model.bin)')
     return config, (sd if cfg['model_type'] == 'atombert' else from_albert_state_dict(sd, config))
 
 @patch(cls_method=True)
-def from_pretrained(cls:_Models, path_or_name, **config_overrides):
+def from_pretrained(cls:AtomBertModel|AtomBertForPreTraining|AtomBertForSequenceClassification, path_or_name, **config_overrides):
     "Load an atombert or transformers ALBERT model directory (or hub name) into this class."
     config, sd = load_pretrained_state(path_or_name)
     if config_overrides: config = config.replace(**config_overrides)

@@ -6,17 +6,17 @@
 __all__ = ['SPECIAL_TOKENS', 'KINDS', 'special_token_ids', 'text_file_lines', 'train_tokenizer', 'encode_pairs',
            'tokenizer_fingerprint', 'save_tokenizer', 'load_tokenizer']
 
-# %% ../nbs/00_tokenizer.ipynb #0c946b05
+# %% ../nbs/00_tokenizer.ipynb #f84e0201
 import hashlib, itertools, json, os, re, uuid
 from contextlib import contextmanager
 from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-# %% ../nbs/00_tokenizer.ipynb #98f29ee9
+# %% ../nbs/00_tokenizer.ipynb #7a9e2dd2
 SPECIAL_TOKENS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
 _SPECIAL_NAMES = ['pad', 'unk', 'cls', 'sep', 'mask']  # the names transformers gives them (pad_token, ...)
 
-# %% ../nbs/00_tokenizer.ipynb #7a812bc1
+# %% ../nbs/00_tokenizer.ipynb #6916cb14
 def special_token_ids(tok: Tokenizer) -> dict:
     "Map 'pad', 'unk', 'cls', 'sep', 'mask' to their ids in `tok`; `ValueError` if any of them is missing."
     ids = {name: tok.token_to_id(token) for name, token in zip(_SPECIAL_NAMES, SPECIAL_TOKENS)}
@@ -24,7 +24,7 @@ def special_token_ids(tok: Tokenizer) -> dict:
     if missing: raise ValueError(f'tokenizer lacks special token(s) {missing}; atombert needs all of {SPECIAL_TOKENS}')
     return ids
 
-# %% ../nbs/00_tokenizer.ipynb #58b15a08
+# %% ../nbs/00_tokenizer.ipynb #070a4b5f
 def _corpus_files(corpus):
     "The files `corpus` names, or None when it holds texts."
     if isinstance(corpus, (str, os.PathLike)): return [Path(corpus)]
@@ -34,6 +34,16 @@ def _corpus_files(corpus):
             return [Path(f) for f in corpus]
     return None
 
+def _utf8_error(path):
+    "(reason, byte offset in the file) of the first invalid UTF-8 in `path`, or None."
+    offset = 0
+    with open(path, 'rb') as f:
+        for line in f:                      # b'\n' never occurs inside a multi-byte UTF-8 character
+            try: line.decode('utf-8')
+            except UnicodeDecodeError as e: return e.reason, offset + e.start
+            offset += len(line)
+    return None
+
 def text_file_lines(path):
     "Stream the lines of a UTF-8 text file; `ValueError` naming the file when it is binary or not UTF-8."
     try:
@@ -41,7 +51,9 @@ def text_file_lines(path):
             for line in f:
                 if '\x00' in line: raise ValueError(f'{path} is a binary file (it has NUL bytes), not UTF-8 text')
                 yield line
-    except UnicodeDecodeError as e: raise ValueError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start})') from None
+    except UnicodeDecodeError as e:         # e.start counts from the start of a read chunk: find the file offset
+        reason, at = _utf8_error(path) or (e.reason, e.start)
+        raise ValueError(f'{path} is not UTF-8 text ({reason} at byte {at})') from None
 
 def _texts(corpus):
     "(iterator over the non-blank texts of `corpus`, their count if known), failing early on bad input."
@@ -62,7 +74,7 @@ def _nonblank(texts):
         if not isinstance(t, str): raise ValueError(f'corpus texts must be str, got {type(t).__name__}')
         if t.strip(): yield t
 
-# %% ../nbs/00_tokenizer.ipynb #4d38ea9e
+# %% ../nbs/00_tokenizer.ipynb #d250df1e
 KINDS = ('wordpiece', 'unigram')
 
 def _untrained(kind, lowercase):
@@ -87,7 +99,7 @@ def _trainer(kind, vocab_size, min_frequency, show_progress):
     return trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token='[UNK]',
                                    show_progress=show_progress)
 
-# %% ../nbs/00_tokenizer.ipynb #8e4768a2
+# %% ../nbs/00_tokenizer.ipynb #479051cc
 def _check_max_length(max_length, pair=True):
     least = 5 if pair else 3
     if not isinstance(max_length, int) or max_length < least:
@@ -103,13 +115,14 @@ def _add_template(tok, max_length):
     tok.no_padding()
     return tok
 
-# %% ../nbs/00_tokenizer.ipynb #b249d048
+# %% ../nbs/00_tokenizer.ipynb #d99cef43
 def train_tokenizer(corpus, vocab_size=30000, kind='wordpiece', lowercase=True, min_frequency=2, max_length=512,
                     show_progress=True) -> Tokenizer:
     "Train a `kind` ('wordpiece' or 'unigram') tokenizer on `corpus`: an iterable of texts, or text file path(s)."
     if kind not in KINDS: raise ValueError(f'unknown tokenizer kind={kind!r}: use one of {KINDS}')
-    if not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
-        raise ValueError(f'vocab_size={vocab_size!r} is too small: it must be an int > {len(SPECIAL_TOKENS)}')
+    least = 10 if kind == 'unigram' else len(SPECIAL_TOKENS) + 1
+    if not isinstance(vocab_size, int) or vocab_size < least:
+        raise ValueError(f'vocab_size={vocab_size!r} is too small: it must be an int >= {least} for a {kind} tokenizer')
     _check_max_length(max_length)
     texts, length = _texts(corpus)
     tok = _untrained(kind, lowercase)
@@ -119,17 +132,18 @@ def train_tokenizer(corpus, vocab_size=30000, kind='wordpiece', lowercase=True, 
         raise ValueError(f'vocab_size={vocab_size} is too small for the characters of this corpus ({e})') from None
     if tok.get_vocab_size() > vocab_size:
         raise ValueError(f'vocab_size={vocab_size} is too small: the characters of this corpus alone need '
-                         f'{tok.get_vocab_size()} WordPiece entries')
+                         f'{tok.get_vocab_size()} entries')
     tok = Tokenizer.from_str(tok.to_str())  # settle Unigram scores to what a reload gives (see above)
     return _add_template(tok, max_length)
 
-# %% ../nbs/00_tokenizer.ipynb #becda74e
+# %% ../nbs/00_tokenizer.ipynb #b5d8f5ba
 @contextmanager
-def _encoding_settings(tok, max_length):
-    "Temporarily turn padding off and, if `max_length` is given, truncate at it (longest first)."
+def _encoding_settings(tok, max_length, truncate=True):
+    "Temporarily turn padding off and, if `max_length` is given, truncate at it (longest first); or not at all."
     truncation, padding = tok.truncation, tok.padding
     try:
-        if max_length is not None: tok.enable_truncation(max_length, strategy='longest_first')
+        if not truncate: tok.no_truncation()
+        elif max_length is not None: tok.enable_truncation(max_length, strategy='longest_first')
         if padding is not None: tok.no_padding()
         yield tok
     finally:
@@ -137,22 +151,72 @@ def _encoding_settings(tok, max_length):
         else: tok.enable_truncation(**truncation)
         if padding is not None: tok.enable_padding(**padding)
 
+def _text_list(texts, name):
+    if isinstance(texts, str): return [texts]
+    if isinstance(texts, (bytes, bytearray)):   # list(b'..') would be a list of ints
+        raise ValueError(f'encode_pairs: {name} is {type(texts).__name__}, not str; decode it first, '
+                         f'e.g. .decode("utf-8", errors="replace")')
+    return list(texts)
+
+def _bad_text(texts, name):
+    "A `ValueError` naming the first of `texts` that is not a str of valid Unicode, or None."
+    for i, t in enumerate(texts):
+        if not isinstance(t, str): return ValueError(f'encode_pairs: {name}[{i}] is {type(t).__name__}, not str')
+        try: t.encode('utf-8')
+        except UnicodeEncodeError as e:
+            return ValueError(f'encode_pairs: {name}[{i}] is not valid Unicode ({e.reason} at character {e.start}); '
+                              f'decode bytes with errors="replace", not "surrogateescape"')
+    return None
+
+def _word_end(e, k, limit):
+    "How many tokens of encoding `e` end with the word of its `k`-th token (`k` for a word that goes on past `k + limit`)."
+    words, end = e.word_ids, k
+    while end < len(words) and words[end] == words[k - 1]:
+        end += 1
+        if end - k > limit: return k
+    return end
+
+def _cut_long_pairs(tok, first, second, max_length):
+    "Cut the pairs of which truncation would cut both texts: every token it keeps stays, and so does the longer text."
+    budget = max_length - tok.num_special_tokens_to_add(is_pair=True)
+    long = [i for i, (a, b) in enumerate(zip(first, second)) if min(len(a), len(b)) > budget // 2]
+    if not long: return first, second
+    first, second = list(first), list(second)
+    with _encoding_settings(tok, None, truncate=False):
+        encodings = tok.encode_batch([t for i in long for t in (first[i], second[i])], add_special_tokens=False)
+    keep = budget - budget // 2                       # the most tokens either text keeps when both are cut
+    for n, i in enumerate(long):
+        a, b = encodings[2 * n], encodings[2 * n + 1]
+        if 2 * min(len(a), len(b)) <= budget: continue  # at most one text is cut: no pairs of pieces
+        ca, cb = _word_end(a, keep, budget), _word_end(b, keep, budget)
+        if len(a) > len(b) and ca <= cb: ca = _word_end(a, cb + 1, budget)   # which text is longer decides ...
+        elif len(a) <= len(b) and ca > cb: cb = _word_end(b, ca, budget)     # ... who gets an odd budget's last token
+        first[i], second[i] = first[i][:a.offsets[ca - 1][1]], second[i][:b.offsets[cb - 1][1]]
+    return first, second
+
 def encode_pairs(tok: Tokenizer, first, second=None, max_length=None) -> dict:
     "Encode texts `first` (paired with `second` if given) into unpadded `input_ids`, `token_type_ids`, `attention_mask`."
-    if isinstance(first, str): first = [first]
-    if isinstance(second, str): second = [second]
-    first = list(first)
+    first = _text_list(first, 'first')
     if second is not None:
-        second = list(second)
+        second = _text_list(second, 'second')
         if len(second) != len(first):
             raise ValueError(f'encode_pairs needs as many second texts as first ones, got {len(first)} and {len(second)}')
     if max_length is not None: _check_max_length(max_length, pair=second is not None)
+    own = tok.truncation or {}
+    own_cuts_like_ours = (own.get('strategy'), own.get('direction'), own.get('stride')) == ('longest_first', 'right', 0)
+    cut_at = max_length or (own.get('max_length') if own_cuts_like_ours else None)
+    if second is not None and cut_at:
+        try: first, second = _cut_long_pairs(tok, first, second, cut_at)
+        except TypeError: pass                                    # not text: reported below
     with _encoding_settings(tok, max_length):
-        encodings = tok.encode_batch(first if second is None else list(zip(first, second)))
+        try: encodings = tok.encode_batch(first if second is None else list(zip(first, second)))
+        except TypeError:                   # tokenizers does not say which text it could not take: find it
+            if (e := _bad_text(first, 'first') or _bad_text(second or [], 'second')) is not None: raise e from None
+            raise
     return {'input_ids': [e.ids for e in encodings], 'token_type_ids': [e.type_ids for e in encodings],
             'attention_mask': [e.attention_mask for e in encodings]}
 
-# %% ../nbs/00_tokenizer.ipynb #fdf8af6e
+# %% ../nbs/00_tokenizer.ipynb #d4f72a3f
 def tokenizer_fingerprint(tok: Tokenizer) -> str:
     "A 16-hex-digit sha256 of `tok`'s canonical JSON, truncation and padding left out."
     spec = json.loads(tok.to_str())
@@ -160,7 +224,7 @@ def tokenizer_fingerprint(tok: Tokenizer) -> str:
     canonical = json.dumps(spec, sort_keys=True, ensure_ascii=False, separators=(',', ':'))
     return hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:16]
 
-# %% ../nbs/00_tokenizer.ipynb #89044ab8
+# %% ../nbs/00_tokenizer.ipynb #358019f0
 def _write_atomic(path: Path, text: str):
     "Write `text` to `path` via a temporary file in the same directory, so readers see the old or new file, whole."
     tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')  # open() (unlike mkstemp) keeps the usual permissions
@@ -196,7 +260,7 @@ def save_tokenizer(tok: Tokenizer, dir) -> Path:
     _write_atomic(dir/'special_tokens_map.json', json.dumps(specials, indent=2) + '\n')
     return dir
 
-# %% ../nbs/00_tokenizer.ipynb #5de1b01f
+# %% ../nbs/00_tokenizer.ipynb #75c5310e
 _HUB_NAME = re.compile(r'[\w.-]+(/[\w.-]+)?')  # 'name' or 'org/name'
 
 def load_tokenizer(path_or_name) -> Tokenizer:

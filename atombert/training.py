@@ -7,8 +7,8 @@ __all__ = ['TrainingStopped', 'Task', 'TrainArgs', 'make_optimizer', 'make_sched
            'checkpoints', 'save_checkpoint', 'load_checkpoint', 'micro_batches', 'read_metrics', 'plot_metrics',
            'evaluate', 'fit']
 
-# %% ../nbs/06_training.ipynb #419ef85a
-import json, math, os, random, shutil, time, contextlib
+# %% ../nbs/06_training.ipynb #fb0b684f
+import contextlib, hashlib, json, math, os, random, shutil, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-# %% ../nbs/06_training.ipynb #0e4a160b
+# %% ../nbs/06_training.ipynb #79aad0ba
 class TrainingStopped(RuntimeError):
     "Training cannot go on (e.g. gradients keep being non-finite); the last good checkpoint is kept."
 
@@ -27,7 +27,7 @@ class Task:
     def counts(self, batch:dict) -> dict: return {'loss': len(next(iter(batch.values())))}
     def loss(self, model, batch:dict) -> tuple[dict, dict]: raise NotImplementedError
 
-# %% ../nbs/06_training.ipynb #97dfe561
+# %% ../nbs/06_training.ipynb #327ed757
 @dataclass
 class TrainArgs:
     out_dir: str = 'runs/atombert'
@@ -71,7 +71,7 @@ class TrainArgs:
         if not self.batch_ramp_steps or step >= self.batch_ramp_steps: return self.grad_accum
         return 1 + (self.grad_accum - 1) * step // self.batch_ramp_steps
 
-# %% ../nbs/06_training.ipynb #b3a2448c
+# %% ../nbs/06_training.ipynb #b302ca4b
 def make_optimizer(model, args:TrainArgs) -> torch.optim.AdamW:
     "AdamW with decay on ≥2-D parameters only; fused when available."
     params = [p for p in model.parameters() if p.requires_grad]
@@ -89,7 +89,7 @@ def make_schedule(opt, args:TrainArgs):
     decay = (lambda s: max(0.0, (n - s) / max(1, n - w))) if args.schedule == 'linear' else (lambda s: 1.0)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / (w + 1) if s < w else decay(s))
 
-# %% ../nbs/06_training.ipynb #58b5ad5a
+# %% ../nbs/06_training.ipynb #eb2b0a0c
 def init_distributed(device:str='') -> tuple[int, int, torch.device]:
     "Join the process group torchrun describes (if any): (rank, world_size, device)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
@@ -106,7 +106,7 @@ def autocast_for(precision:str, device:torch.device):
     if precision == 'fp16' and device.type != 'cuda': raise ValueError('precision fp16 needs a CUDA device (use bf16 or fp32)')
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
 
-# %% ../nbs/06_training.ipynb #58f8f297
+# %% ../nbs/06_training.ipynb #e5ac8835
 def _rng_state() -> dict:
     v, state, gauss = random.getstate()
     np_state = np.random.get_state()
@@ -125,31 +125,54 @@ def save_checkpoint(out_dir, model, opt, sched, scaler, state:dict, tokenizer=No
     ckdir = Path(out_dir)/'checkpoints'; ckdir.mkdir(parents=True, exist_ok=True)
     final, tmp = ckdir/f"step-{state['step']:08d}", ckdir/f".step-{state['step']:08d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, tokenizer=tokenizer)
-    torch.save(dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict(),
-                    torch_rng=torch.get_rng_state(),
-                    cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []), tmp/'trainer_state.pt')
-    (tmp/'trainer_state.json').write_text(json.dumps({**state, 'rng': _rng_state()}))
+    try:
+        model.save_pretrained(tmp, tokenizer=tokenizer)
+        torch.save(dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict(),
+                        torch_rng=torch.get_rng_state(),
+                        cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []), tmp/'trainer_state.pt')
+        (tmp/'trainer_state.json').write_text(json.dumps({**state, 'rng': _rng_state(),
+                                                          'sha256': _sha256(tmp/'trainer_state.pt')}))
+    except OSError as e:      # e.g. a full disk: what was written before stays as it was
+        shutil.rmtree(tmp, ignore_errors=True)
+        prev = checkpoints(out_dir)
+        raise OSError(e.errno, f'could not write checkpoint {final} ({e.strerror or e}); '
+                      + (f'the previous checkpoint {prev[-1]} is intact' if prev else 'no earlier checkpoint exists')) from None
     if final.exists(): shutil.rmtree(final)
     os.replace(tmp, final)
     for old in checkpoints(out_dir)[:-keep]: shutil.rmtree(old, ignore_errors=True)
     return final
 
-def load_checkpoint(path, model, opt, sched, scaler) -> dict:
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
+    return h.hexdigest()
+
+def load_checkpoint(path, model, opt, sched, scaler, tokenizer=None) -> dict:
     "Restore weights, optimizer, schedule, scaler and RNG states from checkpoint `path`; returns the loop state."
     from atombert.model import load_pretrained_state
-    _, sd = load_pretrained_state(path)
+    path = Path(path)
+    try: state = json.loads((path/'trainer_state.json').read_text())
+    except (OSError, json.JSONDecodeError) as e: raise ValueError(f'{path/"trainer_state.json"} is unreadable ({e})') from None
+    if state.get('sha256') != _sha256(path/'trainer_state.pt'):
+        raise ValueError(f'{path/"trainer_state.pt"} does not match the checksum written with it (altered or truncated)')
+    if tokenizer is not None and (path/'tokenizer.json').exists():
+        from atombert.tokenizer import load_tokenizer, tokenizer_fingerprint
+        if tokenizer_fingerprint(load_tokenizer(path)) != tokenizer_fingerprint(getattr(tokenizer, 'backend_tokenizer', tokenizer)):
+            raise ValueError(f'checkpoint {path} was trained with another tokenizer than this run\'s')
+    _, sd = load_pretrained_state(path)                                        # checks the weights' checksum
     own = model.state_dict()
+    if (bad := [k for k in own if k not in sd or sd[k].shape != own[k].shape]):
+        raise ValueError(f'checkpoint {path} does not fit this model (tensor {bad[0]!r}): another configuration?')
     model.load_state_dict({k: v for k, v in sd.items() if k in own})
-    ts = torch.load(Path(path)/'trainer_state.pt', map_location='cpu', weights_only=True)
+    ts = torch.load(path/'trainer_state.pt', map_location='cpu', weights_only=True)
     opt.load_state_dict(ts['optimizer']); sched.load_state_dict(ts['scheduler']); scaler.load_state_dict(ts['scaler'])
     torch.set_rng_state(ts['torch_rng'])
     if ts['cuda_rng'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(ts['cuda_rng'])
-    state = json.loads((Path(path)/'trainer_state.json').read_text())
-    _set_rng_state(state.pop('rng'))
+    _set_rng_state(state.pop('rng')); state.pop('sha256')
     return state
 
-# %% ../nbs/06_training.ipynb #ed5c990c
+# %% ../nbs/06_training.ipynb #2fe8a350
 def micro_batches(data, collate, args:TrainArgs, epoch:int=0, start:int=0, rank:int=0, world:int=1):
     "Yield (epoch, next micro-batch index, batch) forever, from position (epoch, start)."
     n = len(data) // args.batch_size
@@ -164,7 +187,7 @@ def micro_batches(data, collate, args:TrainArgs, epoch:int=0, start:int=0, rank:
         for i, batch in enumerate(loader, start + 1): yield epoch, i, batch
         epoch, start = epoch + 1, 0
 
-# %% ../nbs/06_training.ipynb #733944ba
+# %% ../nbs/06_training.ipynb #9affe4b6
 def read_metrics(out_dir) -> list[dict]:
     p = Path(out_dir)/'metrics.jsonl'
     return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
@@ -195,7 +218,7 @@ def plot_metrics(out_dir, show:bool=False):
     if not show: plt.close(fig)
     return path
 
-# %% ../nbs/06_training.ipynb #3439c807
+# %% ../nbs/06_training.ipynb #8e57a7b8
 def _to(batch:dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -232,7 +255,7 @@ def evaluate(model, data, collate, task:Task, batch_size:int=32, precision:str='
     model.train(was_training)
     return _stats_to_metrics(losses, stats)
 
-# %% ../nbs/06_training.ipynb #fe55b113
+# %% ../nbs/06_training.ipynb #f9db53f0
 def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, resume:bool=False,
         tokenizer=None, eval_batches:int=0, progress:bool=True) -> dict:
     "Train `model` on `train_data` with `task`; checkpoints, logs and plots go to `args.out_dir`."
@@ -245,7 +268,7 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
     sched = make_schedule(opt, args)
     state = dict(step=0, epoch=0, batch=0, bad_steps=0, skipped_steps=0)
     if resume and checkpoints(out):
-        state.update(load_checkpoint(checkpoints(out)[-1], model, opt, sched, scaler))
+        state.update(load_checkpoint(checkpoints(out)[-1], model, opt, sched, scaler, tokenizer))
         if rank == 0 and (out/'metrics.jsonl').exists():   # drop what was logged after that checkpoint
             keep = [r for r in read_metrics(out) if r['step'] <= state['step']]
             (out/'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in keep))
@@ -302,12 +325,14 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
             if state['bad_steps'] >= args.max_bad_steps:
                 raise TrainingStopped(f"{state['bad_steps']} optimizer steps in a row had a non-finite gradient (step "
                                    f"{state['step']}); stopping. The last good checkpoint is kept in {out/'checkpoints'}")
-        scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True)   # the scaler skips non-finite steps
+        if scaler.is_enabled() or torch.isfinite(gnorm): scaler.step(opt)    # an enabled scaler skips non-finite steps itself
+        scaler.update(); opt.zero_grad(set_to_none=True)
         sched.step(); state['step'] += 1; pbar.update(1)
         step = state['step']
         if step % args.log_every == 0 or step == args.max_steps:
             row = dict(step=step, split='train', epoch=state['epoch'], lr=sched.get_last_lr()[0],
                        grad_norm=float(gnorm), **{k: n / max(d, 1) for k, (n, d) in window.items()},
+                       **({'skipped_steps': state['skipped_steps']} if state['skipped_steps'] else {}),
                        time=time.perf_counter() - t0)
             log(row); pbar.set_postfix({k: f'{v:.3f}' for k, v in row.items() if k.endswith('loss')})
             window = {}
