@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SHARING_MODES', 'NORMS', 'ACTIVATIONS', 'SENTENCE_OBJECTIVES', 'PRESETS', 'AtomBertConfig']
 
-# %% ../nbs/01_config.ipynb #29ea6724
+# %% ../nbs/01_config.ipynb #a583f060
 import json, math, os
 import dataclasses
 from collections.abc import Mapping
@@ -13,7 +13,7 @@ from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from fastcore.basics import patch
 
-# %% ../nbs/01_config.ipynb #ad80a8cc
+# %% ../nbs/01_config.ipynb #fe2291f8
 SHARING_MODES = ('all', 'groups', 'attention', 'ffn', 'none')
 NORMS = ('post', 'pre')
 ACTIVATIONS = ('gelu_new', 'gelu', 'relu')
@@ -76,7 +76,7 @@ class AtomBertConfig:
     @property
     def head_dim(self): return self.hidden_size // self.num_heads
 
-# %% ../nbs/01_config.ipynb #6051a6e1
+# %% ../nbs/01_config.ipynb #6fb2d99a
 PRESETS = {
     'tiny': dict(vocab_size=1000, embedding_size=32, hidden_size=64, num_layers=2, num_heads=2,
                  intermediate_size=128, max_position_embeddings=128),
@@ -90,7 +90,7 @@ PRESETS = {
                       attention_dropout=0.1, sentence_objective='nsp'),
 }
 
-# %% ../nbs/01_config.ipynb #9a193e6c
+# %% ../nbs/01_config.ipynb #b51d6f2f
 def _check_fields(cls, names):
     "`ValueError` naming the keys of `names` that are not fields (a typo, or a config from something else)."
     unknown = set(names) - {f.name for f in fields(cls)}

@@ -8,7 +8,7 @@ __all__ = ['TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'HUB_CORPORA', 'SPLITS', 'FORMAT_V
            'TokenizedCorpus', 'pretokenize', 'build_examples', 'PretrainingDataset', 'word_start_flags',
            'MaskingCollator']
 
-# %% ../nbs/05_data.ipynb #5810f553
+# %% ../nbs/05_data.ipynb #f139c08d
 import array, ast, hashlib, itertools, json, os, random, re, shutil, sys, sysconfig, uuid
 from pathlib import Path
 import numpy as np
@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 from .tokenizer import special_token_ids, tokenizer_fingerprint, text_file_lines
 
-# %% ../nbs/05_data.ipynb #162c4167
+# %% ../nbs/05_data.ipynb #af7209f4
 _HEADING = re.compile(r'(=(?: =)*) (.+) \1')  # '= Title =' is level 1, '= = Section = =' level 2, ...
 
 def _heading_level(line: str) -> int:
@@ -54,7 +54,7 @@ def text_documents(lines):
     parse = wikitext_documents if head and _heading_level(head[-1]) == 1 else plain_documents
     yield from parse(itertools.chain(head, lines))
 
-# %% ../nbs/05_data.ipynb #0b99a502
+# %% ../nbs/05_data.ipynb #f340ca43
 def _row_documents(text, where):
     if text is None: return []
     if not isinstance(text, str): raise ValueError(f'{where}: text values must be strings, got {type(text).__name__}')
@@ -64,7 +64,7 @@ def _row_documents(text, where):
     doc = [l.strip() for l in lines if l.strip()]
     return [doc] if doc else []
 
-# %% ../nbs/05_data.ipynb #4de42110
+# %% ../nbs/05_data.ipynb #555549f6
 _UNDERLINE = re.compile(r'[*=\-~^"#+]{3,}')
 _SKIP_DIRS = {'site-packages', 'dist-packages', 'test', 'tests', 'idlelib', 'turtledemo', 'lib2to3', 'ensurepip',
               '__pycache__', 'config-3', 'tkinter', 'venv'}
@@ -107,7 +107,7 @@ def _builtin_identity():
     listing = [(p.relative_to(root).as_posix(), p.stat().st_size) for p in files]
     return 'builtin:v1:' + hashlib.sha256(json.dumps([sys.version, listing]).encode()).hexdigest()[:16]
 
-# %% ../nbs/05_data.ipynb #7340ebaf
+# %% ../nbs/05_data.ipynb #2a9e7b67
 class Corpus:
     "A re-iterable stream of documents (lists of paragraph strings). `identity` names its content for caches."
     def __init__(self, name, identity, make_documents):
@@ -130,7 +130,7 @@ class Corpus:
 
     def __repr__(self): return f'Corpus({self.name!r})'
 
-# %% ../nbs/05_data.ipynb #f4cfd121
+# %% ../nbs/05_data.ipynb #562ea260
 TEXT_SUFFIXES = ('.txt', '.raw', '.tokens')
 TABLE_SUFFIXES = ('.jsonl', '.json', '.parquet', '.arrow')
 
@@ -154,7 +154,7 @@ def _text_corpus(path):
     make = lambda: (doc for f in files for doc in text_documents(text_file_lines(f)))
     return Corpus(str(path), json.dumps(['text', _file_identity(files)]), make)
 
-# %% ../nbs/05_data.ipynb #92e99bc7
+# %% ../nbs/05_data.ipynb #04913b0a
 def _table_corpus(path, split, text_column):
     import datasets
     try:
@@ -173,7 +173,7 @@ def _table_corpus(path, split, text_column):
             for text in batch[text_column]: yield from _row_documents(text, path)
     return Corpus(str(path), json.dumps(['table', text_column, split, _file_identity(files)]), make)
 
-# %% ../nbs/05_data.ipynb #7016be82
+# %% ../nbs/05_data.ipynb #3ec9c8c7
 HUB_CORPORA = {'wikitext-103': ('Salesforce/wikitext', 'wikitext-103-raw-v1'),
                'wikitext-2': ('Salesforce/wikitext', 'wikitext-2-raw-v1')}
 
@@ -188,7 +188,7 @@ def _hub_corpus(spec, split):
     make = lambda: wikitext_documents(t for batch in ds.iter(batch_size=1024) for t in batch['text'])
     return Corpus(spec, json.dumps(['hub', repo, config, split, getattr(ds, '_fingerprint', '')]), make)
 
-# %% ../nbs/05_data.ipynb #e3db3c70
+# %% ../nbs/05_data.ipynb #59ddedd1
 SPLITS = ('train', 'validation', 'test')
 
 def _builtin_corpus(split):
@@ -217,7 +217,7 @@ def load_corpus(spec, split='train', text_column='text') -> Corpus:
     corpus = _table_corpus(path, split, text_column) if is_table else _text_corpus(path)
     return corpus._check_not_empty()
 
-# %% ../nbs/05_data.ipynb #e4b30655
+# %% ../nbs/05_data.ipynb #27aced60
 _SENTENCE_END = re.compile(
     r'(?<!\b[A-Z])(?<!\bMr)(?<!\bMs)(?<!\bDr)(?<!\bSt)(?<!\bNo)(?<!\bJr)(?<!\bvs)(?<!\bMrs)(?<!\bSgt)(?<!\bCol)'
     r'(?<!\bGen)(?<!\bFig)(?<!\bVol)(?<!\bProf)(?<!\be\.g)(?<!\bi\.e)'
@@ -231,7 +231,7 @@ def split_sentences(paragraph: str) -> list:
     out.append(paragraph[start:])
     return [s for s in out if s]
 
-# %% ../nbs/05_data.ipynb #c4300e58
+# %% ../nbs/05_data.ipynb #cab173b3
 FORMAT_VERSION = 1
 
 class TokenizedCorpus:
@@ -266,7 +266,7 @@ class TokenizedCorpus:
     def __getstate__(self): return {**self.__dict__, '_tokens': None}  # never pickle the memmap's pages
     def __repr__(self): return f'TokenizedCorpus({self.meta["corpus"]!r}: {self.num_docs} docs, {self.num_tokens} tokens)'
 
-# %% ../nbs/05_data.ipynb #78c76759
+# %% ../nbs/05_data.ipynb #b1ed8714
 def _as_documents(corpus):
     for doc in corpus:
         if isinstance(doc, str): doc = doc.splitlines()
@@ -340,7 +340,7 @@ def pretokenize(corpus, tokenizer: Tokenizer, cache_dir, split_into_sentences=Tr
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return TokenizedCorpus(final, from_cache=False)
 
-# %% ../nbs/05_data.ipynb #a15e0163
+# %% ../nbs/05_data.ipynb #1eaaeb25
 OBJECTIVES = ('sop', 'nsp', 'none')
 
 def _fit_pair(a0, a1, b0, b1, max_tokens, rng):
@@ -354,7 +354,7 @@ def _fit_pair(a0, a1, b0, b1, max_tokens, rng):
     front_a, front_b = rng.getrandbits(cut_a).bit_count(), rng.getrandbits(cut_b).bit_count()  # Binomial(cut, 1/2)
     return a0 + front_a, a1 - (cut_a - front_a), b0 + front_b, b1 - (cut_b - front_b)
 
-# %% ../nbs/05_data.ipynb #7f039cbe
+# %% ../nbs/05_data.ipynb #aaeff588
 def build_examples(corpus: TokenizedCorpus, seq_len: int, objective='sop', short_seq_prob=0.1, seed=0, epoch=0) -> np.ndarray:
     "Plan one epoch: shuffled int64 rows `(a0, a1, b0, b1, label)` of token ranges into `corpus.tokens` (B empty for 'none')."
     if objective not in OBJECTIVES: raise ValueError(f'unknown objective {objective!r}: use one of {OBJECTIVES}')
@@ -404,7 +404,7 @@ def build_examples(corpus: TokenizedCorpus, seq_len: int, objective='sop', short
     rows = np.frombuffer(rows, dtype=np.int64).reshape(-1, 5)
     return rows[np.random.default_rng([seed, epoch]).permutation(len(rows))]
 
-# %% ../nbs/05_data.ipynb #ba56cc8e
+# %% ../nbs/05_data.ipynb #c206312d
 def _example_seed(*keys) -> int:
     return int.from_bytes(hashlib.blake2b(repr(keys).encode(), digest_size=8).digest(), 'little') >> 1
 
@@ -449,7 +449,7 @@ class PretrainingDataset(Dataset):
             example['sentence_label'] = label
         return example
 
-# %% ../nbs/05_data.ipynb #f1c3d527
+# %% ../nbs/05_data.ipynb #44894f38
 def _find_key(node, key):
     if isinstance(node, dict):
         if key in node: return node[key]
@@ -477,7 +477,7 @@ def word_start_flags(tok: Tokenizer) -> torch.Tensor:
     flags[list(tok.get_added_tokens_decoder())] = True   # specials stand alone
     return flags
 
-# %% ../nbs/05_data.ipynb #d45ed9ab
+# %% ../nbs/05_data.ipynb #ab121cf2
 def _span_start_prob(p, span_probs):
     "The per-unit span start probability q that masks a share `p` of units: 1 - prod_k (1 - q P(n > k)) = p."
     longer = [sum(span_probs[k:]) for k in range(len(span_probs))]

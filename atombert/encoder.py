@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['ACT_FNS', 'SelfAttention', 'FeedForward', 'layer_maps', 'AtomBertEncoder']
 
-# %% ../nbs/02_encoder.ipynb #69e804c4
+# %% ../nbs/02_encoder.ipynb #47c42ae6
 import math
 import torch
 import torch.nn.functional as F
 from torch import nn
 from .config import AtomBertConfig
 
-# %% ../nbs/02_encoder.ipynb #1767005a
+# %% ../nbs/02_encoder.ipynb #cdbc325c
 class SelfAttention(nn.Module):
     "Multi-head self-attention sub-layer with fused QKV, SDPA, residual and LayerNorm."
     def __init__(self, config:AtomBertConfig):
@@ -32,7 +32,7 @@ class SelfAttention(nn.Module):
         y = self.dropout(self.out(y.transpose(1, 2).reshape(B, T, H)))
         return x + y if self.pre_norm else self.norm(x + y)
 
-# %% ../nbs/02_encoder.ipynb #7b38d0ba
+# %% ../nbs/02_encoder.ipynb #a11ee4ee
 ACT_FNS = {'gelu_new': lambda x: F.gelu(x, approximate='tanh'), 'gelu': F.gelu, 'relu': F.relu}
 
 class FeedForward(nn.Module):
@@ -51,7 +51,7 @@ class FeedForward(nn.Module):
         y = self.dropout(self.down(self.act(self.up(h))))
         return x + y if self.pre_norm else self.norm(x + y)
 
-# %% ../nbs/02_encoder.ipynb #7a14cddb
+# %% ../nbs/02_encoder.ipynb #3fe219ab
 def layer_maps(config:AtomBertConfig) -> tuple[list[int], list[int]]:
     "For each depth, the index of the attention and of the feed-forward sub-layer it uses."
     c, N = config, config.num_layers
@@ -63,7 +63,7 @@ def layer_maps(config:AtomBertConfig) -> tuple[list[int], list[int]]:
     return {'all': (shared, shared), 'attention': (shared, distinct),
             'ffn': (distinct, shared), 'none': (distinct, distinct)}[c.sharing]
 
-# %% ../nbs/02_encoder.ipynb #8612b23a
+# %% ../nbs/02_encoder.ipynb #adee3128
 class AtomBertEncoder(nn.Module):
     "A stack of `num_layers` attention + feed-forward steps whose parameters are shared per `config.sharing`."
     def __init__(self, config:AtomBertConfig):

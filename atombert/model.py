@@ -8,7 +8,7 @@ __all__ = ['ModelOutput', 'AtomBertModel', 'MLMHead', 'PreTrainingOutput', 'Atom
            'albert_geometry', 'to_albert_state_dict', 'from_albert_state_dict', 'albert_config_dict',
            'config_from_albert', 'load_pretrained_state']
 
-# %% ../nbs/03_heads.ipynb #cdd387b9
+# %% ../nbs/03_heads.ipynb #201b0db2
 import hashlib, json, os, warnings
 from dataclasses import fields
 from pathlib import Path
@@ -23,7 +23,7 @@ from .config import AtomBertConfig
 from .embeddings import AtomBertEmbeddings
 from .encoder import AtomBertEncoder, ACT_FNS
 
-# %% ../nbs/03_heads.ipynb #8a6bad81
+# %% ../nbs/03_heads.ipynb #ff2e85a2
 class ModelOutput(NamedTuple):
     last_hidden_state: torch.Tensor   # (batch, seq, hidden)
     pooler_output: torch.Tensor       # (batch, hidden): tanh(dense([CLS]))
@@ -53,7 +53,7 @@ class AtomBertModel(nn.Module):
         h = self.encoder(self.embeddings(input_ids, token_type_ids), mask)
         return ModelOutput(h, torch.tanh(self.pooler(h[:, 0])))
 
-# %% ../nbs/03_heads.ipynb #181038be
+# %% ../nbs/03_heads.ipynb #6a06a4b1
 class MLMHead(nn.Module):
     "Masked-language-model head whose output projection is the (tied) word embedding."
     def __init__(self, config:AtomBertConfig):
@@ -73,7 +73,7 @@ class PreTrainingOutput(NamedTuple):
     mlm_logits: torch.Tensor                # (n_masked, vocab) when labels are given, else (batch, seq, vocab)
     sentence_logits: Optional[torch.Tensor] # (batch, 2), or None when sentence_objective='none'
 
-# %% ../nbs/03_heads.ipynb #af8a275e
+# %% ../nbs/03_heads.ipynb #70feb116
 class AtomBertForPreTraining(nn.Module):
     "The base model with the MLM head and the SOP/NSP head."
     def __init__(self, config:AtomBertConfig):
@@ -100,7 +100,7 @@ class AtomBertForPreTraining(nn.Module):
         losses = [l for l in (mlm_loss, sentence_loss) if l is not None]
         return PreTrainingOutput(sum(losses) if losses else None, mlm_loss, sentence_loss, mlm_logits, sentence_logits)
 
-# %% ../nbs/03_heads.ipynb #5d57dc24
+# %% ../nbs/03_heads.ipynb #8830236a
 class ClassifierOutput(NamedTuple):
     loss: Optional[torch.Tensor]
     logits: torch.Tensor                    # (batch, num_labels)
@@ -119,7 +119,7 @@ class AtomBertForSequenceClassification(nn.Module):
         logits = self.classifier(self.dropout(self.model(input_ids, attention_mask, token_type_ids).pooler_output))
         return ClassifierOutput(F.cross_entropy(logits.float(), labels) if labels is not None else None, logits)
 
-# %% ../nbs/03_heads.ipynb #f87afdc1
+# %% ../nbs/03_heads.ipynb #edb58ab5
 def count_params(module) -> int: return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
 def param_breakdown(config:AtomBertConfig) -> dict:
@@ -131,7 +131,7 @@ def param_breakdown(config:AtomBertConfig) -> dict:
              sentence_head=count_params(m.sentence_head), total=count_params(m))
     return r
 
-# %% ../nbs/03_heads.ipynb #7d946c32
+# %% ../nbs/03_heads.ipynb #5f6ff45a
 _ARCH = {'AtomBertForPreTraining': 'AlbertForPreTraining', 'AtomBertForSequenceClassification': 'AlbertForSequenceClassification',
          'AtomBertModel': 'AlbertModel'}
 
@@ -171,7 +171,7 @@ def _rename(key, pairs):
         if key.startswith(src): return dst + key[len(src):]
     raise KeyError(key)
 
-# %% ../nbs/03_heads.ipynb #177915f8
+# %% ../nbs/03_heads.ipynb #bc9086b3
 def _full_state_dict(model) -> dict:
     sd = model.state_dict()
     return {f'model.{k}': v for k, v in sd.items()} if isinstance(model, AtomBertModel) else sd
@@ -220,7 +220,7 @@ def from_albert_state_dict(sd:dict, config:AtomBertConfig) -> dict:
                              'which atombert does not have (it uses none when E == H)')
     return out
 
-# %% ../nbs/03_heads.ipynb #588612be
+# %% ../nbs/03_heads.ipynb #d560480f
 def albert_config_dict(config:AtomBertConfig, arch:str='AtomBertForPreTraining') -> dict:
     "A transformers `AlbertConfig` dict for `config` (atombert's own config under the 'atombert' key)."
     c = config
@@ -256,7 +256,7 @@ def config_from_albert(d:dict) -> AtomBertConfig:
                           layer_norm_eps=get('layer_norm_eps', 1e-12), initializer_range=get('initializer_range', 0.02),
                           pad_token_id=get('pad_token_id', 0), num_labels=n_labels, **sharing)
 
-# %% ../nbs/03_heads.ipynb #fe1076ee
+# %% ../nbs/03_heads.ipynb #3390506f
 def _atomic_write(path:Path, write):
     tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
     try: write(tmp); os.replace(tmp, path)
@@ -288,7 +288,7 @@ def save_pretrained(self:AtomBertModel|AtomBertForPreTraining|AtomBertForSequenc
         save_tokenizer(tokenizer, save_dir)
     return save_dir
 
-# %% ../nbs/03_heads.ipynb #8532c85c
+# %% ../nbs/03_heads.ipynb #c74c2868
 def _resolve_dir(path_or_name) -> Path:
     p = Path(path_or_name)
     if p.is_dir(): return p

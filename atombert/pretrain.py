@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PreTrainingTask', 'pretrain']
 
-# %% ../nbs/07_pretraining.ipynb #b6e437f0
+# %% ../nbs/07_pretraining.ipynb #723782c9
 import json, math, os
 from pathlib import Path
 import torch
@@ -16,7 +16,7 @@ from .tokenizer import train_tokenizer, load_tokenizer, save_tokenizer, tokenize
 from .data import load_corpus, pretokenize, PretrainingDataset, MaskingCollator
 from .training import Task, TrainArgs, fit, init_distributed, checkpoints
 
-# %% ../nbs/07_pretraining.ipynb #6d38c2a9
+# %% ../nbs/07_pretraining.ipynb #b179cc90
 class PreTrainingTask(Task):
     "MLM + SOP/NSP for `AtomBertForPreTraining`; losses `mlm_loss` and `sop_loss`/`nsp_loss`."
     def __init__(self, objective:str='sop'): self.objective = objective
@@ -38,7 +38,7 @@ class PreTrainingTask(Task):
                                                    len(batch['sentence_label']))
         return losses, stats
 
-# %% ../nbs/07_pretraining.ipynb #5ba75012
+# %% ../nbs/07_pretraining.ipynb #7761e4c2
 _HELD_OUT = ('builtin', 'wikitext-2', 'wikitext-103')   # corpora with a validation split of their own
 
 def _default_cache() -> Path:
@@ -75,7 +75,7 @@ def _tokenizer_for(out:Path, tokenizer, resume:bool, corpus, vocab_size:int, kin
         tok = load_tokenizer(out)
     return tok
 
-# %% ../nbs/07_pretraining.ipynb #bf2c677f
+# %% ../nbs/07_pretraining.ipynb #b7bb0f59
 def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | a .txt/.raw file or folder | .jsonl/.parquet/.arrow
              out:str='runs/pretrain',     # output directory (becomes a from_pretrained directory)
              preset:str='small',          # model preset (AtomBertConfig.preset)

@@ -6,17 +6,17 @@
 __all__ = ['SPECIAL_TOKENS', 'KINDS', 'special_token_ids', 'text_file_lines', 'train_tokenizer', 'encode_pairs',
            'tokenizer_fingerprint', 'save_tokenizer', 'load_tokenizer']
 
-# %% ../nbs/00_tokenizer.ipynb #f84e0201
+# %% ../nbs/00_tokenizer.ipynb #d1d0c084
 import hashlib, itertools, json, os, re, uuid
 from contextlib import contextmanager
 from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-# %% ../nbs/00_tokenizer.ipynb #7a9e2dd2
+# %% ../nbs/00_tokenizer.ipynb #dca57e5f
 SPECIAL_TOKENS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
 _SPECIAL_NAMES = ['pad', 'unk', 'cls', 'sep', 'mask']  # the names transformers gives them (pad_token, ...)
 
-# %% ../nbs/00_tokenizer.ipynb #6916cb14
+# %% ../nbs/00_tokenizer.ipynb #d370f500
 def special_token_ids(tok: Tokenizer) -> dict:
     "Map 'pad', 'unk', 'cls', 'sep', 'mask' to their ids in `tok`; `ValueError` if any of them is missing."
     ids = {name: tok.token_to_id(token) for name, token in zip(_SPECIAL_NAMES, SPECIAL_TOKENS)}
@@ -24,7 +24,7 @@ def special_token_ids(tok: Tokenizer) -> dict:
     if missing: raise ValueError(f'tokenizer lacks special token(s) {missing}; atombert needs all of {SPECIAL_TOKENS}')
     return ids
 
-# %% ../nbs/00_tokenizer.ipynb #070a4b5f
+# %% ../nbs/00_tokenizer.ipynb #393e0815
 def _corpus_files(corpus):
     "The files `corpus` names, or None when it holds texts."
     if isinstance(corpus, (str, os.PathLike)): return [Path(corpus)]
@@ -74,7 +74,7 @@ def _nonblank(texts):
         if not isinstance(t, str): raise ValueError(f'corpus texts must be str, got {type(t).__name__}')
         if t.strip(): yield t
 
-# %% ../nbs/00_tokenizer.ipynb #d250df1e
+# %% ../nbs/00_tokenizer.ipynb #51c04113
 KINDS = ('wordpiece', 'unigram')
 
 def _untrained(kind, lowercase):
@@ -99,7 +99,7 @@ def _trainer(kind, vocab_size, min_frequency, show_progress):
     return trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token='[UNK]',
                                    show_progress=show_progress)
 
-# %% ../nbs/00_tokenizer.ipynb #479051cc
+# %% ../nbs/00_tokenizer.ipynb #25137565
 def _check_max_length(max_length, pair=True):
     least = 5 if pair else 3
     if not isinstance(max_length, int) or max_length < least:
@@ -115,7 +115,7 @@ def _add_template(tok, max_length):
     tok.no_padding()
     return tok
 
-# %% ../nbs/00_tokenizer.ipynb #d99cef43
+# %% ../nbs/00_tokenizer.ipynb #a6244062
 def train_tokenizer(corpus, vocab_size=30000, kind='wordpiece', lowercase=True, min_frequency=2, max_length=512,
                     show_progress=True) -> Tokenizer:
     "Train a `kind` ('wordpiece' or 'unigram') tokenizer on `corpus`: an iterable of texts, or text file path(s)."
@@ -136,7 +136,7 @@ def train_tokenizer(corpus, vocab_size=30000, kind='wordpiece', lowercase=True, 
     tok = Tokenizer.from_str(tok.to_str())  # settle Unigram scores to what a reload gives (see above)
     return _add_template(tok, max_length)
 
-# %% ../nbs/00_tokenizer.ipynb #b5d8f5ba
+# %% ../nbs/00_tokenizer.ipynb #b58e3fb5
 @contextmanager
 def _encoding_settings(tok, max_length, truncate=True):
     "Temporarily turn padding off and, if `max_length` is given, truncate at it (longest first); or not at all."
@@ -216,7 +216,7 @@ def encode_pairs(tok: Tokenizer, first, second=None, max_length=None) -> dict:
     return {'input_ids': [e.ids for e in encodings], 'token_type_ids': [e.type_ids for e in encodings],
             'attention_mask': [e.attention_mask for e in encodings]}
 
-# %% ../nbs/00_tokenizer.ipynb #d4f72a3f
+# %% ../nbs/00_tokenizer.ipynb #0b31507d
 def tokenizer_fingerprint(tok: Tokenizer) -> str:
     "A 16-hex-digit sha256 of `tok`'s canonical JSON, truncation and padding left out."
     spec = json.loads(tok.to_str())
@@ -224,7 +224,7 @@ def tokenizer_fingerprint(tok: Tokenizer) -> str:
     canonical = json.dumps(spec, sort_keys=True, ensure_ascii=False, separators=(',', ':'))
     return hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:16]
 
-# %% ../nbs/00_tokenizer.ipynb #358019f0
+# %% ../nbs/00_tokenizer.ipynb #b01c3483
 def _write_atomic(path: Path, text: str):
     "Write `text` to `path` via a temporary file in the same directory, so readers see the old or new file, whole."
     tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')  # open() (unlike mkstemp) keeps the usual permissions
@@ -260,7 +260,7 @@ def save_tokenizer(tok: Tokenizer, dir) -> Path:
     _write_atomic(dir/'special_tokens_map.json', json.dumps(specials, indent=2) + '\n')
     return dir
 
-# %% ../nbs/00_tokenizer.ipynb #75c5310e
+# %% ../nbs/00_tokenizer.ipynb #02f357fa
 _HUB_NAME = re.compile(r'[\w.-]+(/[\w.-]+)?')  # 'name' or 'org/name'
 
 def load_tokenizer(path_or_name) -> Tokenizer:

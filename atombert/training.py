@@ -7,7 +7,7 @@ __all__ = ['TrainingStopped', 'Task', 'TrainArgs', 'make_optimizer', 'make_sched
            'checkpoints', 'save_checkpoint', 'load_checkpoint', 'micro_batches', 'read_metrics', 'plot_metrics',
            'evaluate', 'fit']
 
-# %% ../nbs/06_training.ipynb #fb0b684f
+# %% ../nbs/06_training.ipynb #45d41815
 import contextlib, hashlib, json, math, os, random, shutil, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-# %% ../nbs/06_training.ipynb #79aad0ba
+# %% ../nbs/06_training.ipynb #bd69aeee
 class TrainingStopped(RuntimeError):
     "Training cannot go on (e.g. gradients keep being non-finite); the last good checkpoint is kept."
 
@@ -27,7 +27,7 @@ class Task:
     def counts(self, batch:dict) -> dict: return {'loss': len(next(iter(batch.values())))}
     def loss(self, model, batch:dict) -> tuple[dict, dict]: raise NotImplementedError
 
-# %% ../nbs/06_training.ipynb #327ed757
+# %% ../nbs/06_training.ipynb #ec099695
 @dataclass
 class TrainArgs:
     out_dir: str = 'runs/atombert'
@@ -71,7 +71,7 @@ class TrainArgs:
         if not self.batch_ramp_steps or step >= self.batch_ramp_steps: return self.grad_accum
         return 1 + (self.grad_accum - 1) * step // self.batch_ramp_steps
 
-# %% ../nbs/06_training.ipynb #b302ca4b
+# %% ../nbs/06_training.ipynb #56ca2f7d
 def make_optimizer(model, args:TrainArgs) -> torch.optim.AdamW:
     "AdamW with decay on ≥2-D parameters only; fused when available."
     params = [p for p in model.parameters() if p.requires_grad]
@@ -89,7 +89,7 @@ def make_schedule(opt, args:TrainArgs):
     decay = (lambda s: max(0.0, (n - s) / max(1, n - w))) if args.schedule == 'linear' else (lambda s: 1.0)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / (w + 1) if s < w else decay(s))
 
-# %% ../nbs/06_training.ipynb #eb2b0a0c
+# %% ../nbs/06_training.ipynb #9e0c288f
 def init_distributed(device:str='') -> tuple[int, int, torch.device]:
     "Join the process group torchrun describes (if any): (rank, world_size, device)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
@@ -106,7 +106,7 @@ def autocast_for(precision:str, device:torch.device):
     if precision == 'fp16' and device.type != 'cuda': raise ValueError('precision fp16 needs a CUDA device (use bf16 or fp32)')
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
 
-# %% ../nbs/06_training.ipynb #e5ac8835
+# %% ../nbs/06_training.ipynb #163fc864
 def _rng_state() -> dict:
     v, state, gauss = random.getstate()
     np_state = np.random.get_state()
@@ -172,7 +172,7 @@ def load_checkpoint(path, model, opt, sched, scaler, tokenizer=None) -> dict:
     _set_rng_state(state.pop('rng')); state.pop('sha256')
     return state
 
-# %% ../nbs/06_training.ipynb #2fe8a350
+# %% ../nbs/06_training.ipynb #ae12fd30
 def micro_batches(data, collate, args:TrainArgs, epoch:int=0, start:int=0, rank:int=0, world:int=1):
     "Yield (epoch, next micro-batch index, batch) forever, from position (epoch, start)."
     n = len(data) // args.batch_size
@@ -187,7 +187,7 @@ def micro_batches(data, collate, args:TrainArgs, epoch:int=0, start:int=0, rank:
         for i, batch in enumerate(loader, start + 1): yield epoch, i, batch
         epoch, start = epoch + 1, 0
 
-# %% ../nbs/06_training.ipynb #9affe4b6
+# %% ../nbs/06_training.ipynb #8d20a9df
 def read_metrics(out_dir) -> list[dict]:
     p = Path(out_dir)/'metrics.jsonl'
     return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
@@ -218,7 +218,7 @@ def plot_metrics(out_dir, show:bool=False):
     if not show: plt.close(fig)
     return path
 
-# %% ../nbs/06_training.ipynb #8e57a7b8
+# %% ../nbs/06_training.ipynb #d5b7eb86
 def _to(batch:dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -255,7 +255,7 @@ def evaluate(model, data, collate, task:Task, batch_size:int=32, precision:str='
     model.train(was_training)
     return _stats_to_metrics(losses, stats)
 
-# %% ../nbs/06_training.ipynb #f9db53f0
+# %% ../nbs/06_training.ipynb #77870853
 def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, resume:bool=False,
         tokenizer=None, eval_batches:int=0, progress:bool=True) -> dict:
     "Train `model` on `train_data` with `task`; checkpoints, logs and plots go to `args.out_dir`."
