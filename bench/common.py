@@ -9,6 +9,22 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))   # run from a checkout without `pip install -e .`
+SHARED_DATA = Path(os.environ.get('ATOMBERT_SHARED_DATA', ROOT.parent/'shared'/'data'))   # real MNLI and WikiText, read-only
+WIKITEXT_RAW = ('wikitext/wikitext-2-raw/wiki.valid.raw', 'wikitext/wikitext-2-raw/wiki.test.raw')
+
+def shared_path(relative:str) -> Path:
+    "A file or folder of the shared data folder; one clear error when it is missing."
+    p = SHARED_DATA/relative
+    if not p.exists(): raise SystemExit(f'error: {p} not found (the shared data folder: set ATOMBERT_SHARED_DATA, or pass the path)')
+    return p
+
+def wikitext_tokenizer(vocab_size:int, max_length:int=128):
+    """A WordPiece tokenizer trained on the WikiText-2 raw validation and test text (general English, not the MNLI
+    text it will encode), in about 2 s. With 30k requested entries (24.6k learned) the 20k MNLI train sample's pairs
+    are 39 tokens long at the median, 16 and 76 at the 5th and 95th percentiles."""
+    from atombert.tokenizer import train_tokenizer
+    return train_tokenizer([str(shared_path(f)) for f in WIKITEXT_RAW], vocab_size=vocab_size, max_length=max_length,
+                           show_progress=False)
 
 # ---------------------------------------------------------------- command line and machine
 

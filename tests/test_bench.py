@@ -55,6 +55,46 @@ def test_matmul(tmp_path):
     assert f['formula_train_step'] == 3 * f['formula_forward_total']
     assert 0.9 < f['counter_over_formula'] < 1.1
 
+def test_finetune_epoch(tmp_path):
+    out, res = run_bench('finetune_epoch.py', tmp_path/'finetune_epoch.json')
+    assert 'padded tokens/epoch' in out and 'bucketed' in out and 'fixed' in out
+    assert res['benchmark'] == 'finetune_epoch' and res['args']['preset'] == 'tiny'
+    check_machine(res)
+    v = res['variants']
+    assert set(v) == {'bucketed', 'dynamic', 'fixed'}
+    for r in v.values():
+        assert {'padded_tokens_per_epoch', 'real_tokens_per_epoch', 'ms_per_step', 'steps_per_s', 'epoch_seconds',
+                'full_mnli_epoch_seconds', 'time_ratio_vs_bucketed', 'token_ratio_vs_bucketed'} <= set(r)
+        assert r['timed_steps'] == 2 * 2 and len(r['ms_all']) == 2 and r['epoch_seconds'] > 0
+        assert r['examples_per_epoch'] == res['data']['examples'] == 20000             # every variant covers the same examples
+        assert r['real_tokens_per_epoch'] == v['bucketed']['real_tokens_per_epoch']
+        assert r['full_mnli_epoch_seconds'] > r['epoch_seconds']
+    # counted, not timed: fixed padding pads every row to --seq-len, bucketing pads least
+    assert v['fixed']['padded_tokens_per_epoch'] == 20000 * res['args']['seq_len']
+    assert v['bucketed']['padded_tokens_per_epoch'] <= v['dynamic']['padded_tokens_per_epoch'] <= v['fixed']['padded_tokens_per_epoch']
+    assert res['token_efficiency_ratio'] == pytest.approx(v['fixed']['token_ratio_vs_bucketed']) and res['token_efficiency_ratio'] >= 1
+    assert {'time_ratio', 'paired_time_ratio', 'normalized_time_ratio'} <= set(res) and res['time_ratio'] > 0
+    assert [len(r) for r in v['fixed']['padded_tokens_timed']] == [len(r) for r in v['fixed']['ms_all']] and 'ms_per_step' in res['step_cost_fit']
+
+def test_int8_mnli(tmp_path):
+    out, res = run_bench('int8_mnli.py', tmp_path/'int8_mnli.json')
+    assert 'int8' in out and 'agreement' in out and 'points' in out
+    assert res['benchmark'] == 'int8_mnli' and res['recipe']['preset'] == 'tiny'
+    check_machine(res)
+    assert set(res['splits']) == {'validation_matched', 'validation_mismatched'}
+    for r in res['splits'].values():
+        assert r['n'] == 200 and 0 <= r['accuracy_fp32'] <= 1 and 0 <= r['accuracy_int8'] <= 1 and 0 <= r['agreement'] <= 1
+        assert r['difference_points'] == pytest.approx((r['accuracy_int8'] - r['accuracy_fp32']) * 100)
+        # the predictions that differ are exactly where only one of the two is right, or both are wrong differently
+        assert r['only_fp32_right'] + r['only_int8_right'] <= round((1 - r['agreement']) * r['n'])
+    assert set(res['speed']) == {'fp32', 'int8'} and all(s['tokens_per_s'] > 0 for s in res['speed'].values())
+    assert res['quantization']['dtype'] == 'qint8' and isinstance(res['target_met'], bool)
+
+def test_int8_mnli_model_must_exist(tmp_path):
+    r = subprocess.run([sys.executable, 'bench/int8_mnli.py', '--model', str(tmp_path/'nothing'), '--out', str(tmp_path/'x.json')],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and 'no such directory' in r.stderr and not (tmp_path/'x.json').exists()
+
 def test_bad_argument_is_one_clear_error(tmp_path):
     r = subprocess.run([sys.executable, 'bench/pretrain_step.py', '--seq-len', '0', '--out', str(tmp_path/'x.json')],
                        cwd=ROOT, capture_output=True, text=True)
