@@ -2,12 +2,13 @@
 
 ATOMBERT_FAULT says which write fails and how, e.g. `kill:safetensors:2` (the 2nd `model.safetensors` write is
 cut in half and the process SIGKILLs itself: a crash in the middle of a checkpoint), `kill:torch:3` (the same
-for the 3rd `trainer_state.pt`), `enospc:torch:2` (the 2nd `trainer_state.pt` write fails: a full disk).
+for the 3rd `trainer_state.pt`), `enospc:torch:2` (the 2nd `trainer_state.pt` write fails: a full disk),
+`kill:loss:7` (SIGKILL at the 7th loss computation: anywhere in a step, between micro-batches too).
 """
 import errno, os, signal, sys
 
 import torch
-import atombert.model
+import atombert.model, atombert.mnli, atombert.pretrain
 
 mode, target, nth = os.environ['ATOMBERT_FAULT'].split(':')
 calls = 0
@@ -25,8 +26,19 @@ def faulty(write):
     return wrapper
 
 
+def dying(loss):
+    def wrapper(self, model, batch):
+        global calls
+        calls += 1
+        if calls == int(nth): os.kill(os.getpid(), signal.SIGKILL)
+        return loss(self, model, batch)
+    return wrapper
+
+
 if target == 'safetensors': atombert.model.save_file = faulty(atombert.model.save_file)
-else: torch.save = faulty(torch.save)
+elif target == 'torch': torch.save = faulty(torch.save)
+else:
+    for task in (atombert.pretrain.PreTrainingTask, atombert.mnli.ClassificationTask): task.loss = dying(task.loss)
 
 from atombert.cli import main
 main(sys.argv[1:])

@@ -1,5 +1,5 @@
 """`atombert pretrain` end to end: the command, resume after SIGKILL, DDP on CPU, and bad input."""
-import json, os, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -54,16 +54,12 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path, tokenizer_dir):
     args = common(tmp_path, '--tokenizer', tokenizer_dir, '--max-steps', 40, '--save-every', 5, '--grad-accum', 2)
     straight = atombert(*args, '--out', tmp_path/'straight')
     assert straight.returncode == 0, straight.stderr
-    # the same run, killed with SIGKILL once its third checkpoint exists, then resumed
+    # the same run, killed with SIGKILL in its 16th step (the 31st micro-batch; tests/fault_runner.py), then resumed
     run = tmp_path/'killed'
-    p = subprocess.Popen([ATOMBERT, *map(str, args), '--out', str(run)], env=ENV, cwd=ROOT,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while not (run/'checkpoints'/'step-00000015').exists():
-        assert p.poll() is None, p.stderr.read().decode()
-        assert time.time() < deadline
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL); p.wait()
+    p = subprocess.run([sys.executable, str(Path(__file__).parent/'fault_runner.py'), *map(str, args), '--out', str(run)],
+                       env={**ENV, 'ATOMBERT_FAULT': 'kill:loss:31'}, cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert sorted(c.name for c in (run/'checkpoints').iterdir()) == ['step-00000010', 'step-00000015']
     assert not (run/'model.safetensors').exists()        # it really was killed mid-way
     resumed = atombert(*args, '--out', run, '--resume')
     assert resumed.returncode == 0, resumed.stderr
