@@ -166,6 +166,13 @@ def matmul_fn(n:int, device, dtype=torch.float32, calls:int=3):
         for _ in range(calls): torch.mm(a, b)
     return f, calls * 2 * n ** 3
 
+def timed_beside_matmul(fns:dict, args, dtype=torch.float32, warmup:int|None=None, log=print):
+    "Interleaved seconds per call of `fns`, each call beside a matmul probe: (times, matmul rate beside each call, median rate)."
+    mm, mm_flops = matmul_fn(args.matmul_size, args.device, dtype)
+    times = interleaved(with_matmul(fns, mm), args.repeats, args.warmup if warmup is None else warmup, args.device, log)
+    ref = matmul_reference(times, list(fns), mm_flops)
+    return times, ref, statistics.median([x for v in ref.values() for x in v])
+
 def matmul_rate(n:int=2048, repeats:int=10, warmup:int=2, device='cpu', dtype=torch.float32) -> dict:
     "The machine's measured n×n matmul FLOP/s (median over `repeats` single matmuls)."
     f, flops = matmul_fn(n, device, dtype, calls=1)

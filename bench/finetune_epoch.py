@@ -144,10 +144,7 @@ def main(argv=None):
             by_cost = np.argsort(cost, kind='stable')
             warm, tail = int(by_cost[len(cost) // 2]), int(by_cost[0])   # untimed: a median batch first, the cheapest last
             fns[v] = runner(v, plan, chosen[v], warm, tail, config, init_state, args, pad_id, record, workdir)
-        mm, mm_flops = C.matmul_fn(args.matmul_size, args.device)
-        times = C.interleaved(C.with_matmul(fns, mm), args.repeats, 0, args.device, log=lambda s: None)
-    ref = C.matmul_reference(times, list(fns), mm_flops)              # matmul rate beside each fit call
-    mm_rate = C.median([x for v in ref.values() for x in v])
+        times, ref, mm_rate = C.timed_beside_matmul(fns, args, warmup=0, log=lambda s: None)   # matmul rate beside each fit call
 
     variants = {}
     for v in VARIANTS:

@@ -97,10 +97,7 @@ def main(argv=None):
                                               pooler_output=closeness(eager['atombert'][1], eager['atombert_int8'][1]))
 
     mm_dtype = torch.bfloat16 if args.precision == 'bf16' else torch.float32
-    mm, mm_flops = C.matmul_fn(args.matmul_size, args.device, mm_dtype)
-    times = C.interleaved(C.with_matmul(fns, mm), args.repeats, args.warmup, args.device)
-    ref = C.matmul_reference(times, list(fns), mm_flops)              # matmul rate next to each forward
-    matmul_rate = C.median([x for v in ref.values() for x in v])
+    times, ref, matmul_rate = C.timed_beside_matmul(fns, args, mm_dtype)    # matmul rate next to each forward
 
     memory = {}
     if not args.no_memory:

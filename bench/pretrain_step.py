@@ -122,10 +122,7 @@ def main(argv=None):
     steps = dict(atombert=make_step(atom, atom_opt, atombert_loss, batch, args),
                  transformers=make_step(hf, hf_opt, transformers_loss, batch, args))
     mm_dtype = torch.bfloat16 if args.precision == 'bf16' else torch.float32
-    mm, mm_flops = C.matmul_fn(args.matmul_size, args.device, mm_dtype)
-    times = C.interleaved(C.with_matmul(steps, mm), args.repeats, args.warmup, args.device)
-    ref = C.matmul_reference(times, list(steps), mm_flops)            # matmul rate next to each step
-    matmul_rate = C.median([x for v in ref.values() for x in v])
+    times, ref, matmul_rate = C.timed_beside_matmul(steps, args, mm_dtype)    # matmul rate next to each step
 
     memory = {}
     if not args.no_memory:
