@@ -1,7 +1,7 @@
 """Render the docs to a browsable HTML preview without Quarto.
 
 Usage:
-    python tools/build_docs.py [--out _docs_preview] [--nbdev-exec]
+    python tools/build_docs.py [--out _docs_preview]
     python -m http.server -d _docs_preview 8000        # then open http://localhost:8000
 
 `nbdev_docs` builds the real site with Quarto where Quarto is installed; this script is the preview for
@@ -15,12 +15,10 @@ rendered with nbconvert's HTMLExporter, applying the Quarto cell options nbdev l
 embedded as data: URIs, no scripts, no network) and share a sidebar that links every page from index.html
 (made from nbs/index.ipynb). All other outputs are the ones committed in the notebooks.
 
-One deliberate difference: nbdev runs every cell that contains an import; where a cell mixes imports with
-other code (a test, a training run) this preview runs only its imports, keeps its committed outputs, and
-says so, because `nbdev_docs` would run the whole cell (see nbdev's FAQ). `--nbdev-exec` runs nbdev's
-processor unchanged, to check that `nbdev_docs` will get through the notebooks.
+nbdev's processors run unchanged, so a notebook that would break `nbdev_docs` (say, a cell that mixes imports
+with test code: nbdev runs every cell that imports) breaks this preview and its test too.
 """
-import argparse, ast, html, os, re, sys, warnings
+import argparse, html, os, re
 from pathlib import Path
 
 import nbformat, yaml
@@ -44,48 +42,11 @@ def page_name(nb_path, nbs_path):
     "The page Quarto writes for `nb_path`, relative to the site root (nbdev's naming, which its doc links use)"
     return _nbpath2html(nb_path.relative_to(nbs_path)).as_posix()
 
-class exec_show_docs(P.exec_show_docs):
-    "nbdev's `exec_show_docs`, except that cells mixing imports with other code run only their imports"
-    def begin(self):
-        super().begin()
-        self.mixed, self.dropped = [], []
-
-    def __call__(self, cell):
-        if not self.nb.has_docs_ or not hasattr(self, 'k'): return
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')         # nbdev's per-cell "imports and other code" warning: summarised in end()
-            if not P._do_eval(cell): return
-        stmts = cell.parsed_()
-        shown = cell.directives_.keys() & {'export', 'exports', 'exporti', 'exec_doc'} or P._show_docs(stmts)
-        imports = [t for t in stmts if isinstance(t, (ast.Import, ast.ImportFrom))]
-        if not shown and len(imports) < len(stmts):  # a test or a demo that imports: its committed outputs stay
-            self.mixed.append(cell.idx_)
-            self.k.run('\n'.join(ast.unparse(t) for t in imports))
-        else: self.k.cell(cell)
-        if not self.k.exc: return
-        if getattr(cell, 'has_sd', False):          # a show_doc nbdev inferred from an export's name
-            self.dropped.append(f'{cell.source.splitlines()[-1]} ({type(self.k.exc).__name__}: {self.k.exc})')
-            del cell['source']
-            return
-        title = getattr(self.nb, 'frontmatter_', {}).get('title', Path(self.nb.path_).name)
-        raise RuntimeError(f'{title}: cell {cell.idx_} failed while rendering its docs:\n{cell.source}') from self.k.exc
-
-    def end(self):
-        super().end()
-        nm = Path(self.nb.path_).name
-        if self.mixed: print(f'{nm}: {len(self.mixed)} cell(s) mix imports with other code; ran only their imports '
-                             f'(nbdev_docs runs them whole: put imports in cells of their own)', file=sys.stderr)
-        for d in self.dropped: print(f'{nm}: dropped {d}; nbdev_docs fails on it', file=sys.stderr)
-
-def process(nb_path, nbdev_exec=False):
-    "Run nbdev's docs processors over `nb_path`: an nbformat notebook and its front matter"
-    class Procs(P.FilterDefaults):
-        def base_procs(self):
-            procs = super().base_procs()
-            return procs if nbdev_exec else [exec_show_docs if p is P.exec_show_docs else p for p in procs]
+def process(nb_path):
+    "Run nbdev's docs processors over `nb_path`, unchanged (so this fails where `nbdev_docs` would): an nbformat notebook and its front matter"
     nb = read_nb(nb_path)
     os.environ['IN_TEST'] = '1'                     # as nbdev's docs driver sets it
-    try: Procs()(nb)
+    try: P.FilterDefaults()(nb)
     finally: del os.environ['IN_TEST']
     nb = nbformat.reads(nb2str(nb), as_version=4)
     fm = {}
@@ -216,13 +177,13 @@ class Links:
         body = re.sub(r'(<h[1-6][^>]*\sid=")([^"]*)"', lambda m: f'{m.group(1)}{m.group(2).lower()}"', body)
         return re.sub(r'(<a class="anchor-link" href="#)([^"]*)"', lambda m: f'{m.group(1)}{m.group(2).lower()}"', body)
 
-def build(out, nbdev_exec=False):
+def build(out):
     "Write the preview to `out`: one page per notebook and index.html; returns {page: title}"
     cfg = get_config()
     nbs_path = Path(cfg.config_path)/cfg.nbs_path
     processed = []
     for nb_path in notebooks(nbs_path):
-        nb, fm = process(nb_path, nbdev_exec)
+        nb, fm = process(nb_path)
         processed.append((page_name(nb_path, nbs_path), nb, fm, nb_path))
     nav = [(name, fm.get('title') or nb_path.stem) for name, nb, fm, nb_path in processed]
     if not nav or nav[0][0] != 'index.html': raise FileNotFoundError(f'{nbs_path/"index.ipynb"} is missing: it makes index.html')
@@ -239,9 +200,8 @@ def build(out, nbdev_exec=False):
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--out', default='_docs_preview', help='output folder, relative to the repository root (default: %(default)s)')
-    ap.add_argument('--nbdev-exec', action='store_true', help="run nbdev's exec_show_docs unchanged, as nbdev_docs does (slower; fails where it fails)")
     args = ap.parse_args()
     os.chdir(ROOT)                                  # nbdev finds settings.ini from the working directory
     os.environ.setdefault('MPLBACKEND', 'Agg')
-    written = build(ROOT/args.out, args.nbdev_exec)
+    written = build(ROOT/args.out)
     print(f'wrote {len(written)} pages to {ROOT/args.out}: {", ".join(written)}')
