@@ -6,6 +6,6 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #f562bbf7
+# %% ../nbs/index.ipynb #c998b4e4
 from .config import AtomBertConfig, PRESETS
 from .model import AtomBertModel, AtomBertForPreTraining, AtomBertForSequenceClassification, param_breakdown

@@ -282,6 +282,8 @@ d = { 'settings': { 'branch': 'main',
                                    'atombert.training.make_optimizer': ('training.html#make_optimizer', 'atombert/training.py'),
                                    'atombert.training.make_schedule': ('training.html#make_schedule', 'atombert/training.py'),
                                    'atombert.training.micro_batches': ('training.html#micro_batches', 'atombert/training.py'),
+                                   'atombert.training.native_bf16': ('training.html#native_bf16', 'atombert/training.py'),
                                    'atombert.training.plot_metrics': ('training.html#plot_metrics', 'atombert/training.py'),
                                    'atombert.training.read_metrics': ('training.html#read_metrics', 'atombert/training.py'),
+                                   'atombert.training.resolve_precision': ('training.html#resolve_precision', 'atombert/training.py'),
                                    'atombert.training.save_checkpoint': ('training.html#save_checkpoint', 'atombert/training.py')}}}

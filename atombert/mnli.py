@@ -8,7 +8,7 @@ __all__ = ['MNLI_LABELS', 'MNLI_SPLITS', 'ptb_detokenize', 'looks_ptb_tokenized'
            'kd_loss', 'DistillationTask', 'predict', 'load_finetuned', 'data_fingerprint', 'teacher_logits', 'finetune',
            'evaluate_mnli', 'plot_confusion', 'write_glue_predictions']
 
-# %% ../nbs/08_mnli.ipynb #2bd4dc7d
+# %% ../nbs/08_mnli.ipynb #d6be71c8
 import hashlib, json, math, os, random, re, warnings
 from pathlib import Path
 import numpy as np
@@ -21,11 +21,11 @@ from .model import AtomBertForSequenceClassification
 from .tokenizer import encode_pairs, load_tokenizer, special_token_ids, tokenizer_fingerprint
 from .training import Task, TrainArgs, fit
 
-# %% ../nbs/08_mnli.ipynb #b3e8aec7
+# %% ../nbs/08_mnli.ipynb #36bbc808
 MNLI_LABELS = ('entailment', 'neutral', 'contradiction')   # GLUE's label ids 0, 1, 2
 MNLI_SPLITS = ('train', 'validation_matched', 'validation_mismatched', 'test_matched', 'test_mismatched')
 
-# %% ../nbs/08_mnli.ipynb #45b6493c
+# %% ../nbs/08_mnli.ipynb #ad2ce387
 _PTB_BRACKETS = {'-LRB-': '(', '-RRB-': ')', '-LSB-': '[', '-RSB-': ']', '-LCB-': '{', '-RCB-': '}'}
 _PTB_RULES = [
     (re.compile(r'-[LR][RSC]B-'), lambda m: _PTB_BRACKETS[m.group()]),
@@ -52,7 +52,7 @@ def looks_ptb_tokenized(texts, threshold:float=0.3) -> bool:
     texts = [t for t in list(texts)[:2000] if t]
     return bool(texts) and sum(bool(_PTB_MARKS.search(t)) for t in texts) / len(texts) >= threshold
 
-# %% ../nbs/08_mnli.ipynb #9a00904b
+# %% ../nbs/08_mnli.ipynb #bcb701d7
 _COLUMN_NAMES = {'premise': ('premise', 'sentence1'), 'hypothesis': ('hypothesis', 'sentence2'),
                  'label': ('gold_label', 'label'), 'genre': ('genre',), 'idx': ('idx', 'index'),
                  'pair_id': ('pair_id', 'pairID')}
@@ -102,7 +102,7 @@ def _normalize(records, columns, where, strict=True, label_names=None):
             if f in out: out[f].append(str(rec.get(keys[f], '')))
     return out, dict(no_gold=no_gold, malformed=malformed)
 
-# %% ../nbs/08_mnli.ipynb #a461a142
+# %% ../nbs/08_mnli.ipynb #510193a4
 def _tsv_records(path):
     "(columns, records) of a tab-separated file with a header; no quoting (GLUE's TSVs hold bare quotes)."
     with open(path, encoding='utf-8', newline='') as f: header = f.readline().rstrip('\r\n').split('\t')
@@ -144,7 +144,7 @@ def _table_records(ds):
     records = (('row %d' % i, dict(zip(columns, values))) for i, values in enumerate(zip(*(data[c] for c in columns))))
     return columns, records, names
 
-# %% ../nbs/08_mnli.ipynb #c715e8f4
+# %% ../nbs/08_mnli.ipynb #d1cc9bfc
 _SPLIT_ALIASES = {'dev_matched': 'validation_matched', 'dev_mismatched': 'validation_mismatched',
                   'matched': 'validation_matched', 'mismatched': 'validation_mismatched'}
 _SPLIT_STEMS = {'train': ('train', 'multinli_1.0_train', 'glue_mnli_train'),
@@ -189,7 +189,7 @@ def _saved_dataset(path, split):
         ds = ds[split]
     return ds
 
-# %% ../nbs/08_mnli.ipynb #e7bc8641
+# %% ../nbs/08_mnli.ipynb #a1953cf0
 def _as_dataset(cols:dict):
     import datasets
     features = {'premise': datasets.Value('string'), 'hypothesis': datasets.Value('string'),
@@ -241,7 +241,7 @@ def load_mnli(source='hub', split:str='train', strict:bool=True, detokenize:bool
               + (f', skipped {left_out["malformed"]:,} malformed' if not strict else '') + ('; PTB-detokenized' if detokenize else ''))
     return ds
 
-# %% ../nbs/08_mnli.ipynb #8e3cc906
+# %% ../nbs/08_mnli.ipynb #a6996d80
 _PEOPLE = ('man', 'woman', 'boy', 'girl', 'teacher', 'doctor', 'farmer', 'student', 'child', 'chef', 'pilot', 'nurse',
            'painter', 'soldier', 'baker', 'singer')
 _ADJECTIVES = ('tall', 'young', 'old', 'tired', 'happy', 'quiet', 'busy', 'small')
@@ -309,7 +309,7 @@ def _builtin_split(split, verbose=True):
     if verbose: print(f'builtin[{split}]: {len(ds):,} examples (' + ', '.join(f'{k} {v:,}' for k, v in label_counts(ds).items()) + ')')
     return ds
 
-# %% ../nbs/08_mnli.ipynb #9e0b579c
+# %% ../nbs/08_mnli.ipynb #b2a1eecf
 _SEQUENCE_KEYS = {'input_ids': None, 'token_type_ids': 0, 'attention_mask': 0}   # pad values (None: the pad id)
 
 def _backend(tokenizer):
@@ -340,7 +340,7 @@ def pad_pairs(rows:list, pad_id:int=0) -> dict:
             batch[key] = torch.stack([r[key] for r in rows]) if torch.is_tensor(rows[0][key]) else torch.tensor([r[key] for r in rows])
     return batch
 
-# %% ../nbs/08_mnli.ipynb #fc2cf6f2
+# %% ../nbs/08_mnli.ipynb #82d24663
 class PairBatches(TorchDataset):
     "Padded batches of encoded pairs, bucketed by length and re-planned by `set_epoch`; item `i` is batch `i` (a dict of tensors)."
     def __init__(self, encoded:dict, batch_size:int=32, pad_id:int=0, shuffle:bool=True, bucket:bool=True,
@@ -385,7 +385,7 @@ def collate_batches(items:list) -> dict:
     pad = lambda k, t: F.pad(t, (0, width - t.shape[1])) if k in _SEQUENCE_KEYS else t
     return {k: torch.cat([pad(k, b[k]) for b in items]) for k in items[0]}
 
-# %% ../nbs/08_mnli.ipynb #9459574a
+# %% ../nbs/08_mnli.ipynb #cf957ba1
 def logits_of(output) -> torch.Tensor:
     "The logits in a model's output: a tensor, an object with `.logits` (atombert, transformers) or a (loss, logits) tuple."
     if torch.is_tensor(output): return output
@@ -405,7 +405,7 @@ class ClassificationTask(Task):
         loss = F.cross_entropy(logits[known], labels[known]) if known.any() else logits.sum() * 0
         return {'loss': loss}, {'accuracy': (((logits.argmax(-1) == labels) & known).sum(), int(known.sum()))}
 
-# %% ../nbs/08_mnli.ipynb #3d462245
+# %% ../nbs/08_mnli.ipynb #0412f1f2
 def kd_loss(student_logits:torch.Tensor, teacher_logits:torch.Tensor, labels:torch.Tensor|None=None,
             alpha:float=0.5, temperature:float=2.0) -> torch.Tensor:
     "α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1-α)·CE(s, labels), averaged over the batch."
@@ -423,7 +423,7 @@ def kd_loss(student_logits:torch.Tensor, teacher_logits:torch.Tensor, labels:tor
         loss = loss + (1 - alpha) * F.cross_entropy(s, labels, ignore_index=-1)
     return loss
 
-# %% ../nbs/08_mnli.ipynb #7ea44488
+# %% ../nbs/08_mnli.ipynb #fefebde2
 class DistillationTask(ClassificationTask):
     "`kd_loss` against the batch's `teacher_logits`; logs accuracy, agreement with the teacher, and the soft and hard parts."
     def __init__(self, alpha:float=0.5, temperature:float=2.0):
@@ -442,7 +442,7 @@ class DistillationTask(ClassificationTask):
                 {'accuracy': (((pred == y) & known).sum(), int(known.sum())), 'agreement': ((pred == t.argmax(-1)).sum(), n),
                  'soft_loss': (soft, n), 'hard_loss': (hard, int(known.sum()))})
 
-# %% ../nbs/08_mnli.ipynb #5ae40402
+# %% ../nbs/08_mnli.ipynb #cdfb3f66
 def _device_of(model): return next((p.device for p in getattr(model, 'parameters', list)()), torch.device('cpu'))
 
 def _max_length(model, tokenizer, max_length=None) -> int:
@@ -474,7 +474,7 @@ def predict(model, tokenizer, data, batch_size:int=128, max_length:int|None=None
         if was_training: model.train()
     return out
 
-# %% ../nbs/08_mnli.ipynb #29e826d1
+# %% ../nbs/08_mnli.ipynb #b190e712
 def load_finetuned(model_dir, tokenizer=None):
     "(classifier in eval mode, tokenizer) from a finetuned model directory; `ValueError` if it holds no classifier."
     with warnings.catch_warnings(record=True) as caught:
@@ -530,7 +530,7 @@ def teacher_logits(teacher, data, tokenizer=None, batch_size:int=128, max_length
         os.replace(tmp, path)
     return logits
 
-# %% ../nbs/08_mnli.ipynb #e0c60821
+# %% ../nbs/08_mnli.ipynb #61eed9da
 def _examples(data, split):
     "A dataset given as examples, or as a `load_mnli` source."
     return load_mnli(data, split) if isinstance(data, (str, os.PathLike)) else data
@@ -564,7 +564,7 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     held_out = None if eval_data is None else batches(eval_data, 'eval', False)
     return fit(model, train, collate_batches, task, args, eval_data=held_out, resume=resume, tokenizer=tokenizer, progress=progress)
 
-# %% ../nbs/08_mnli.ipynb #3fd6152f
+# %% ../nbs/08_mnli.ipynb #52e9c4f3
 def evaluate_mnli(model, tokenizer, data, batch_size:int=128, max_length:int|None=None) -> dict:
     "Accuracy, majority-class rate, per-genre accuracy and confusion matrix of `model` on labelled `data`."
     if isinstance(model, (str, os.PathLike)): model, tokenizer = load_finetuned(model, tokenizer)

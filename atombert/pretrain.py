@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PreTrainingTask', 'pretrain']
 
-# %% ../nbs/07_pretraining.ipynb #723782c9
+# %% ../nbs/07_pretraining.ipynb #aa067ff4
 import json, math, os
 from pathlib import Path
 import torch
@@ -14,9 +14,9 @@ from .config import AtomBertConfig, PRESETS
 from .model import AtomBertForPreTraining, load_pretrained_state
 from .tokenizer import train_tokenizer, load_tokenizer, save_tokenizer, tokenizer_fingerprint
 from .data import load_corpus, pretokenize, PretrainingDataset, MaskingCollator
-from .training import Task, TrainArgs, fit, init_distributed, checkpoints
+from .training import Task, TrainArgs, fit, init_distributed, checkpoints, resolve_precision
 
-# %% ../nbs/07_pretraining.ipynb #b179cc90
+# %% ../nbs/07_pretraining.ipynb #cbb6ae8a
 class PreTrainingTask(Task):
     "MLM + SOP/NSP for `AtomBertForPreTraining`; losses `mlm_loss` and `sop_loss`/`nsp_loss`."
     def __init__(self, objective:str='sop'): self.objective = objective
@@ -38,7 +38,7 @@ class PreTrainingTask(Task):
                                                    len(batch['sentence_label']))
         return losses, stats
 
-# %% ../nbs/07_pretraining.ipynb #7761e4c2
+# %% ../nbs/07_pretraining.ipynb #4f7a9a99
 _HELD_OUT = ('builtin', 'wikitext-2', 'wikitext-103')   # corpora with a validation split of their own
 
 def _default_cache() -> Path:
@@ -75,7 +75,7 @@ def _tokenizer_for(out:Path, tokenizer, resume:bool, corpus, vocab_size:int, kin
         tok = load_tokenizer(out)
     return tok
 
-# %% ../nbs/07_pretraining.ipynb #b7bb0f59
+# %% ../nbs/07_pretraining.ipynb #5c640b7f
 def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | a .txt/.raw file or folder | .jsonl/.parquet/.arrow
              out:str='runs/pretrain',     # output directory (becomes a from_pretrained directory)
              preset:str='small',          # model preset (AtomBertConfig.preset)
@@ -91,7 +91,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
              schedule:str='linear',       # linear | onecycle | constant
              warmup:float=0.1,            # warmup: a fraction of the steps (< 1) or a number of steps
              weight_decay:float=0.01,     # AdamW weight decay (matrices and embeddings only)
-             precision:str='fp32',        # fp32 | bf16 | fp16 (CUDA)
+             precision:str='auto',        # auto (bf16 where native, else fp32) | fp32 | bf16 | fp16 (CUDA)
              objective:str='sop',         # sop | nsp | none
              dropout:float=None,          # override the preset's hidden, attention and classifier dropout
              config_overrides:str=None,   # other config fields to override: a dict or JSON, e.g. '{"norm": "pre"}'
@@ -131,7 +131,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     eval_spec = eval_corpus if eval_corpus is not None else (corpus if corpus in _HELD_OUT else None)
     held_out = load_corpus(eval_spec, 'validation' if eval_corpus is None else 'train', text_column) if eval_spec else None
 
-    rank, world, _ = init_distributed(device)
+    rank, world, dev = init_distributed(device)
     if rank == 0: out.mkdir(parents=True, exist_ok=True)
     tok = _tokenizer_for(out, tokenizer, resume, train_corpus, vocab_size, tokenizer_kind, rank, world)
     config = config.replace(vocab_size=tok.get_vocab_size())
@@ -148,11 +148,12 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     eval_data = PretrainingDataset(tokens['eval'], tok, seq_len, objective, seed=seed + 1) if 'eval' in tokens else None
     if epochs: args.max_steps = max(1, math.ceil(epochs * len(train_data) / (batch_size * grad_accum)))
     collate = MaskingCollator(tok, ngram=ngram, whole_word=whole_word, seed=seed)
-    if rank == 0:
-        (out/'run.json').write_text(json.dumps(dict(command='pretrain', corpus=str(corpus), preset=preset, seq_len=seq_len,
-            objective=objective, ngram=ngram, whole_word=whole_word, eval_corpus=eval_spec, train_examples=len(train_data),
-            train_tokens=tokens['train'].num_tokens, tokenizer=tokenizer_fingerprint(tok), args=vars(args)), indent=2, default=str))
     torch.manual_seed(seed)
     model = AtomBertForPreTraining(config)
+    if rank == 0:   # the arguments, with the precision `fit` resolves `auto` to
+        (out/'run.json').write_text(json.dumps(dict(command='pretrain', corpus=str(corpus), preset=preset, seq_len=seq_len,
+            objective=objective, ngram=ngram, whole_word=whole_word, eval_corpus=eval_spec, train_examples=len(train_data),
+            train_tokens=tokens['train'].num_tokens, tokenizer=tokenizer_fingerprint(tok),
+            args=vars(args) | dict(precision=resolve_precision(args.precision, dev, model))), indent=2, default=str))
     return fit(model, train_data, collate, PreTrainingTask(objective), args, eval_data=eval_data, resume=resume,
                tokenizer=tok, eval_batches=eval_batches, progress=progress)

@@ -33,6 +33,16 @@ def test_pretrain_step(tmp_path):
     assert f['transformers_formula_train_step'] > f['formula_train_step']
     assert res['matmul']['flops_per_s'] > 0
 
+def test_pretrain_step_mixed_precision(tmp_path):
+    "atombert under bf16 autocast against transformers in fp32: each contender records its own precision."
+    out, res = run_bench('pretrain_step.py', tmp_path/'mixed.json', '--atombert-precision', 'bf16', '--no-memory')
+    assert 'atombert bf16, transformers fp32' in out
+    a, t = res['contenders']['atombert'], res['contenders']['transformers']
+    assert (a['precision'], t['precision']) == ('bf16', 'fp32') and res['matmul']['dtype'] == 'float32'
+    assert a['mfu'] is None and t['mfu'] > 0            # MFU only against a probe of the contender's own precision
+    assert res['meets_targets']['mfu'] is None and res['ratio'] > 0
+    assert a['loss'] == pytest.approx(t['loss'], rel=2e-2)   # bf16 autocast: the same loss to bf16 precision
+
 def test_inference(tmp_path):
     out, res = run_bench('inference.py', tmp_path/'inference.json')
     assert 'tokens/s' in out and 'int8' in out

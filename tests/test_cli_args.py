@@ -60,7 +60,7 @@ def test_out_of_range(capsys, command, flag, value):
 
 @pytest.mark.parametrize('argv,says', [
     (['pretrain', '--batch-size', '0'], '>= 1'), (['pretrain', '--lr', '-1'], '> 0'), (['info', '--seq-len', '0'], '>= 8'),
-    (['pretrain', '--precision', 'fp8'], 'one of fp32, bf16, fp16'), (['pretrain', '--objective', 'foo'], 'one of sop, nsp, none'),
+    (['pretrain', '--precision', 'fp8'], 'one of auto, fp32, bf16, fp16'), (['pretrain', '--objective', 'foo'], 'one of sop, nsp, none'),
     (['info', '--preset', 'nope'], 'one of tiny, small'), (['pretrain', '--schedule', 'x'], 'one of linear, onecycle, constant'),
     (['finetune', '--alpha', '1.5'], 'in [0, 1]'), (['pretrain', '--dropout', '1'], 'in [0, 1)'), (['pretrain', '--warmup', '-1'], '>= 0'),
     (['pretrain', '--tokenizer-kind', 'bpe'], 'one of wordpiece, unigram'), (['finetune', '--temperature', '0'], '> 0'),
