@@ -7,7 +7,7 @@ __all__ = ['TrainingStopped', 'Task', 'native_bf16', 'resolve_precision', 'Train
            'init_distributed', 'autocast_for', 'checkpoints', 'save_checkpoint', 'load_checkpoint', 'micro_batches',
            'read_metrics', 'plot_metrics', 'evaluate', 'fit']
 
-# %% ../nbs/06_training.ipynb #2efd4f8b
+# %% ../nbs/06_training.ipynb #67225ffe
 import contextlib, hashlib, json, math, os, random, shutil, time
 import dataclasses
 from dataclasses import dataclass, asdict, field
@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-# %% ../nbs/06_training.ipynb #2621a0ae
+# %% ../nbs/06_training.ipynb #f41e0cfc
 class TrainingStopped(RuntimeError):
     "Training cannot go on (e.g. gradients keep being non-finite); the last good checkpoint is kept."
 
@@ -28,7 +28,7 @@ class Task:
     def counts(self, batch:dict) -> dict: return {'loss': len(next(iter(batch.values())))}
     def loss(self, model, batch:dict) -> tuple[dict, dict]: raise NotImplementedError
 
-# %% ../nbs/06_training.ipynb #4410fe4d
+# %% ../nbs/06_training.ipynb #b30b3a7e
 def native_bf16(device='cpu') -> bool:
     "Whether `device` multiplies bf16 matrices natively: CUDA with bf16 units, or a CPU with AVX512_BF16 or AMX."
     device = torch.device(device)
@@ -43,7 +43,7 @@ def resolve_precision(precision:str, device, model=None) -> str:
     small = device.type == 'cpu' and model is not None and getattr(getattr(model, 'config', None), 'hidden_size', 256) < 256
     return 'bf16' if native_bf16(device) and not small else 'fp32'
 
-# %% ../nbs/06_training.ipynb #41abadcf
+# %% ../nbs/06_training.ipynb #d8a4a492
 @dataclass
 class TrainArgs:
     out_dir: str = 'runs/atombert'
@@ -87,7 +87,7 @@ class TrainArgs:
         if not self.batch_ramp_steps or step >= self.batch_ramp_steps: return self.grad_accum
         return 1 + (self.grad_accum - 1) * step // self.batch_ramp_steps
 
-# %% ../nbs/06_training.ipynb #7e1a12f3
+# %% ../nbs/06_training.ipynb #d808007c
 def make_optimizer(model, args:TrainArgs) -> torch.optim.AdamW:
     "AdamW with decay on ≥2-D parameters only; fused when available."
     params = [p for p in model.parameters() if p.requires_grad]
@@ -105,7 +105,7 @@ def make_schedule(opt, args:TrainArgs):
     decay = (lambda s: max(0.0, (n - s) / max(1, n - w))) if args.schedule == 'linear' else (lambda s: 1.0)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / (w + 1) if s < w else decay(s))
 
-# %% ../nbs/06_training.ipynb #3c9d43c2
+# %% ../nbs/06_training.ipynb #5957ca49
 def init_distributed(device:str='') -> tuple[int, int, torch.device]:
     "Join the process group torchrun describes (if any): (rank, world_size, device)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
@@ -117,12 +117,14 @@ def init_distributed(device:str='') -> tuple[int, int, torch.device]:
     return (dist.get_rank() if world > 1 else 0), world, dev
 
 def autocast_for(precision:str, device:torch.device):
-    "The autocast context for `precision` on `device`."
+    "The autocast context for `precision` (`auto` resolved for `device`) on `device`."
+    precision = resolve_precision(precision, device)
+    if precision not in ('fp32', 'bf16', 'fp16'): raise ValueError(f'unknown precision {precision!r}: use auto, fp32, bf16 or fp16')
     if precision == 'fp32': return contextlib.nullcontext()
     if precision == 'fp16' and device.type != 'cuda': raise ValueError('precision fp16 needs a CUDA device (use bf16 or fp32)')
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
 
-# %% ../nbs/06_training.ipynb #9e4529a9
+# %% ../nbs/06_training.ipynb #8d6666a7
 def _rng_state() -> dict:
     v, state, gauss = random.getstate()
     np_state = np.random.get_state()
@@ -188,7 +190,7 @@ def load_checkpoint(path, model, opt, sched, scaler, tokenizer=None) -> dict:
     _set_rng_state(state.pop('rng')); state.pop('sha256')
     return state
 
-# %% ../nbs/06_training.ipynb #250e8223
+# %% ../nbs/06_training.ipynb #59873f6d
 def micro_batches(data, collate, args:TrainArgs, epoch:int=0, start:int=0, rank:int=0, world:int=1):
     "Yield (epoch, next micro-batch index, batch) forever, from position (epoch, start)."
     n = len(data) // args.batch_size
@@ -203,7 +205,7 @@ def micro_batches(data, collate, args:TrainArgs, epoch:int=0, start:int=0, rank:
         for i, batch in enumerate(loader, start + 1): yield epoch, i, batch
         epoch, start = epoch + 1, 0
 
-# %% ../nbs/06_training.ipynb #9af6fd61
+# %% ../nbs/06_training.ipynb #a01b9cd0
 def read_metrics(out_dir) -> list[dict]:
     p = Path(out_dir)/'metrics.jsonl'
     return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
@@ -234,7 +236,7 @@ def plot_metrics(out_dir, show:bool=False):
     if not show: plt.close(fig)
     return path
 
-# %% ../nbs/06_training.ipynb #5516351e
+# %% ../nbs/06_training.ipynb #74a90437
 def _to(batch:dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -271,7 +273,7 @@ def evaluate(model, data, collate, task:Task, batch_size:int=32, precision:str='
     model.train(was_training)
     return _stats_to_metrics(losses, stats)
 
-# %% ../nbs/06_training.ipynb #e18d56f9
+# %% ../nbs/06_training.ipynb #fc51cfe3
 def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, resume:bool=False,
         tokenizer=None, eval_batches:int=0, progress:bool=True) -> dict:
     "Train `model` on `train_data` with `task`; checkpoints, logs and plots go to `args.out_dir`."
