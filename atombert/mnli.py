@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset as TorchDataset
 from fastcore.basics import store_attr
 from safetensors.torch import save_file, load_file
-from .model import AtomBertForSequenceClassification
+from .model import AtomBertForSequenceClassification, load_pretrained_state
 from .tokenizer import encode_pairs, load_tokenizer, special_token_ids, tokenizer_fingerprint
 from .training import Task, TrainArgs, fit
 
@@ -420,7 +420,8 @@ def kd_loss(student_logits:torch.Tensor, teacher_logits:torch.Tensor, labels:tor
         loss = alpha * T * T * soft
     if alpha < 1:
         if labels is None: raise ValueError('kd_loss needs labels when alpha < 1')
-        loss = loss + (1 - alpha) * F.cross_entropy(s, labels, ignore_index=-1)
+        known = labels >= 0       # unlabelled (-1) examples learn from the teacher only; none labelled: no hard part, not NaN
+        loss = loss + (1 - alpha) * (F.cross_entropy(s[known], labels[known]) if known.any() else s.sum() * 0)
     return loss
 
 # %% ../nbs/08_mnli.ipynb #fefebde2
@@ -477,11 +478,10 @@ def predict(model, tokenizer, data, batch_size:int=128, max_length:int|None=None
 # %% ../nbs/08_mnli.ipynb #b190e712
 def load_finetuned(model_dir, tokenizer=None):
     "(classifier in eval mode, tokenizer) from a finetuned model directory; `ValueError` if it holds no classifier."
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        model = AtomBertForSequenceClassification.from_pretrained(model_dir)
-    if any('newly initialized' in str(w.message) for w in caught):
+    _, weights = load_pretrained_state(model_dir)        # the weights themselves say whether a classifier was trained
+    if not any(k.startswith('classifier.') for k in weights):
         raise ValueError(f'{model_dir} holds no trained classifier (a pretraining checkpoint?): finetune it first')
+    model = AtomBertForSequenceClassification.from_pretrained(model_dir)
     return model.eval(), tokenizer or _tokenizer_of(model_dir)
 
 def _tokenizer_of(model_dir):
@@ -559,7 +559,8 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
                                                    bucket=bucket, seed=seed, teacher_logits=soft.get(name))
     train = batches(train_data, 'train', True)
     world = int(os.environ.get('WORLD_SIZE', '1'))
-    args = TrainArgs(out_dir=str(out_dir), max_steps=max_steps or max(1, math.ceil(epochs * len(train) / world)),
+    per_step = world * train_args.get('grad_accum', 1)      # batches one optimizer step takes
+    args = TrainArgs(out_dir=str(out_dir), max_steps=max_steps or max(1, math.ceil(epochs * len(train) / per_step)),
                      batch_size=world, lr=lr, warmup=warmup, seed=seed, **train_args)
     held_out = None if eval_data is None else batches(eval_data, 'eval', False)
     return fit(model, train, collate_batches, task, args, eval_data=held_out, resume=resume, tokenizer=tokenizer, progress=progress)

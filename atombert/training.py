@@ -33,7 +33,9 @@ def native_bf16(device='cpu') -> bool:
     "Whether `device` multiplies bf16 matrices natively: CUDA with bf16 units, or a CPU with AVX512_BF16 or AMX."
     device = torch.device(device)
     if device.type == 'cuda': return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == 'cpu': return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if device.type == 'cpu':     # private torch probes (no public one yet): a torch without them means no known bf16 units
+        probes = [getattr(torch.cpu, name, None) for name in ('_is_avx512_bf16_supported', '_is_amx_tile_supported')]
+        return any(p() for p in probes if p is not None)
     return False
 
 def resolve_precision(precision:str, device, model=None) -> str:
@@ -76,6 +78,7 @@ class TrainArgs:
         for name in ('eval_every', 'save_every', 'batch_ramp_steps', 'num_workers', 'warmup', 'weight_decay', 'clip_grad'):
             if getattr(self, name) < 0: bad(name, 'must be >= 0')
         if not self.lr > 0: bad('lr', 'must be > 0')
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas): bad('betas', 'must be two numbers in [0, 1)')
         if self.schedule not in ('linear', 'onecycle', 'constant'): bad('schedule', "must be linear, onecycle or constant")
         if self.precision not in ('auto', 'fp32', 'bf16', 'fp16'): bad('precision', 'must be auto, fp32, bf16 or fp16')
 
@@ -219,14 +222,16 @@ def plot_metrics(out_dir, show:bool=False):
     train, evals = [r for r in rows if r['split'] == 'train'], [r for r in rows if r['split'] == 'eval']
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     losses = sorted({k for r in rows for k in r if k.endswith('loss')})
+    reference = lambda k: k.startswith('unigram_')      # what word frequencies alone score: a dashed line to beat
     for k in losses:
-        for split, rs, style in (('train', train, '-'), ('held-out', evals, 'o-')):
+        for split, rs, style in (('train', train, '-'), ('held-out', evals, '--' if reference(k) else 'o-')):
             pts = [(r['step'], r[k]) for r in rs if k in r]
             if pts: axes[0].plot(*zip(*pts), style, label=f'{split} {k}', alpha=0.8 if split == 'train' else 1)
     axes[0].set(title='loss', xlabel='step')
     if losses: axes[0].legend(fontsize=8)
     stats = sorted({k for r in evals for k in r if k not in losses and k not in ('step', 'split', 'time', 'epoch')})
-    for k in stats: axes[1].plot([r['step'] for r in evals if k in r], [r[k] for r in evals if k in r], 'o-', label=k)
+    for k in stats: axes[1].plot([r['step'] for r in evals if k in r], [r[k] for r in evals if k in r],
+                                 '--' if reference(k) else 'o-', label=k)
     axes[1].set(title='held-out', xlabel='step')
     if stats: axes[1].legend(fontsize=8)
     axes[2].plot([r['step'] for r in train], [r['lr'] for r in train]); axes[2].set(title='learning rate', xlabel='step')
@@ -262,21 +267,22 @@ def evaluate(model, data, collate, task:Task, batch_size:int=32, precision:str='
             n, d = losses.get(k, (0.0, 0)); losses[k] = (n + float(v) * counts[k], d + counts[k])
         for k, (num, den) in s.items():
             n, d = stats.get(k, (0.0, 0)); stats[k] = (n + float(num), d + float(den))
-    if world > 1:
-        keys = sorted(losses) + sorted(stats)
-        t = torch.tensor([x for k in sorted(losses) for x in losses[k]] + [x for k in sorted(stats) for x in stats[k]],
+    if world > 1:   # a process can get no batch at all (fewer batches than processes): agree on the names first
+        names = [None] * world; dist.all_gather_object(names, (sorted(losses), sorted(stats)))
+        loss_keys, stat_keys = (sorted(set().union(*(n[i] for n in names))) for i in (0, 1))
+        t = torch.tensor([x for k in loss_keys for x in losses.get(k, (0.0, 0))] + [x for k in stat_keys for x in stats.get(k, (0.0, 0))],
                          dtype=torch.float64, device=device)
         dist.all_reduce(t)
         vals = t.view(-1, 2).tolist()
-        losses = {k: tuple(vals[i]) for i, k in enumerate(sorted(losses))}
-        stats = {k: tuple(vals[len(losses) + i]) for i, k in enumerate(sorted(stats))}
+        losses = {k: tuple(vals[i]) for i, k in enumerate(loss_keys)}
+        stats = {k: tuple(vals[len(loss_keys) + i]) for i, k in enumerate(stat_keys)}
     model.train(was_training)
     return _stats_to_metrics(losses, stats)
 
 # %% ../nbs/06_training.ipynb #fc51cfe3
 def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, resume:bool=False,
-        tokenizer=None, eval_batches:int=0, progress:bool=True) -> dict:
-    "Train `model` on `train_data` with `task`; checkpoints, logs and plots go to `args.out_dir`."
+        tokenizer=None, eval_batches:int=0, progress:bool=True, eval_collate=None) -> dict:
+    "Train `model` on `train_data` with `task`; checkpoints, logs and plots go to `args.out_dir`; `eval_collate` batches `eval_data` (default: `collate`)."
     rank, world, device = init_distributed(args.device)
     args = dataclasses.replace(args, precision=resolve_precision(args.precision, device, model))
     if args.batch_size % world: raise ValueError(f'batch_size {args.batch_size} is not divisible by the {world} processes')
@@ -303,7 +309,7 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
             with open(out/'metrics.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
 
     def run_eval():
-        return evaluate(model, eval_data, collate, task, args.batch_size // world, args.precision, args.seed, device,
+        return evaluate(model, eval_data, eval_collate or collate, task, args.batch_size // world, args.precision, args.seed, device,
                         rank, world, eval_batches)
 
     def checkpoint():

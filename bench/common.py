@@ -297,3 +297,38 @@ def write_json(path, obj) -> Path:
     return path
 
 def median(xs): return statistics.median(xs)
+
+# ---------------------------------------------------------------- the pretraining text of the studies
+
+MNLI_TRAIN_SAMPLE = 'mnli/train_sample_20k_ptbtok.tsv'
+
+def study_corpus(workdir, texts_per_document:int=16) -> tuple[Path, Path]:
+    """(pretraining folder, held-out file) of the pretraining studies: WikiText-2 raw test plus every distinct premise
+    and hypothesis of the 20k MNLI train sample; held out: WikiText-2 raw validation. The MNLI text is the finetuning
+    set's own text, without labels and without pairing (task-adaptive pretraining); no dev text is in it.
+
+    The MNLI texts are written `texts_per_document` to a document (a line each, shuffled within their genre), not one
+    to a document: a one-sentence document is split *inside* its sentence for SOP, where the order shows in the
+    punctuation (a shortcut: 85% training SOP accuracy, 50% held out), and it makes a short, mostly padded example.
+    Premise and hypothesis of a pair are never neighbours by design (the order of a pair would teach SOP that the
+    longer segment comes first)."""
+    import random
+    from atombert.mnli import load_mnli
+    folder = Path(workdir)/'corpus'
+    name = f'mnli_train_sample_text_{texts_per_document}.txt'
+    if not (folder/name).exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob('mnli_train_sample_text*.txt'): old.unlink()
+        train = load_mnli(str(shared_path(MNLI_TRAIN_SAMPLE)), 'train', verbose=False)
+        by_genre = {}
+        for p, h, g in zip(train['premise'], train['hypothesis'], train['genre']):
+            for t in (p.strip(), h.strip()):
+                if t: by_genre.setdefault(g, {})[t] = None            # distinct texts, in order
+        rng, docs = random.Random(0), []
+        for g in sorted(by_genre):
+            texts = list(by_genre[g]); rng.shuffle(texts)
+            docs += ['\n'.join(texts[i:i + texts_per_document]) for i in range(0, len(texts), texts_per_document)]
+        (folder/'wiki.test.raw').write_bytes(shared_path(WIKITEXT_RAW[1]).read_bytes())
+        tmp = folder/(name + '.tmp')
+        tmp.write_text('\n\n'.join(docs) + '\n'); os.replace(tmp, folder/name)
+    return folder, shared_path(WIKITEXT_RAW[0])

@@ -109,3 +109,37 @@ def test_bad_argument_is_one_clear_error(tmp_path):
     r = subprocess.run([sys.executable, 'bench/pretrain_step.py', '--seq-len', '0', '--out', str(tmp_path/'x.json')],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and 'must be > 0' in r.stderr and not (tmp_path/'x.json').exists()
+
+def test_pretrain_recipe(tmp_path):
+    "Two recipes at the smoke budget: the same held-out tokens for both, so the same unigram references; the curve and the plot."
+    out, res = run_bench('pretrain_recipe.py', tmp_path/'recipe.json', '--work', str(tmp_path/'work'))
+    assert 'most frequent token' in out and 'nats under unigram' in out
+    assert res['benchmark'] == 'pretrain_recipe' and res['args']['preset'] == 'tiny'
+    assert [r['recipe'] for r in res['results']] == ['base', 'mask30-single']
+    base, other = res['results']
+    assert base['final']['unigram_loss'] == pytest.approx(other['final']['unigram_loss'])        # same masked tokens
+    assert base['final']['unigram_accuracy'] == pytest.approx(other['final']['unigram_accuracy'])
+    assert other['kwargs']['mlm_probability'] == 0.3 and other['kwargs']['ngram'] == 1
+    for r in res['results']:
+        assert r['steps'] >= res['args']['evals'] and r['curve'][0]['step'] == 0 and r['curve'][-1]['step'] == r['steps']
+        assert r['accuracy_over_unigram'] == pytest.approx(r['final']['mlm_accuracy'] / r['final']['unigram_accuracy'])
+    assert Path(res['plot']).stat().st_size > 0 and res['best'] in ('base', 'mask30-single')
+
+def test_pretrain_recipe_unknown_recipe(tmp_path):
+    r = subprocess.run([sys.executable, 'bench/pretrain_recipe.py', '--recipes', 'base,nope', '--out', str(tmp_path/'x.json')],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "unknown recipe(s) ['nope']" in r.stderr and not (tmp_path/'x.json').exists()
+
+def test_transfer(tmp_path):
+    "The smoke study: bag of words, an untrained row and two pretrained budgets from one run, dev accuracies in [0, 1]."
+    out, res = run_bench('transfer.py', tmp_path/'transfer.json', '--work', str(tmp_path/'work'))
+    assert 'bag of words' in out and 'dev matched' in out
+    assert res['benchmark'] == 'transfer' and res['args']['preset'] == 'tiny' and res['data']['train_examples'] == 300
+    assert [r['model'] for r in res['rows']] == ['untrained', 'pretrained 10 steps', 'pretrained 20 steps']
+    assert [b['step'] for b in res['pretraining']['budgets']] == [10, 20]
+    for r in res['rows']:
+        for split in ('matched', 'mismatched'):
+            assert 0 <= r['summary'][split]['mean'] <= 1 and len(r['runs']) == 1
+    assert 0.2 < res['bag_of_words']['matched'] < 0.8 and res['bag_of_words']['features'] > 100
+    assert res['best_lr'] == 1e-3 and set(res['gain_over_untrained_points']) == {'pretrained 10 steps', 'pretrained 20 steps'}
+    assert Path(res['plot']).stat().st_size > 0

@@ -5,7 +5,7 @@ loaded (images decoded included) its script writes what each page shows into the
 prints: titles, links, heading ids and text, and for each <img> its decoded size and how many distinct
 colours it has (a blank image has one).
 """
-import functools, html, http.server, json, re, shutil, subprocess, sys, threading
+import functools, html, http.server, json, os, re, shutil, subprocess, sys, threading
 from pathlib import Path
 
 import nbformat, pytest
@@ -43,7 +43,10 @@ def api_names():
 
 def chromium():
     exe = shutil.which('chromium') or shutil.which('chromium-browser')
-    if not exe: pytest.fail('Chromium is needed to check the docs in a browser: apt-get install -y chromium', pytrace=False)
+    if not exe:   # CI installs it (.ci/run), so there its absence is a failure; elsewhere the browser checks skip, saying why
+        why = 'Chromium is needed to check the docs in a browser: apt-get install -y chromium'
+        if os.environ.get('CI') == 'true': pytest.fail(why, pytrace=False)
+        pytest.skip(why)
     return exe
 
 CHECK_JS = """

@@ -1,0 +1,175 @@
+"""Pretraining recipes side by side at the same wall-clock budget: which one leaves the unigram plateau on 2 CPU cores?
+
+Every recipe pretrains `--preset` (default small) from the same initialization on the same text (WikiText-2 raw test
++ the text of the 20k MNLI train sample, see `common.study_corpus`) with the same tokenizer, for `--minutes` of
+training each. Held out on WikiText-2 raw validation, always scored the same way (15% single-token masking, the
+same masked tokens for every recipe: `atombert.pretrain.HELD_OUT_MASKING`), beside the unigram references: the
+cross-entropy of the training text's token frequencies and the accuracy of always predicting its most frequent
+token. A model that has learned only word frequencies sits on those lines.
+
+Equal wall-clock, reproducibly: a short probe measures each recipe's seconds per step first, and the budget becomes
+a number of steps (so a rerun trains the same steps, whatever else the machine is doing; the minutes it reports
+are measured).
+
+    python bench/pretrain_recipe.py                       # every recipe, 5 minutes each (about 40 minutes on 2 cores)
+    python bench/pretrain_recipe.py --recipes base,mask40 --minutes 3
+    python bench/pretrain_recipe.py --small               # CI smoke size: preset tiny, a few steps, two recipes
+"""
+import argparse, json, os, shutil, sys, time
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+import common as C
+
+# The base is the recipe today's defaults describe; each other recipe changes one or two knobs of it (pretrain's
+# arguments). `config` entries are config overrides.
+BASE = dict(seq_len=128, batch_size=32, grad_accum=1, lr=1e-3, schedule='linear', warmup=0.1, beta2=0.999,
+            weight_decay=0.01, clip_grad=1.0, mlm_probability=0.15, ngram=3, objective='sop',
+            config={'norm': 'pre', 'initializer_range': 0.05})
+RECIPES = {
+    'base': {},
+    'post-ln': dict(config={'norm': 'post', 'initializer_range': 0.02}),           # ALBERT's own layout and init
+    'mask30-single': dict(mlm_probability=0.3, ngram=1),                            # twice the predictions, no spans
+    'no-sop': dict(objective='none'),                                               # every gradient to MLM
+    'seq64-batch64': dict(seq_len=64, batch_size=64),                               # shorter rows, more of them
+    'batch128-lr2e-3': dict(grad_accum=4, lr=2e-3),                                 # 4× the tokens per step
+    'combined': dict(lr=2e-3, beta2=0.98, warmup=0.06, mlm_probability=0.3, ngram=1, seq_len=64, batch_size=64),
+}
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--recipes', default=','.join(RECIPES), help=f'comma-separated, from: {", ".join(RECIPES)}')
+    p.add_argument('--minutes', type=float, default=5.0, help='training minutes per recipe')
+    p.add_argument('--preset', default='small')
+    p.add_argument('--vocab-size', type=int, default=8000)
+    p.add_argument('--evals', type=int, default=6, help='held-out evaluations per recipe (besides step 0)')
+    p.add_argument('--eval-batches', type=int, default=30, help='held-out batches of 32 per evaluation')
+    p.add_argument('--probe-steps', type=int, default=30, help='steps that measure a recipe\'s speed')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--threads', type=int, default=os.cpu_count())
+    p.add_argument('--device', choices=('cpu',), default='cpu')
+    p.add_argument('--work', default='runs/pretrain_recipe', help='runs, tokenizer and token cache')
+    p.add_argument('--out', default='bench/results/pretrain_recipe.json', help='JSON results (the plot goes beside it)')
+    p.add_argument('--small', action='store_true', help='CI smoke size: preset tiny, 2 recipes, a few steps')
+    p.add_argument('--replot', default=None, help='only redraw the plot of this results JSON (beside it)')
+    args = p.parse_args(argv)
+    if args.replot: return args
+    if args.small:
+        args.preset, args.vocab_size, args.minutes, args.evals, args.eval_batches, args.probe_steps = 'tiny', 1000, 0.05, 2, 2, 4
+        if args.recipes == ','.join(RECIPES): args.recipes = 'base,mask30-single'
+    args.recipes = [r.strip() for r in args.recipes.split(',') if r.strip()]
+    if unknown := [r for r in args.recipes if r not in RECIPES]:
+        raise SystemExit(f'error: unknown recipe(s) {unknown}; choose from {list(RECIPES)}')
+    for name in ('minutes', 'vocab_size', 'evals', 'eval_batches', 'probe_steps', 'threads'):
+        if not getattr(args, name) > 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be > 0, got {getattr(args, name)}')
+    from atombert.config import PRESETS
+    if args.preset not in PRESETS: raise SystemExit(f'error: --preset {args.preset!r} is not one of {list(PRESETS)}')
+    torch.set_num_threads(args.threads)
+    return args
+
+def recipe_kwargs(name:str, preset:str) -> dict:
+    "`pretrain` arguments of recipe `name` (sequence length capped at the preset's positions)."
+    from atombert.config import AtomBertConfig
+    r = {**BASE, **RECIPES[name]}
+    r['config_overrides'] = r.pop('config')
+    r['seq_len'] = min(r['seq_len'], AtomBertConfig.preset(preset).max_position_embeddings)
+    return r
+
+def minutes_at(step:int, train:list) -> float:
+    "Training minutes at `step`, interpolated between the logged training rows (evaluations fall between them)."
+    import numpy as np
+    return float(np.interp(step, [0] + [r['step'] for r in train], [0.0] + [r['time'] / 60 for r in train]))
+
+def run_recipe(name, args, tokenizer, corpus, held_out, work:Path) -> dict:
+    "Probe the speed, then pretrain for the budget; the held-out curve with the minutes each point took."
+    from atombert.pretrain import pretrain
+    from atombert.training import read_metrics
+    kw = recipe_kwargs(name, args.preset)
+    common = dict(preset=args.preset, tokenizer=str(tokenizer), eval_corpus=str(held_out), seed=args.seed,
+                  cache_dir=str(work/'cache'), progress=False, device=args.device, **kw)
+    probe = work/f'probe-{name}'; shutil.rmtree(probe, ignore_errors=True)
+    log_every = max(1, args.probe_steps // 3)
+    pretrain(str(corpus), str(probe), max_steps=args.probe_steps, log_every=log_every, **common)
+    t = [r['time'] for r in read_metrics(probe) if r['split'] == 'train']
+    sec_per_step = (t[-1] - t[0]) / (args.probe_steps - log_every)      # after the first log: warm caches
+    steps = max(args.evals, round(args.minutes * 60 / sec_per_step))
+    run = work/name; shutil.rmtree(run, ignore_errors=True)
+    t0 = time.perf_counter()
+    pretrain(str(corpus), str(run), max_steps=steps, eval_every=max(1, steps // args.evals), eval_batches=args.eval_batches,
+             log_every=max(1, steps // 100), **common)
+    wall = time.perf_counter() - t0
+    rows = read_metrics(run)
+    train = [r for r in rows if r['split'] == 'train']
+    curve = [dict(step=r['step'], minutes=minutes_at(r['step'], train), **{k: v for k, v in r.items() if k not in ('step', 'split')})
+             for r in rows if r['split'] == 'eval']
+    last = curve[-1]
+    return dict(recipe=name, kwargs=kw, probe_sec_per_step=sec_per_step, steps=steps, wall_seconds=wall,
+                tokens_per_step=kw['batch_size'] * kw['grad_accum'] * kw['seq_len'], curve=curve,
+                final=last, accuracy_over_unigram=last['mlm_accuracy'] / max(last['unigram_accuracy'], 1e-9),
+                nats_below_unigram=last['unigram_loss'] - last['mlm_loss'],
+                train=[{k: r[k] for k in ('step', 'time', 'mlm_loss', 'mlm_accuracy') if k in r} for r in rows if r['split'] == 'train'])
+
+def plot(results:list, path:Path) -> Path:
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+    for r in results:
+        c = r['curve']
+        for ax, key in zip(axes, ('mlm_accuracy', 'mlm_loss')):
+            # x: the budget each point used, from the recipe's speed probe (the wall clock can be slowed by other work)
+            ax.plot([p['step'] * r['probe_sec_per_step'] / 60 for p in c], [p[key] for p in c], 'o-', ms=3, label=r['recipe'])
+    ref = results[0]['final']
+    axes[0].axhline(ref['unigram_accuracy'], ls='--', c='k', label='most frequent token')
+    axes[0].axhline(3 * ref['unigram_accuracy'], ls=':', c='k', label='3× that')
+    axes[1].axhline(ref['unigram_loss'], ls='--', c='k', label='unigram cross-entropy')
+    axes[0].set(title='held-out MLM accuracy (15% single-token masking)', xlabel='training minutes (steps × probed s/step)', ylabel='accuracy')
+    axes[1].set(title='held-out MLM loss', xlabel='training minutes (steps × probed s/step)', ylabel='nats')
+    for ax in axes: ax.legend(fontsize=8); ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
+    return path
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.replot:
+        res = json.loads(Path(args.replot).read_text())
+        for r in res['results']:
+            for p in r['curve']: p['minutes'] = minutes_at(p['step'], r['train'])
+        res['plot'] = str(plot(res['results'], Path(args.replot).with_suffix('.png')))
+        C.write_json(args.replot, res); print(f"redrew {res['plot']}")
+        return res
+    from atombert.tokenizer import train_tokenizer, save_tokenizer
+    work = Path(args.work); work.mkdir(parents=True, exist_ok=True)
+    corpus, held_out = C.study_corpus(work)
+    tokenizer = work/f'tokenizer-{args.vocab_size}'
+    if not (tokenizer/'tokenizer.json').exists():   # trained once: every recipe (and a rerun) uses the same ids
+        save_tokenizer(train_tokenizer([str(p) for p in sorted(corpus.iterdir())], vocab_size=args.vocab_size,
+                                       show_progress=False), tokenizer)
+    print(f'{len(args.recipes)} recipes × {args.minutes:g} min, preset {args.preset}, {args.threads} threads; '
+          f'corpus {corpus}, held out {held_out}', flush=True)
+    results = []
+    for name in args.recipes:
+        r = run_recipe(name, args, tokenizer, corpus, held_out, work)
+        results.append(r)
+        f = r['final']
+        print(f"  {name:16s} {r['steps']:5d} steps  held-out MLM acc {f['mlm_accuracy']:.2%} (×{r['accuracy_over_unigram']:.2f} "
+              f"the most frequent token), loss {f['mlm_loss']:.3f} ({r['nats_below_unigram']:+.3f} nats under unigram)", flush=True)
+    print()
+    C.print_table([dict(recipe=r['recipe'], steps=r['steps'], tokens=r['tokens_per_step'], minutes=r['final']['minutes'],
+                        acc=r['final']['mlm_accuracy'] * 100, ratio=r['accuracy_over_unigram'], loss=r['final']['mlm_loss'],
+                        below=r['nats_below_unigram'], sop=r['final'].get('sop_accuracy')) for r in results],
+                  [('recipe', 'recipe', ''), ('steps', 'steps', ',d'), ('tokens', 'tokens/step', ',d'), ('minutes', 'minutes', '.1f'),
+                   ('acc', 'MLM acc %', '.2f'), ('ratio', '× most-frequent', '.2f'), ('loss', 'MLM loss', '.3f'),
+                   ('below', 'nats under unigram', '+.3f'), ('sop', 'SOP acc', '.3f')])
+    ref = results[0]['final']
+    print(f"\nreferences on the same held-out tokens: unigram cross-entropy {ref['unigram_loss']:.3f} nats, "
+          f"most frequent token {ref['unigram_accuracy']:.2%}")
+    best = max(results, key=lambda r: r['final']['mlm_accuracy'])
+    out = Path(args.out)
+    result = dict(benchmark='pretrain_recipe', machine=C.machine_info(args.device), args=vars(args), base=BASE,
+                  corpus=dict(train=str(corpus), held_out=str(held_out)), results=results, best=best['recipe'],
+                  plot=str(plot(results, out.with_suffix('.png'))))
+    print(f"best: {best['recipe']} ({best['final']['mlm_accuracy']:.2%}); wrote {C.write_json(out, result)} and {result['plot']}")
+    return result
+
+if __name__ == '__main__': main()
