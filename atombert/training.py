@@ -8,7 +8,7 @@ __all__ = ['TrainingStopped', 'Task', 'native_bf16', 'resolve_precision', 'Train
            'read_metrics', 'plot_metrics', 'evaluate', 'fit']
 
 # %% ../nbs/06_training.ipynb #67225ffe
-import contextlib, hashlib, json, math, os, random, shutil, time
+import atexit, contextlib, hashlib, json, math, os, random, shutil, time
 import dataclasses
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
@@ -116,7 +116,11 @@ def init_distributed(device:str='') -> tuple[int, int, torch.device]:
     local = int(os.environ.get('LOCAL_RANK', '0'))
     dev = torch.device(f'cuda:{local}' if cuda else (device or 'cpu'))
     if cuda: torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized(): dist.init_process_group('nccl' if cuda else 'gloo')
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group('nccl' if cuda else 'gloo')
+        # leave the group before the interpreter exits: a gloo group torn down at exit can abort the process
+        # ("terminate called without an active exception") after all the work is done
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
     return (dist.get_rank() if world > 1 else 0), world, dev
 
 def autocast_for(precision:str, device:torch.device):
