@@ -491,7 +491,7 @@ def _span_start_prob(p, span_probs):
 class MaskingCollator:
     "Pad examples into a batch and mask it for MLM (15%, 80/10/10), optionally by n-grams and whole words."
     def __init__(self, tokenizer_or_special_ids, vocab_size=None, mlm_probability=0.15, ngram=1, whole_word=False,
-                 pad_to_multiple_of=8, seed=0, word_starts=None):
+                 pad_to_multiple_of=8, seed=0, word_starts=None, sample_uniforms=False):
         if isinstance(tokenizer_or_special_ids, Tokenizer):
             tok = tokenizer_or_special_ids
             special, vocab_size = special_token_ids(tok), vocab_size or tok.get_vocab_size()
@@ -503,7 +503,7 @@ class MaskingCollator:
         if whole_word and word_starts is None: raise ValueError('whole_word=True needs a tokenizer (or word_starts)')
         self.pad_id, self.mask_id = special['pad'], special['mask']
         self.vocab_size, self.mlm_probability, self.ngram, self.whole_word = vocab_size, mlm_probability, ngram, whole_word
-        self.pad_to_multiple_of, self.seed = pad_to_multiple_of, seed
+        self.pad_to_multiple_of, self.seed, self.sample_uniforms = pad_to_multiple_of, seed, sample_uniforms
         self.special = torch.zeros(vocab_size, dtype=torch.bool)
         self.special[list(special.values())] = True
         self.replacements = (~self.special).nonzero().squeeze(1)        # random tokens: never a special one
@@ -527,8 +527,10 @@ class MaskingCollator:
                            else torch.zeros(len(r), dtype=torch.long) for e, r in zip(examples, rows)], 0)
         lengths = torch.tensor([len(r) for r in rows])
         attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()
-        masked_ids, labels = self.mask(input_ids, self._draws(examples, lengths, input_ids.shape[1]))
+        *draws, sample_u = self._draws(examples, lengths, input_ids.shape[1])
+        masked_ids, labels = self.mask(input_ids, draws)
         batch = dict(input_ids=masked_ids, attention_mask=attention_mask, token_type_ids=types, labels=labels)
+        if sample_u is not None: batch['sample_u'] = sample_u      # ELECTRA's generator samples its replacements with them
         if 'sentence_label' in examples[0]:
             batch['sentence_label'] = torch.tensor([int(e['sentence_label']) for e in examples])
         return batch
@@ -539,9 +541,10 @@ class MaskingCollator:
         return F.pad(padded, (0, extra), value=value)
 
     def _draws(self, examples, lengths, T):
-        "Uniforms (select, span length, action) and random-token picks per row, from each example's own seed."
+        "Uniforms (select, span length, action), random-token picks and sampling uniforms (or None) per row, from each example's own seed."
         B = len(examples)
         uniforms, picks = torch.ones(3, B, T), torch.zeros(B, T, dtype=torch.long)
+        sample_u = torch.zeros(B, T) if self.sample_uniforms else None
         g = torch.Generator()
         for i, (e, n) in enumerate(zip(examples, lengths.tolist())):
             s = e.get('seed')
@@ -549,7 +552,8 @@ class MaskingCollator:
             g.manual_seed(_example_seed(self.seed, int(s)))
             uniforms[:, i, :n] = torch.rand(3, n, generator=g)
             picks[i, :n] = torch.randint(len(self.replacements), (n,), generator=g)
-        return uniforms, picks
+            if sample_u is not None: sample_u[i, :n] = torch.rand(n, generator=g)      # drawn last: masking is unchanged
+        return uniforms, picks, sample_u
 
     def mask(self, input_ids, draws):
         "Masked `input_ids` and MLM `labels` for a padded batch, given the random `draws`."

@@ -29,6 +29,8 @@ def to_hf(model, attn_implementation:str='sdpa'):
     arch = type(model).__name__
     if arch not in _ARCH: raise ValueError(f'to_hf converts {", ".join(_ARCH)}; got {arch}')
     if (why := albert_incompatibility(model.config, arch)): raise ValueError(f'transformers ALBERT cannot express this {arch}: {why}')
+    if arch == 'AtomBertForPreTraining' and model.config.token_objective == 'rtd':
+        raise ValueError('transformers has no ALBERT with a replaced-token-detection head: convert the encoder, to_hf(model.model)')
     hf = getattr(_transformers(), _ARCH[arch])(hf_config(model.config, arch, attn_implementation))
     sd = to_albert_state_dict(model)
     if arch == 'AtomBertForPreTraining':    # (with sentence_objective='none' the SOP head is zeros: it predicts nothing)

@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['MNLI_LABELS', 'MNLI_SPLITS', 'ptb_detokenize', 'looks_ptb_tokenized', 'label_counts', 'load_mnli', 'builtin_nli',
            'pad_id_of', 'encode_mnli', 'pad_pairs', 'PairBatches', 'collate_batches', 'logits_of', 'ClassificationTask',
-           'kd_loss', 'DistillationTask', 'predict', 'load_finetuned', 'data_fingerprint', 'teacher_logits', 'finetune',
-           'evaluate_mnli', 'plot_confusion', 'write_glue_predictions']
+           'kd_loss', 'DistillationTask', 'predict', 'quantize_int8', 'load_finetuned', 'mnli_logits',
+           'data_fingerprint', 'teacher_logits', 'finetune', 'evaluate_mnli', 'plot_confusion',
+           'write_glue_predictions', 'classify_pairs']
 
 # %% ../nbs/08_mnli.ipynb #d6be71c8
 import hashlib, json, math, os, random, re, warnings
@@ -20,6 +21,7 @@ from safetensors.torch import save_file, load_file
 from .model import AtomBertForSequenceClassification, load_pretrained_state
 from .tokenizer import encode_pairs, load_tokenizer, special_token_ids, tokenizer_fingerprint
 from .training import Task, TrainArgs, fit
+from tqdm.auto import tqdm
 
 # %% ../nbs/08_mnli.ipynb #36bbc808
 MNLI_LABELS = ('entailment', 'neutral', 'contradiction')   # GLUE's label ids 0, 1, 2
@@ -118,6 +120,21 @@ def _tsv_records(path):
                 else: yield f'line {number}', dict(zip(header, fields))
     return header, records()
 
+def _csv_records(path):
+    "(columns, records) of a comma-separated file with a header, quoted as spreadsheets write it."
+    import csv
+    with open(path, encoding='utf-8', newline='') as f: header = next(csv.reader(f), [])
+    if len(set(header)) != len(header): raise ValueError(f'{path}: the header repeats a column name: {header}')
+    def records():
+        with open(path, encoding='utf-8', newline='') as f:
+            reader = csv.reader(f); next(reader, None)
+            for fields in reader:
+                if not fields: continue
+                if len(fields) != len(header):
+                    yield f'line {reader.line_num}', _Malformed(f'{len(fields)} comma-separated fields, the header has {len(header)}')
+                else: yield f'line {reader.line_num}', dict(zip(header, fields))
+    return header, records()
+
 def _jsonl_records(path):
     "(columns, records) of a JSON-lines file; the columns are the keys of its first object."
     with open(path, encoding='utf-8') as f: first = next((l for l in f if l.strip()), '{}')
@@ -152,7 +169,7 @@ _SPLIT_STEMS = {'train': ('train', 'multinli_1.0_train', 'glue_mnli_train'),
                 'validation_mismatched': ('dev_mismatched', 'validation_mismatched', 'multinli_1.0_dev_mismatched',
                                           'glue_mnli_validation_mismatched'),
                 'test_matched': ('test_matched', 'glue_mnli_test_matched'), 'test_mismatched': ('test_mismatched', 'glue_mnli_test_mismatched')}
-_SUFFIXES = ('.tsv', '.jsonl', '.arrow')
+_SUFFIXES = ('.tsv', '.jsonl', '.csv', '.arrow')
 
 def _split_name(split):
     split = _SPLIT_ALIASES.get(split, split)
@@ -228,7 +245,8 @@ def load_mnli(source='hub', split:str='train', strict:bool=True, detokenize:bool
             columns, records, names = _table_records(ds)
         elif path.suffix in ('.jsonl', '.json'): columns, records = _jsonl_records(path)
         elif path.suffix in ('.tsv', '.txt'): columns, records = _tsv_records(path)
-        else: raise ValueError(f'{path}: unknown MNLI file type {path.suffix!r} (use .tsv, .jsonl, .arrow or a folder)')
+        elif path.suffix == '.csv': columns, records = _csv_records(path)
+        else: raise ValueError(f'{path}: unknown MNLI file type {path.suffix!r} (use .tsv, .jsonl, .csv, .arrow or a folder)')
     cols, left_out = _normalize(records, columns, where, strict, names)
     if not cols['label']: raise ValueError(f'{where}: no examples')
     if detokenize is None: detokenize = looks_ptb_tokenized(cols['premise'][:1000] + cols['hypothesis'][:1000])
@@ -458,10 +476,11 @@ def _accepts(model, name) -> bool:
     except (TypeError, ValueError): return True
 
 @torch.inference_mode()
-def predict(model, tokenizer, data, batch_size:int=128, max_length:int|None=None, device=None) -> torch.Tensor:
+def predict(model, tokenizer, data, batch_size:int=128, max_length:int|None=None, device=None, progress:bool=False) -> torch.Tensor:
     "Float32 logits of `model` for every example of `data`, in order (eval mode, length-sorted batches)."
     enc = encode_mnli(tokenizer, data, _max_length(model, tokenizer, max_length))
     batches = PairBatches(enc, batch_size, pad_id_of(tokenizer), shuffle=False)
+    if progress: batches = tqdm(batches, desc='predict', unit='batch', dynamic_ncols=True, mininterval=1.0)
     device, was_training = device or _device_of(model), getattr(model, 'training', False)
     if hasattr(model, 'eval'): model.eval()
     with_types, out = _accepts(model, 'token_type_ids'), None
@@ -476,13 +495,23 @@ def predict(model, tokenizer, data, batch_size:int=128, max_length:int|None=None
     return out
 
 # %% ../nbs/08_mnli.ipynb #b190e712
-def load_finetuned(model_dir, tokenizer=None):
-    "(classifier in eval mode, tokenizer) from a finetuned model directory; `ValueError` if it holds no classifier."
+def quantize_int8(model):
+    """`model` with every `nn.Linear` dynamically quantized for CPU inference: int8 weights, activations quantized per
+    batch (`torch.ao.quantization.quantize_dynamic`; the embeddings, norms and attention stay float). torch marks the
+    eager API deprecated in favour of torchao's `quantize_`; torchao is not a dependency and the API works in torch
+    2.13, so the warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        from torch.ao.quantization import quantize_dynamic
+        return quantize_dynamic(model.cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8)
+
+def load_finetuned(model_dir, tokenizer=None, int8:bool=False):
+    "(classifier in eval mode, int8-quantized if asked, tokenizer) from a finetuned model directory; `ValueError` if it holds no classifier."
     _, weights = load_pretrained_state(model_dir)        # the weights themselves say whether a classifier was trained
     if not any(k.startswith('classifier.') for k in weights):
         raise ValueError(f'{model_dir} holds no trained classifier (a pretraining checkpoint?): finetune it first')
-    model = AtomBertForSequenceClassification.from_pretrained(model_dir)
-    return model.eval(), tokenizer or _tokenizer_of(model_dir)
+    model = AtomBertForSequenceClassification.from_pretrained(model_dir).eval()
+    return quantize_int8(model) if int8 else model, tokenizer or _tokenizer_of(model_dir)
 
 def _tokenizer_of(model_dir):
     if not (Path(model_dir)/'tokenizer.json').is_file():
@@ -490,11 +519,20 @@ def _tokenizer_of(model_dir):
     return load_tokenizer(model_dir)
 
 def _label_order(model) -> list | None:
-    "Columns that put `model`'s logits in GLUE's order, from its config's `id2label`; None when it names no MNLI labels."
-    id2label = getattr(getattr(model, 'config', None), 'id2label', None) or {}
-    names = [str(id2label.get(i, id2label.get(str(i), ''))).lower() for i in range(len(id2label))]
+    "Columns that put `model`'s logits in GLUE's order, from its config's `label_names` or `id2label`; None when it names no MNLI labels."
+    config = getattr(model, 'config', None)
+    names = list(getattr(config, 'label_names', None) or ())                    # atombert
+    if not names:                                                               # transformers
+        id2label = getattr(config, 'id2label', None) or {}
+        names = [id2label.get(i, id2label.get(str(i), '')) for i in range(len(id2label))]
+    names = [str(n).lower() for n in names]
     if sorted(names) != sorted(MNLI_LABELS) or names == list(MNLI_LABELS): return None
     return [names.index(l) for l in MNLI_LABELS]
+
+def mnli_logits(model, tokenizer, data, batch_size:int=128, max_length:int|None=None, progress:bool=False) -> torch.Tensor:
+    "`predict`'s logits with their columns in GLUE's label order (entailment, neutral, contradiction), whatever order `model` names."
+    logits, order = predict(model, tokenizer, data, batch_size, max_length, progress=progress), _label_order(model)
+    return logits if order is None else logits[:, order]
 
 def _fingerprint(*parts) -> str:
     h = hashlib.sha256()
@@ -521,8 +559,7 @@ def teacher_logits(teacher, data, tokenizer=None, batch_size:int=128, max_length
                            tokenizer_fingerprint(_backend(tokenizer)), max_length, data_fingerprint(data))
         path = Path(cache_dir)/f'teacher-logits-{key}.safetensors'
         if path.is_file(): return load_file(path)['logits']
-    logits = predict(teacher, tokenizer, data, batch_size, max_length)
-    if order is not None: logits = logits[:, order]
+    logits = mnli_logits(teacher, tokenizer, data, batch_size, max_length)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
@@ -543,7 +580,7 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     torch.manual_seed(seed)     # the new classification layer's initialization is part of the run
     with warnings.catch_warnings():   # a pretraining checkpoint has no classifier yet: that is what finetuning adds
         warnings.filterwarnings('ignore', message='.*newly initialized.*classifier')
-        model = AtomBertForSequenceClassification.from_pretrained(model_dir, num_labels=len(MNLI_LABELS))
+        model = AtomBertForSequenceClassification.from_pretrained(model_dir, num_labels=len(MNLI_LABELS), label_names=MNLI_LABELS)
     tokenizer = tokenizer or _tokenizer_of(model_dir)
     if (v := _backend(tokenizer).get_vocab_size()) > model.config.vocab_size:
         raise ValueError(f'the tokenizer has {v} tokens, the model only {model.config.vocab_size} embeddings: not its tokenizer?')
@@ -572,7 +609,7 @@ def evaluate_mnli(model, tokenizer, data, batch_size:int=128, max_length:int|Non
     gold = torch.tensor(_column(data, 'label'))
     known = gold >= 0
     if not known.any(): raise ValueError('the data has no gold labels (a test set?): use write_glue_predictions')
-    pred = predict(model, tokenizer, data, batch_size, max_length).argmax(-1)
+    pred = mnli_logits(model, tokenizer, data, batch_size, max_length).argmax(-1)
     gold, pred, n = gold[known], pred[known], int(known.sum())
     cm = torch.zeros(len(MNLI_LABELS), len(MNLI_LABELS), dtype=torch.long)
     cm.index_put_((gold, pred), torch.ones(n, dtype=torch.long), accumulate=True)
@@ -606,7 +643,16 @@ def write_glue_predictions(model, tokenizer, data, path, batch_size:int=128) -> 
     "Write GLUE's submission file for `data` (a test set): a header `index\\tprediction`, then one `idx\\tlabel name` row per example."
     if isinstance(model, (str, os.PathLike)): model, tokenizer = load_finetuned(model, tokenizer)
     index = _column(data, 'idx')
-    pred = predict(model, tokenizer, data, batch_size).argmax(-1).tolist()
+    pred = mnli_logits(model, tokenizer, data, batch_size).argmax(-1).tolist()
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text('index\tprediction\n' + ''.join(f'{i}\t{MNLI_LABELS[p]}\n' for i, p in sorted(zip(index, pred))))
     return path
+
+# %% ../nbs/08_mnli.ipynb #3d369309
+def classify_pairs(model, tokenizer, data, batch_size:int=128, max_length:int|None=None, progress:bool=False) -> list[dict]:
+    "Label name and per-label probabilities for each (premise, hypothesis) of `data` (a dataset, a list of dicts, or one pair as a tuple)."
+    if isinstance(data, tuple): data = [dict(premise=data[0], hypothesis=data[1])]
+    if isinstance(data, list): data = [{'label': -1, **ex} for ex in data]          # unlabelled pairs
+    probs = mnli_logits(model, tokenizer, data, batch_size, max_length, progress).softmax(-1)
+    return [dict(label=MNLI_LABELS[int(p.argmax())], probabilities={n: round(float(x), 6) for n, x in zip(MNLI_LABELS, p)})
+            for p in probs]

@@ -24,6 +24,7 @@ class TrainingStopped(RuntimeError):
 
 class Task:
     "Base task: identity `prepare`, one loss averaged over examples. Subclasses override `loss` (and the rest as needed)."
+    weights = {}       # loss name → its weight in the optimized sum (default 1); the logs show each loss unweighted
     def prepare(self, batch:dict, generator=None) -> dict: return batch
     def counts(self, batch:dict) -> dict: return {'loss': len(next(iter(batch.values())))}
     def loss(self, model, batch:dict) -> tuple[dict, dict]: raise NotImplementedError
@@ -175,7 +176,6 @@ def _sha256(path) -> str:
 
 def load_checkpoint(path, model, opt, sched, scaler, tokenizer=None) -> dict:
     "Restore weights, optimizer, schedule, scaler and RNG states from checkpoint `path`; returns the loop state."
-    from atombert.model import load_pretrained_state
     path = Path(path)
     try: state = json.loads((path/'trainer_state.json').read_text())
     except (OSError, json.JSONDecodeError) as e: raise ValueError(f'{path/"trainer_state.json"} is unreadable ({e})') from None
@@ -185,7 +185,7 @@ def load_checkpoint(path, model, opt, sched, scaler, tokenizer=None) -> dict:
         from atombert.tokenizer import load_tokenizer, tokenizer_fingerprint
         if tokenizer_fingerprint(load_tokenizer(path)) != tokenizer_fingerprint(getattr(tokenizer, 'backend_tokenizer', tokenizer)):
             raise ValueError(f'checkpoint {path} was trained with another tokenizer than this run\'s')
-    _, sd = load_pretrained_state(path)                                        # checks the weights' checksum
+    sd = model.checkpoint_state(path)                                          # checks the weights' checksum
     own = model.state_dict()
     if (bad := [k for k in own if k not in sd or sd[k].shape != own[k].shape]):
         raise ValueError(f'checkpoint {path} does not fit this model (tensor {bad[0]!r}): another configuration?')
@@ -340,7 +340,7 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
             with sync:
                 with autocast_for(args.precision, device):
                     losses, stats = task.loss(run, _to(b, device))
-                    loss = sum(v * (c[k] * world / max(total[k], 1)) for k, v in losses.items())
+                    loss = sum(task.weights.get(k, 1.0) * v * (c[k] * world / max(total[k], 1)) for k, v in losses.items())
                 scaler.scale(loss).backward()
             for k, v in losses.items():
                 n, d = window.get(k, (0.0, 0)); window[k] = (n + float(v.detach()) * c[k], d + c[k])

@@ -77,8 +77,9 @@ def machine_info(device) -> dict:
     return info
 
 def autocast(precision:str, device):
-    dev = torch.device(device).type
-    return torch.autocast(dev, dtype=torch.bfloat16) if precision == 'bf16' else contextlib.nullcontext()
+    "The library's autocast (`atombert.training.autocast_for`): what `fit` runs under `precision`."
+    from atombert.training import autocast_for
+    return autocast_for(precision, torch.device(device))
 
 # ---------------------------------------------------------------- the batch and the transformers twin
 
@@ -99,18 +100,11 @@ def pretraining_batch(config, batch_size:int, seq_len:int, device, mask_rate:flo
     return {k: v.to(device) for k, v in batch.items()}
 
 def albert_twin(atom_model, cls_name:str):
-    "transformers' `cls_name` (AlbertForPreTraining / AlbertModel) with the same config and the same weights."
-    import transformers
-    from atombert.model import albert_config_dict, to_albert_state_dict, AtomBertModel
-    arch = 'AtomBertModel' if isinstance(atom_model, AtomBertModel) else 'AtomBertForPreTraining'
-    d = albert_config_dict(atom_model.config, arch); d.pop('atombert')
-    hf = getattr(transformers, cls_name)(transformers.AlbertConfig(**d))
-    sd = to_albert_state_dict(atom_model)
-    if cls_name == 'AlbertModel': sd = {k.removeprefix('albert.'): v for k, v in sd.items()}
-    missing, unexpected = hf.load_state_dict(sd, strict=False)
-    if unexpected or any('decoder' not in k and not k.endswith(('position_ids', 'token_type_ids')) for k in missing):
-        raise RuntimeError(f'weights do not map onto {cls_name}: missing {missing}, unexpected {unexpected}')
-    return hf
+    "transformers' `cls_name` (AlbertForPreTraining / AlbertModel) with the same config and weights: the library's `atombert.hf.to_hf` (SDPA attention, transformers' default)."
+    from atombert.hf import to_hf
+    hf = to_hf(atom_model)
+    if type(hf).__name__ != cls_name: raise ValueError(f'{type(atom_model).__name__} converts to {type(hf).__name__}, not {cls_name}')
+    return hf.train(atom_model.training)
 
 # ---------------------------------------------------------------- timing
 
@@ -332,3 +326,17 @@ def study_corpus(workdir, texts_per_document:int=16) -> tuple[Path, Path]:
         tmp = folder/(name + '.tmp')
         tmp.write_text('\n\n'.join(docs) + '\n'); os.replace(tmp, folder/name)
     return folder, shared_path(WIKITEXT_RAW[0])
+
+
+def seconds_per_step(corpus, probe_dir, probe_steps:int=30, **pretrain_kwargs) -> float:
+    """Seconds per optimizer step of `atombert.pretrain.pretrain(corpus, **pretrain_kwargs)`, from a `probe_steps` run in
+    `probe_dir` (after its first log row: warm caches). Budgets in minutes become steps with it, so a rerun trains the
+    same steps whatever else the machine is doing."""
+    import shutil
+    from atombert.pretrain import pretrain
+    from atombert.training import read_metrics
+    shutil.rmtree(probe_dir, ignore_errors=True)
+    log_every = max(1, probe_steps // 3)
+    pretrain(str(corpus), str(probe_dir), max_steps=probe_steps, log_every=log_every, **pretrain_kwargs)
+    t = [r['time'] for r in read_metrics(probe_dir) if r['split'] == 'train']
+    return (t[-1] - t[0]) / (probe_steps - log_every)

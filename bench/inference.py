@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 import torch.nn.functional as F
 import common as C
+from atombert.mnli import quantize_int8     # the library's int8 path, measured here
 
 TARGETS = dict(fp32_ratio=1.0, int8_ratio=1.8)   # issue 5: float32 at least equal, int8 ≥ 1.8× transformers float32
 
@@ -24,15 +25,6 @@ def parse_args(argv=None):
     args = C.finish_args(p.parse_args(argv))
     if args.small: args.matmul_size = 512
     return args
-
-def quantize_int8(model):
-    """atombert with every `nn.Linear` dynamically quantized (int8 weights, activations quantized per batch).
-    `torch.ao.quantization` warns that it is deprecated in favour of torchao's `quantize_`; torchao is not a
-    dependency here and the eager API still works in torch 2.13, so the warning is silenced."""
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        from torch.ao.quantization import quantize_dynamic
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 def build(name, args, config=None, atom=None):
     "Contender `name` in eval mode; the transformers twin copies `atom`'s weights when given."

@@ -1,5 +1,5 @@
 """MNLI dev accuracy of a finetuned atombert classifier in float32 and with its `nn.Linear` layers dynamically
-quantized to int8 (the same `quantize_int8` as bench/inference.py: PyTorch's `quantize_dynamic`, CPU), on the full
+quantized to int8 (`atombert.mnli.quantize_int8`, what `atombert predict --int8` runs: PyTorch's `quantize_dynamic`, CPU), on the full
 matched and mismatched dev sets: the accuracy of both, the difference in points, how often their predictions agree,
 and the tokens/s of both through `atombert.mnli.predict` (interleaved in one run, chunk by chunk).
 
@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import torch
 import common as C
-from inference import quantize_int8
+from atombert.mnli import quantize_int8
 
 SPLITS = ('validation_matched', 'validation_mismatched')
 TARGET_LOSS_POINTS = 1.0       # issue 5: int8 loses at most 1 point of MNLI dev accuracy
@@ -172,7 +172,7 @@ def main(argv=None):
                   int8_speedup_total=speed['fp32']['seconds'] / speed['int8']['seconds'],
                   worst_int8_loss_points=worst_loss, target_loss_points=TARGET_LOSS_POINTS,
                   target_met=worst_loss <= TARGET_LOSS_POINTS, weak_model=weak,
-                  quantization=dict(api='torch.ao.quantization.quantize_dynamic via bench/inference.py quantize_int8',
+                  quantization=dict(api='torch.ao.quantization.quantize_dynamic via atombert.mnli.quantize_int8',
                                     modules='every nn.Linear (encoder, pooler, classifier)', dtype='qint8',
                                     engine=torch.backends.quantized.engine))
 

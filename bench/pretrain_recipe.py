@@ -87,11 +87,7 @@ def run_recipe(name, args, tokenizer, corpus, held_out, work:Path) -> dict:
     kw = recipe_kwargs(name, args.preset)
     common = dict(preset=args.preset, tokenizer=str(tokenizer), eval_corpus=str(held_out), seed=args.seed,
                   cache_dir=str(work/'cache'), progress=False, device=args.device, **kw)
-    probe = work/f'probe-{name}'; shutil.rmtree(probe, ignore_errors=True)
-    log_every = max(1, args.probe_steps // 3)
-    pretrain(str(corpus), str(probe), max_steps=args.probe_steps, log_every=log_every, **common)
-    t = [r['time'] for r in read_metrics(probe) if r['split'] == 'train']
-    sec_per_step = (t[-1] - t[0]) / (args.probe_steps - log_every)      # after the first log: warm caches
+    sec_per_step = C.seconds_per_step(corpus, work/f'probe-{name}', args.probe_steps, **common)
     steps = max(args.evals, round(args.minutes * 60 / sec_per_step))
     run = work/name; shutil.rmtree(run, ignore_errors=True)
     t0 = time.perf_counter()

@@ -7,6 +7,7 @@ interleaved in one run. Also: peak memory of each (a fresh process each), the st
     python bench/pretrain_step.py --small              # CI smoke size
     python bench/pretrain_step.py --profile            # also a torch.profiler table of one step of each
     python bench/pretrain_step.py --atombert-precision bf16   # atombert under bf16 autocast vs transformers in fp32
+    python bench/pretrain_step.py --rtd                # also atombert's ELECTRA step (generator + discriminator), vs its MLM step
 """
 import sys
 from pathlib import Path
@@ -23,7 +24,11 @@ def parse_args(argv=None):
     p.add_argument('--atombert-precision', choices=('fp32', 'bf16'), default=None,
                    help="atombert's precision when it differs from --precision's (which transformers and the matmul probe use): "
                         'bf16 compares each as its user runs it on a CPU with native bf16')
+    p.add_argument('--rtd', action='store_true', help="also time atombert's replaced-token-detection step (ELECTRA: the "
+                   'generator, a quarter as wide, samples at the masked positions; the discriminator scores every token)')
+    p.add_argument('--generator-size', type=float, default=0.25, help='with --rtd: the generator width, a fraction of the model width')
     args = C.finish_args(p.parse_args(argv))
+    if not 0 < args.generator_size <= 1: raise SystemExit(f'error: --generator-size {args.generator_size} must be in (0, 1]')
     args.atombert_precision = args.atombert_precision or args.precision
     if args.small: args.matmul_size = 512
     return args
@@ -50,6 +55,18 @@ def build_transformers(config, device, atom_model=None):
 def atombert_loss(model, b):
     return model(b['input_ids'], b['attention_mask'], b['token_type_ids'], labels=b['labels'],
                  sentence_label=b['sentence_label']).loss
+
+def build_rtd(config, device, generator_size):
+    from atombert.pretrain import Electra
+    from atombert.training import make_optimizer, TrainArgs
+    model = Electra(config, generator_size).to(device)
+    return model, make_optimizer(model, TrainArgs())
+
+def rtd_loss(model, b):
+    "ELECTRA's objective as `atombert pretrain --token-objective rtd` optimizes it (RTDTask's weights)."
+    from atombert.pretrain import RTDTask
+    out = model(b['input_ids'], b['attention_mask'], b['token_type_ids'], b['labels'], b['sentence_label'])
+    return out.mlm_loss + RTDTask().weights['rtd_loss'] * out.rtd_loss + out.sentence_loss
 
 def transformers_loss(model, b):
     return model(input_ids=b['input_ids'], attention_mask=b['attention_mask'], token_type_ids=b['token_type_ids'],
@@ -132,15 +149,17 @@ def main(argv=None):
 
     steps = {name: make_step(m, o, LOSSES[name], batch, args, precision_of(name, args))
              for name, (m, o) in dict(atombert=(atom, atom_opt), transformers=(hf, hf_opt)).items()}
+    if args.rtd:      # timed in the same rounds: its cost relative to the MLM step is the number that matters
+        steps['atombert RTD'] = make_step(*build_rtd(config, args.device, args.generator_size), rtd_loss, batch, args, args.atombert_precision)
     mm_dtype = torch.bfloat16 if args.precision == 'bf16' else torch.float32
     times, ref, matmul_rate = C.timed_beside_matmul(steps, args, mm_dtype)    # matmul rate next to each step
 
     memory = {}
     if not args.no_memory:
-        for name in steps: memory[name] = C.memory_in_subprocess(__file__, C.forwarded_argv(args) + ['--atombert-precision', args.atombert_precision], name)
+        for name in LOSSES: memory[name] = C.memory_in_subprocess(__file__, C.forwarded_argv(args) + ['--atombert-precision', args.atombert_precision], name)
 
     contenders = {}
-    for name in steps:
+    for name in LOSSES:
         t = C.median(times[name])
         flops = formula[name]['train_step']
         # MFU only against a probe of the contender's own precision
@@ -167,6 +186,11 @@ def main(argv=None):
                   flops=flop_check, targets=TARGETS,
                   meets_targets=dict(ratio=ratio >= TARGETS['ratio'],
                                      mfu=None if mixed else contenders['atombert']['mfu'] >= TARGETS['mfu']))
+    if args.rtd:
+        t = C.median(times['atombert RTD'])
+        result['rtd'] = dict(generator_size=args.generator_size, tokens_per_s=tokens / t, ms_per_step=t * 1e3,
+                             ms_all=[x * 1e3 for x in times['atombert RTD']],
+                             mlm_step_over_rtd_step=C.paired_ratio(times, 'atombert RTD', 'atombert'))
     if args.profile:
         prof_path = Path(args.out).with_suffix('.profile.txt'); prof_path.parent.mkdir(parents=True, exist_ok=True)
         result['profile_top_ms'] = profile_steps(steps, prof_path)
@@ -188,6 +212,10 @@ def main(argv=None):
              f'{contenders["atombert"]["flops_per_s"] / matmul_rate:.0%} of the {result["matmul"]["dtype"]} matmul rate'))
     print(f'transformers step: {formula["transformers"]["train_step"] / 1e9:.1f} GFLOP (MLM logits at all {tokens} positions), '
           f'MFU {contenders["transformers"]["mfu"]:.0%}')
+    if args.rtd:
+        r = result['rtd']
+        print(f"atombert RTD step (generator {args.generator_size:g} × the width): {r['tokens_per_s']:,.0f} tokens/s, "
+              f"{r['ms_per_step']:,.0f} ms; the MLM step is {r['mlm_step_over_rtd_step']:.2f}× as fast (paired per round)")
     print(f'wrote {C.write_json(args.out, result)}')
     return result
 

@@ -12,7 +12,12 @@ defaults unless the flags say otherwise) for every row:
 - **bag of words**: scikit-learn's logistic regression on the same 20k pairs: hypothesis unigrams and bigrams,
   the words the hypothesis shares with the premise, and the share of hypothesis words found in the premise.
 
+`--token-objective rtd` pretrains with ELECTRA's replaced-token detection instead of MLM (its run and finetuned models
+beside the MLM ones in `--work`; the untrained rows are shared), and `--pretrain-minutes` sets the run's length in
+wall-clock minutes (a 40-step probe measures the speed first), so RTD and MLM compare at equal time.
+
     python bench/transfer.py                      # about 75 minutes on 2 cores
+    python bench/transfer.py --token-objective rtd --pretrain-minutes 31 --out bench/results/transfer_rtd.json
     python bench/transfer.py --small              # CI smoke size (preset tiny, a few steps, 300 pairs)
 """
 import argparse, json, math, os, shutil, statistics, sys, time, warnings
@@ -29,6 +34,9 @@ def parse_args(argv=None):
     p.add_argument('--preset', default='small')
     p.add_argument('--vocab-size', type=int, default=8000)
     p.add_argument('--pretrain-steps', type=int, default=0, help="length of the pretraining run (0: atombert pretrain's default, the CPU budget)")
+    p.add_argument('--token-objective', choices=('mlm', 'rtd'), default='mlm', help='pretraining token objective')
+    p.add_argument('--pretrain-minutes', type=float, default=0, help='length of the pretraining run in minutes, '
+                   'measured by a speed probe (0: --pretrain-steps)')
     p.add_argument('--budgets', default='0.5,1', help='checkpoints to finetune, as fractions of the pretraining run')
     p.add_argument('--seeds', default='0,1', help='finetuning seeds')
     p.add_argument('--finetune-epochs', type=float, default=None, help="default: atombert.mnli.finetune's")
@@ -57,7 +65,7 @@ def parse_args(argv=None):
     if not args.seeds: raise SystemExit('error: --seeds names no seed')
     for name in ('vocab_size', 'threads'):
         if getattr(args, name) <= 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be > 0')
-    for name in ('pretrain_steps', 'train_examples', 'dev_examples'):
+    for name in ('pretrain_steps', 'pretrain_minutes', 'train_examples', 'dev_examples'):
         if getattr(args, name) < 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be >= 0')
     from atombert.config import PRESETS
     if args.preset not in PRESETS: raise SystemExit(f'error: --preset {args.preset!r} is not one of {list(PRESETS)}')
@@ -99,12 +107,18 @@ def pretrain_run(args, corpus, held_out, tokenizer, work:Path) -> tuple[Path, di
     from atombert.pretrain import pretrain
     from atombert.training import read_metrics
     common = dict(preset=args.preset, tokenizer=str(tokenizer), eval_corpus=str(held_out), cache_dir=str(work/'cache'),
-                  progress=False, device=args.device)
+                  progress=False, device=args.device, token_objective=args.token_objective)
     import inspect
-    steps = args.pretrain_steps or inspect.signature(pretrain).parameters['max_steps'].default
+    run = work/run_name(args)
+    sec_per_step = None
+    if args.pretrain_minutes and not (run/'model.safetensors').exists():
+        sec_per_step = C.seconds_per_step(corpus, work/f'probe-{args.token_objective}', 40, **common)
+        print(f'  {sec_per_step:.3f} s per step: {args.pretrain_minutes:g} min is {_round_steps(args.pretrain_minutes * 60 / sec_per_step):,} steps', flush=True)
+    steps = (_round_steps(args.pretrain_minutes * 60 / sec_per_step) if sec_per_step else
+             json.loads((run/'run.json').read_text())['args']['max_steps'] if (run/'model.safetensors').exists() else
+             args.pretrain_steps or inspect.signature(pretrain).parameters['max_steps'].default)
     budget_steps = sorted({max(1, round(b * steps)) for b in args.budgets})
     save_every = math.gcd(*budget_steps)
-    run = work/'pretrain'
     if not (run/'model.safetensors').exists():
         shutil.rmtree(run, ignore_errors=True)
         pretrain(str(corpus), str(run), max_steps=steps, save_every=save_every, keep_checkpoints=steps // save_every + 1,
@@ -113,9 +127,20 @@ def pretrain_run(args, corpus, held_out, tokenizer, work:Path) -> tuple[Path, di
     minutes = {r['step']: r['time'] / 60 for r in rows if r['split'] == 'train'}
     evals = {r['step']: r for r in rows if r['split'] == 'eval'}
     ckpts = {int(p.name.split('-')[1]): p for p in (run/'checkpoints').glob('step-*')}
-    budgets = [dict(step=s, minutes=minutes.get(s), checkpoint=str(ckpts[s]), held_out=evals.get(s)) for s in budget_steps]
-    return run, dict(steps=steps, budgets=budgets, held_out_start=evals.get(0),
+    budgets = [dict(step=s, minutes=minutes.get(s), checkpoint=str(ckpts[s]), held_out=evals.get(s),
+                    probe_minutes=sec_per_step and s * sec_per_step / 60) for s in budget_steps]   # the budget as planned
+    return run, dict(steps=steps, budgets=budgets, held_out_start=evals.get(0), probe_seconds_per_step=sec_per_step,
                      run_json=json.loads((run/'run.json').read_text()))
+
+def _round_steps(steps:float) -> int:
+    "A step count from a time budget, rounded so that the budgets' checkpoints fall on round steps (not every step)."
+    unit = 100 if steps >= 2000 else 10
+    return max(unit, round(steps / unit) * unit)
+
+def run_name(args) -> str:
+    "The pretraining run's folder in --work (MLM's keeps the name it had before RTD existed)."
+    return 'pretrain' if args.token_objective == 'mlm' else f'pretrain-{args.token_objective}'
+
 
 def untrained_model(args, run:Path, work:Path) -> Path:
     "The pretraining run's model as initialized (same config, tokenizer and seed)."
@@ -124,7 +149,7 @@ def untrained_model(args, run:Path, work:Path) -> Path:
     from atombert.tokenizer import load_tokenizer
     d = work/'untrained'
     if not (d/'model.safetensors').exists():
-        config = AtomBertConfig.from_dict(json.loads((run/'config.json').read_text())['atombert'])
+        config = AtomBertConfig.from_dict(json.loads((run/'config.json').read_text())['atombert']).replace(token_objective='mlm')
         torch.manual_seed(json.loads((run/'run.json').read_text())['args']['seed'])
         AtomBertForPreTraining(config).save_pretrained(d, tokenizer=load_tokenizer(run))
     return d
@@ -174,7 +199,8 @@ def plot(result:dict, path:Path) -> Path:
     pts = [b for b in result['pretraining']['budgets'] if b['held_out']]
     start = result['pretraining']['held_out_start']
     if start: pts = [dict(minutes=0.0, held_out=start)] + pts
-    axes[1].plot([p['minutes'] for p in pts], [p['held_out']['mlm_accuracy'] * 100 for p in pts], 'o-', label='held-out MLM accuracy')
+    who = '' if result.get('token_objective', 'mlm') == 'mlm' else " (the RTD generator's)"
+    axes[1].plot([p['minutes'] for p in pts], [p['held_out']['mlm_accuracy'] * 100 for p in pts], 'o-', label=f'held-out MLM accuracy{who}')
     if pts:
         axes[1].axhline(pts[-1]['held_out']['unigram_accuracy'] * 100, ls='--', c='k', label='most frequent token')
     axes[1].set(title='pretraining: held-out MLM accuracy (WikiText-2 valid)', xlabel='pretraining minutes', ylabel='accuracy %')
@@ -202,16 +228,19 @@ def main(argv=None):
     bow = bag_of_words(train, dev)
     print(f"  dev matched {bow['matched']:.2%}, mismatched {bow['mismatched']:.2%} (C={bow['C']})", flush=True)
 
-    print(f'pretraining {args.preset} ({args.pretrain_steps or "the default"} steps) ...', flush=True)
+    length = f'{args.pretrain_minutes:g} minutes' if args.pretrain_minutes else f'{args.pretrain_steps or "the default"} steps'
+    print(f'pretraining {args.preset} with {args.token_objective.upper()} ({length}) ...', flush=True)
     run, pre = pretrain_run(args, corpus, held_out, tokenizer, work)
     models = [dict(name='untrained', step=0, minutes=0.0, path=untrained_model(args, run, work), held_out=pre['held_out_start'])]
-    models += [dict(name=f'pretrained {b["step"]} steps', step=b['step'], minutes=b['minutes'], path=Path(b['checkpoint']),
-                    held_out=b['held_out']) for b in pre['budgets']]
+    label = '' if args.token_objective == 'mlm' else f' ({args.token_objective.upper()})'
+    models += [dict(name=f'pretrained{label} {b["step"]} steps', step=b['step'], minutes=b['minutes'], path=Path(b['checkpoint']),
+                    held_out=b['held_out'], prefix='' if args.token_objective == 'mlm' else f'{args.token_objective}-')
+               for b in pre['budgets']]
     done = {}
     def finetuned(m, seed, lr):
         key = (m['step'], seed, lr)
         if key not in done:
-            r = done[key] = finetuned_accuracy(m['path'], work/'finetuned'/f"step-{m['step']}-seed-{seed}-lr-{lr:g}-epochs-{args.finetune_epochs or 'default'}", train, dev, seed, lr, args)
+            r = done[key] = finetuned_accuracy(m['path'], work/'finetuned'/f"{m.get('prefix', '')}step-{m['step']}-seed-{seed}-lr-{lr:g}-epochs-{args.finetune_epochs or 'default'}", train, dev, seed, lr, args)
             print(f"  {m['name']:24s} lr {lr:g} seed {seed}: dev matched {r['matched']:.2%}, mismatched {r['mismatched']:.2%} "
                   f"({(r['finetune_seconds'] or 0) / 60:.1f} min)", flush=True)
         return done[key]
@@ -232,7 +261,7 @@ def main(argv=None):
     defaults = {k: v.default for k, v in inspect.signature(finetune).parameters.items() if k in ('epochs', 'lr', 'batch_size', 'warmup')}
     recipe = {**defaults, 'lr': best_lr, **{k: v for k, v in dict(epochs=args.finetune_epochs, batch_size=args.finetune_batch_size).items() if v is not None}}
     out = Path(args.out)
-    result = dict(benchmark='transfer', machine=C.machine_info(args.device), args=vars(args), finetune_recipe=recipe,
+    result = dict(benchmark='transfer', token_objective=args.token_objective, machine=C.machine_info(args.device), args=vars(args), finetune_recipe=recipe,
                   data=dict(pretraining=str(corpus), held_out=str(held_out), train=C.MNLI_TRAIN_SAMPLE, train_examples=len(train),
                             dev={k: len(d) for k, d in dev.items()}),
                   pretraining=pre, bag_of_words=bow, lr_sweep=lr_sweep, best_lr=best_lr, rows=rows, total_minutes=(time.perf_counter() - t0) / 60)

@@ -38,7 +38,7 @@ def dying(loss):
 if target == 'safetensors': atombert.model.save_file = faulty(atombert.model.save_file)
 elif target == 'torch': torch.save = faulty(torch.save)
 else:
-    for task in (atombert.pretrain.PreTrainingTask, atombert.mnli.ClassificationTask): task.loss = dying(task.loss)
+    for task in (atombert.pretrain.PreTrainingTask, atombert.pretrain.RTDTask, atombert.mnli.ClassificationTask): task.loss = dying(task.loss)
 
 from atombert.cli import main
 main(sys.argv[1:])

@@ -33,6 +33,14 @@ def test_pretrain_step(tmp_path):
     assert f['transformers_formula_train_step'] > f['formula_train_step']
     assert res['matmul']['flops_per_s'] > 0
 
+def test_pretrain_step_rtd(tmp_path):
+    "The ELECTRA step timed in the same rounds as the MLM step: its tokens/s and the paired ratio."
+    out, res = run_bench('pretrain_step.py', tmp_path/'rtd.json', '--rtd', '--no-memory')
+    assert 'atombert RTD step (generator 0.25' in out
+    r = res['rtd']
+    assert r['tokens_per_s'] > 0 and len(r['ms_all']) == 2 and r['mlm_step_over_rtd_step'] > 0
+    assert set(res['contenders']) == {'atombert', 'transformers'}
+
 def test_pretrain_step_mixed_precision(tmp_path):
     "atombert under bf16 autocast against transformers in fp32: each contender records its own precision."
     out, res = run_bench('pretrain_step.py', tmp_path/'mixed.json', '--atombert-precision', 'bf16', '--no-memory')
@@ -143,3 +151,10 @@ def test_transfer(tmp_path):
     assert 0.2 < res['bag_of_words']['matched'] < 0.8 and res['bag_of_words']['features'] > 100
     assert res['best_lr'] == 1e-3 and set(res['gain_over_untrained_points']) == {'pretrained 10 steps', 'pretrained 20 steps'}
     assert Path(res['plot']).stat().st_size > 0
+    # ELECTRA at a wall-clock budget, in the same work folder: its own run and rows, the untrained rows reused
+    out, rtd = run_bench('transfer.py', tmp_path/'rtd.json', '--work', str(tmp_path/'work'), '--token-objective', 'rtd',
+                         '--pretrain-minutes', '0.05')
+    assert rtd['token_objective'] == 'rtd' and 's per step' in out
+    assert rtd['pretraining']['probe_seconds_per_step'] > 0 and rtd['pretraining']['run_json']['token_objective'] == 'rtd'
+    assert [r['model'] for r in rtd['rows']][0] == 'untrained' and all('(RTD)' in r['model'] for r in rtd['rows'][1:])
+    assert rtd['rows'][0]['runs'] == res['rows'][0]['runs']                       # the same untrained model, not finetuned again

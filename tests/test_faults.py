@@ -82,6 +82,22 @@ def test_pretrain_killed_at_several_points_resumes_exactly(tmp_path, tokenizer_d
     assert len(steps) == len(set(steps))
 
 
+def test_rtd_pretrain_killed_resumes_exactly(tmp_path, tokenizer_dir):
+    "ELECTRA: killed anywhere in a step (sampling draws from the checkpointed RNG), resumed: discriminator and generator equal the uninterrupted run's."
+    args = pretrain_args(tmp_path, tokenizer_dir, '--token-objective', 'rtd', '--generator-size', 0.5, '--max-steps', 20)
+    straight = atombert(*args, '--out', tmp_path/'straight')
+    assert straight.returncode == 0, straight.stderr
+    run = tmp_path/'run'
+    for nth in (13, 9):                          # mid-step kills (2 micro-batches a step), after checkpoints 5 and 10
+        r = atombert(*args, '--out', run, *(['--resume'] if nth == 9 else []), fault=f'kill:loss:{nth}')
+        assert r.returncode == -signal.SIGKILL, r.stderr
+        assert_complete_checkpoints(run)
+    r = atombert(*args, '--out', run, '--resume')
+    assert r.returncode == 0, r.stderr
+    assert same_weights(tmp_path/'straight', run) and same_weights(tmp_path/'straight'/'generator', run/'generator')
+    assert not same_weights(tmp_path/'straight', tmp_path/'straight'/'generator')   # the check can tell models apart
+
+
 @pytest.fixture(scope='module')
 def pretrained(tmp_path_factory, tokenizer_dir):
     "A tiny pretrained model directory (with its tokenizer) to finetune."
@@ -94,6 +110,7 @@ def pretrained(tmp_path_factory, tokenizer_dir):
 def finetune_args(model):
     return ['finetune', '--model', model, '--data', 'builtin', '--max-steps', 24, '--save-every', 4, '--batch-size', 16,
             '--lr', 1e-3, '--seed', 5, '--no-progress']
+
 
 
 def test_finetune_killed_at_several_points_resumes_exactly(tmp_path, pretrained):

@@ -70,19 +70,22 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path, tokenizer_dir):
     assert steps == sorted(set(steps))                   # the log has no duplicated steps after resuming
 
 
-def test_ddp_two_processes_match_one(tmp_path, tokenizer_dir):
-    # no dropout: its masks are drawn per process, so they cannot match a single process's
+@pytest.mark.parametrize('token_objective', ['mlm', 'rtd'])
+def test_ddp_two_processes_match_one(tmp_path, tokenizer_dir, token_objective):
+    # no dropout: its masks are drawn per process, so they cannot match a single process's. RTD: the generator's
+    # samples come from each example's seed (MaskingCollator(sample_uniforms=True)), so they match too
     args = common(tmp_path, '--tokenizer', tokenizer_dir, '--max-steps', 6, '--batch-size', 8, '--objective', 'sop', '--dropout', 0,
-                  '--precision', 'fp32')   # exact math: bf16 rounds the two processes' sums differently
+                  '--precision', 'fp32', '--token-objective', token_objective)   # exact math: bf16 rounds the two processes' sums differently
     one = atombert(*args, '--out', tmp_path/'one')
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
                           ATOMBERT, *map(str, args), '--out', str(tmp_path/'two')],
                          capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert two.returncode == 0, two.stderr[-3000:]
-    a, b = weights(tmp_path/'one'), weights(tmp_path/'two')
-    worst = max((a[k] - b[k]).abs().max().item() for k in a)
-    assert worst < 1e-5, worst
+    for model in ['.', 'generator'] if token_objective == 'rtd' else ['.']:
+        a, b = weights(tmp_path/'one'/model), weights(tmp_path/'two'/model)
+        worst = max((a[k] - b[k]).abs().max().item() for k in a)
+        assert worst < 1e-5, (model, worst)
 
 
 @pytest.mark.parametrize('case', ['empty', 'binary', 'missing', 'seq_len', 'tokenizer'])

@@ -1,0 +1,93 @@
+"""`atombert predict` end to end: pairs from TSV, JSONL and CSV files or one pair, int8, the output file written whole or
+not at all, and bad input as one line with exit status 1."""
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ATOMBERT = str(Path(sys.executable).parent/'atombert')
+ENV = {**os.environ, 'HF_DATASETS_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '1'}
+PAIRS = [('A man is playing a guitar on stage.', 'A man is playing music.'),
+         ('A woman reads a book in the park.', 'Nobody is reading.'),
+         ('Two dogs run on the beach, "happily".', 'Animals are outside.')]
+
+
+def atombert(*args):
+    return subprocess.run([ATOMBERT, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=ROOT)
+
+
+@pytest.fixture(scope='module')
+def classifier(tmp_path_factory):
+    "A tiny classifier with named labels and its tokenizer, saved as `finetune` saves one (its weights untrained: mechanics only)."
+    import torch
+    from atombert.config import AtomBertConfig
+    from atombert.model import AtomBertForSequenceClassification
+    from atombert.mnli import MNLI_LABELS, builtin_nli
+    from atombert.tokenizer import train_tokenizer
+    d = tmp_path_factory.mktemp('clf')/'model'
+    texts = [t for ex in builtin_nli(300) for t in (ex['premise'], ex['hypothesis'])] + [t for p in PAIRS for t in p]
+    tok = train_tokenizer(texts, vocab_size=400, show_progress=False)
+    torch.manual_seed(0)
+    model = AtomBertForSequenceClassification(AtomBertConfig.preset('tiny', vocab_size=tok.get_vocab_size(), label_names=MNLI_LABELS))
+    model.save_pretrained(d, tokenizer=tok)
+    return d
+
+
+def write_pairs(path: Path, kind: str) -> Path:
+    if kind == 'tsv': path.write_text('premise\thypothesis\n' + ''.join(f'{p}\t{h}\n' for p, h in PAIRS))
+    elif kind == 'jsonl': path.write_text(''.join(json.dumps(dict(sentence1=p, sentence2=h)) + '\n' for p, h in PAIRS))
+    else:
+        import csv
+        with open(path, 'w', newline='') as f:
+            w = csv.writer(f); w.writerow(['premise', 'hypothesis']); w.writerows(PAIRS)
+    return path
+
+
+@pytest.mark.parametrize('kind', ['tsv', 'jsonl', 'csv'])
+def test_pairs_from_a_file(tmp_path, classifier, kind):
+    out = tmp_path/'predictions.jsonl'
+    r = atombert('predict', '--model', classifier, '--data', write_pairs(tmp_path/f'pairs.{kind}', kind), '--out', out, '--no-progress')
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert len(rows) == 3 and all(set(row['probabilities']) == {'entailment', 'neutral', 'contradiction'} for row in rows)
+    assert all(row['label'] == max(row['probabilities'], key=row['probabilities'].get) for row in rows)
+    assert all(abs(sum(row['probabilities'].values()) - 1) < 1e-4 for row in rows)
+    assert '3 pair(s)' in r.stderr and 'pairs/s' in r.stderr
+
+
+def test_one_pair_and_int8_agree_with_the_file(tmp_path, classifier):
+    r = atombert('predict', '--model', classifier, '--data', write_pairs(tmp_path/'p.tsv', 'tsv'), '--no-progress')
+    first = json.loads(r.stdout.splitlines()[1])
+    one = atombert('predict', '--model', classifier, '--premise', PAIRS[1][0], '--hypothesis', PAIRS[1][1])
+    assert one.returncode == 0, one.stderr
+    assert json.loads(one.stdout) == first
+    q = atombert('predict', '--model', classifier, '--premise', PAIRS[1][0], '--hypothesis', PAIRS[1][1], '--int8')
+    assert q.returncode == 0 and 'int8' in q.stderr, q.stderr
+    assert abs(json.loads(q.stdout)['probabilities']['neutral'] - first['probabilities']['neutral']) < 0.05
+
+
+@pytest.mark.parametrize('case', ['no-pairs', 'premise-alone', 'missing-file', 'no-hypothesis-column', 'not-a-classifier'])
+def test_bad_input_is_one_line_and_the_output_is_kept(tmp_path, classifier, case):
+    out = tmp_path/'predictions.jsonl'; out.write_text('earlier results\n')
+    bad = tmp_path/'bad.csv'; bad.write_text('premise,claim\na,b\n')
+    pre = tmp_path/'pre'
+    if case == 'not-a-classifier':
+        from atombert.config import AtomBertConfig
+        from atombert.model import AtomBertForPreTraining
+        AtomBertForPreTraining(AtomBertConfig.preset('tiny')).save_pretrained(pre)
+    args = {'no-pairs': [], 'premise-alone': ['--premise', 'x'], 'missing-file': ['--data', tmp_path/'nope.tsv'],
+            'no-hypothesis-column': ['--data', bad], 'not-a-classifier': ['--premise', 'a', '--hypothesis', 'b']}[case]
+    r = atombert('predict', '--model', pre if case == 'not-a-classifier' else classifier, *args, '--out', out)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert r.stderr.startswith('atombert: error:') and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert out.read_text() == 'earlier results\n'
+
+
+def test_transformers_pipeline_shows_label_names(classifier):
+    "The saved config names the labels (id2label), so transformers' pipeline answers with names, not LABEL_0."
+    from transformers import pipeline
+    from atombert.mnli import MNLI_LABELS
+    clf = pipeline('text-classification', model=str(classifier), device='cpu')
+    out = clf({'text': PAIRS[0][0], 'text_pair': PAIRS[0][1]}, top_k=None)
+    assert sorted(o['label'] for o in out) == sorted(MNLI_LABELS)
