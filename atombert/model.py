@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['ModelOutput', 'AtomBertModel', 'MLMHead', 'RTDHead', 'PreTrainingOutput', 'AtomBertForPreTraining',
            'ClassifierOutput', 'AtomBertForSequenceClassification', 'count_params', 'param_breakdown',
-           'albert_incompatibility', 'albert_geometry', 'to_albert_state_dict', 'from_albert_state_dict',
-           'albert_config_dict', 'config_from_albert', 'load_pretrained_state']
+           'pretrain_step_flops', 'encoder_forward_flops', 'estimate_mfu', 'albert_incompatibility', 'albert_geometry',
+           'to_albert_state_dict', 'from_albert_state_dict', 'albert_config_dict', 'config_from_albert',
+           'load_pretrained_state']
 
 # %% ../nbs/03_heads.ipynb #201b0db2
 import hashlib, json, os, re, warnings
@@ -151,6 +152,35 @@ def param_breakdown(config:AtomBertConfig) -> dict:
              **({'rtd_head': count_params(m.rtd_head)} if m.rtd_head is not None else {}),
              sentence_head=count_params(m.sentence_head), total=count_params(m))
     return r
+
+# %% ../nbs/03_heads.ipynb #09feeda1
+def pretrain_step_flops(config, batch_size:int, seq_len:int, mlm_positions:int) -> dict:
+    """Matmul FLOPs (2 per multiply-add) of one MLM + SOP training step, counted from the config.
+
+    Forward, with N = B·T tokens, per layer application (num_layers of them; sharing changes parameters, not FLOPs):
+    QKV 2·N·H·3H, scores QKᵀ 2·B·T²·H, AV 2·B·T²·H, output projection 2·N·H², FFN 2·N·H·F·2.
+    Once: embedding projection 2·N·E·H (when E ≠ H), MLM head at `mlm_positions` rows only: dense 2·M·H·E and the
+    tied decoder 2·M·E·V, pooler 2·B·H², SOP classifier 2·B·H·2. Backward costs twice the forward
+    (gradients of both inputs and weights), so a step is 3× the forward.
+    """
+    c, B, T, M = config, batch_size, seq_len, mlm_positions
+    N, E, H, F, V, L = B * T, c.embedding_size, c.hidden_size, c.intermediate_size, c.vocab_size, c.num_layers
+    fwd = dict(embedding_projection=2 * N * E * H if E != H else 0,
+               qkv=L * 2 * N * H * 3 * H, attention_scores=L * 2 * B * T * T * H, attention_values=L * 2 * B * T * T * H,
+               attention_output=L * 2 * N * H * H, ffn=L * 2 * N * H * F * 2,
+               mlm_dense=2 * M * H * E, mlm_decoder=2 * M * E * V,
+               pooler=2 * B * H * H, sentence_head=2 * B * H * 2 if c.sentence_objective != 'none' else 0)
+    return dict(forward=fwd, forward_total=sum(fwd.values()), train_step=3 * sum(fwd.values()))
+
+def encoder_forward_flops(config, batch_size:int, seq_len:int) -> int:
+    "Matmul FLOPs of `AtomBertModel`'s forward (embedding projection, layers, pooler)."
+    f = pretrain_step_flops(config, batch_size, seq_len, 0)['forward']
+    return sum(v for k, v in f.items() if k not in ('mlm_dense', 'mlm_decoder', 'sentence_head'))
+
+def estimate_mfu(config:AtomBertConfig, batch_size:int, seq_len:int, mlm_positions:int, seconds_per_step:float,
+                 peak_flops:float) -> float:
+    "Model FLOPs utilization of a pretraining step that took `seconds_per_step`: its FLOPs per second over `peak_flops` (e.g. a measured matmul rate, or a GPU's bf16 peak)."
+    return pretrain_step_flops(config, batch_size, seq_len, mlm_positions)['train_step'] / seconds_per_step / peak_flops
 
 # %% ../nbs/03_heads.ipynb #5f6ff45a
 _ARCH = {'AtomBertForPreTraining': 'AlbertForPreTraining', 'AtomBertForSequenceClassification': 'AlbertForSequenceClassification',

@@ -176,28 +176,7 @@ def matmul_rate(n:int=2048, repeats:int=10, warmup:int=2, device='cpu', dtype=to
 
 # ---------------------------------------------------------------- FLOPs
 
-def pretrain_step_flops(config, batch_size:int, seq_len:int, mlm_positions:int) -> dict:
-    """Matmul FLOPs (2 per multiply-add) of one MLM + SOP training step, counted from the config.
-
-    Forward, with N = B·T tokens, per layer application (num_layers of them; sharing changes parameters, not FLOPs):
-    QKV 2·N·H·3H, scores QKᵀ 2·B·T²·H, AV 2·B·T²·H, output projection 2·N·H², FFN 2·N·H·F·2.
-    Once: embedding projection 2·N·E·H (when E ≠ H), MLM head at `mlm_positions` rows only: dense 2·M·H·E and the
-    tied decoder 2·M·E·V, pooler 2·B·H², SOP classifier 2·B·H·2. Backward costs twice the forward
-    (gradients of both inputs and weights), so a step is 3× the forward.
-    """
-    c, B, T, M = config, batch_size, seq_len, mlm_positions
-    N, E, H, F, V, L = B * T, c.embedding_size, c.hidden_size, c.intermediate_size, c.vocab_size, c.num_layers
-    fwd = dict(embedding_projection=2 * N * E * H if E != H else 0,
-               qkv=L * 2 * N * H * 3 * H, attention_scores=L * 2 * B * T * T * H, attention_values=L * 2 * B * T * T * H,
-               attention_output=L * 2 * N * H * H, ffn=L * 2 * N * H * F * 2,
-               mlm_dense=2 * M * H * E, mlm_decoder=2 * M * E * V,
-               pooler=2 * B * H * H, sentence_head=2 * B * H * 2 if c.sentence_objective != 'none' else 0)
-    return dict(forward=fwd, forward_total=sum(fwd.values()), train_step=3 * sum(fwd.values()))
-
-def encoder_forward_flops(config, batch_size:int, seq_len:int) -> int:
-    "Matmul FLOPs of `AtomBertModel`'s forward (embedding projection, layers, pooler)."
-    f = pretrain_step_flops(config, batch_size, seq_len, 0)['forward']
-    return sum(v for k, v in f.items() if k not in ('mlm_dense', 'mlm_decoder', 'sentence_head'))
+from atombert.model import pretrain_step_flops, encoder_forward_flops   # the library's formula (03_heads)
 
 def _cpu_sdpa_flops():
     "FlopCounterMode knows the CUDA SDPA kernels; add the CPU flash kernel (same math; backward recomputes scores)."

@@ -1,5 +1,5 @@
 """The machine's measured matmul FLOP/s (n×n, median), and the FLOPs of one atombert training step counted from
-the config (formula in `common.pretrain_step_flops`) checked against `torch.utils.flop_counter.FlopCounterMode`
+the config (formula: `atombert.model.pretrain_step_flops`) checked against `torch.utils.flop_counter.FlopCounterMode`
 on a real step. `pretrain_step.py` uses the same pieces for its MFU.
 
     python bench/matmul.py                 # 2048², atombert-8m at batch 32 × 128
