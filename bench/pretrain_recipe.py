@@ -24,7 +24,7 @@ import common as C
 # The base is the recipe today's defaults describe; each other recipe changes one or two knobs of it (pretrain's
 # arguments). `config` entries are config overrides.
 BASE = dict(seq_len=128, batch_size=32, grad_accum=1, lr=1e-3, schedule='linear', warmup=0.1, beta2=0.999,
-            weight_decay=0.01, clip_grad=1.0, mlm_probability=0.15, ngram=3, objective='sop',
+            weight_decay=0.01, clip_grad=1.0, mlm_probability=0.15, ngram=3, objective='sop', token_objective='mlm',
             config={'norm': 'pre', 'initializer_range': 0.05})
 RECIPES = {
     'base': {},
@@ -34,11 +34,15 @@ RECIPES = {
     'seq64-batch64': dict(seq_len=64, batch_size=64),                               # shorter rows, more of them
     'batch128-lr2e-3': dict(grad_accum=4, lr=2e-3),                                 # 4× the tokens per step
     'combined': dict(lr=2e-3, beta2=0.98, warmup=0.06, mlm_probability=0.3, ngram=1, seq_len=64, batch_size=64),
+    # ELECTRA's replaced-token detection at the CPU recipe's shape: with 3-token spans (pretrain's default) or single tokens
+    'rtd': dict(seq_len=64, batch_size=64, token_objective='rtd'),
+    'rtd-single': dict(seq_len=64, batch_size=64, token_objective='rtd', ngram=1),
 }
+MLM_RECIPES = [name for name, r in RECIPES.items() if r.get('token_objective', 'mlm') == 'mlm']   # the default set
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--recipes', default=','.join(RECIPES), help=f'comma-separated, from: {", ".join(RECIPES)}')
+    p.add_argument('--recipes', default=','.join(MLM_RECIPES), help=f'comma-separated, from: {", ".join(RECIPES)} (default: the MLM ones)')
     p.add_argument('--minutes', type=float, default=5.0, help='training minutes per recipe')
     p.add_argument('--preset', default='small')
     p.add_argument('--vocab-size', type=int, default=8000)
@@ -56,7 +60,7 @@ def parse_args(argv=None):
     if args.replot: return args
     if args.small:
         args.preset, args.vocab_size, args.minutes, args.evals, args.eval_batches, args.probe_steps = 'tiny', 1000, 0.05, 2, 2, 4
-        if args.recipes == ','.join(RECIPES): args.recipes = 'base,mask30-single'
+        if args.recipes == ','.join(MLM_RECIPES): args.recipes = 'base,mask30-single'
     args.recipes = [r.strip() for r in args.recipes.split(',') if r.strip()]
     if unknown := [r for r in args.recipes if r not in RECIPES]:
         raise SystemExit(f'error: unknown recipe(s) {unknown}; choose from {list(RECIPES)}')
@@ -153,10 +157,14 @@ def main(argv=None):
     print()
     C.print_table([dict(recipe=r['recipe'], steps=r['steps'], tokens=r['tokens_per_step'], minutes=r['final']['minutes'],
                         acc=r['final']['mlm_accuracy'] * 100, ratio=r['accuracy_over_unigram'], loss=r['final']['mlm_loss'],
-                        below=r['nats_below_unigram'], sop=r['final'].get('sop_accuracy')) for r in results],
+                        below=r['nats_below_unigram'], sop=r['final'].get('sop_accuracy'),
+                        rtd=r['final'].get('rtd_accuracy'), never=None if 'replaced' not in r['final'] else 1 - r['final']['replaced'],
+                        recall=r['final'].get('replaced_recall')) for r in results],
                   [('recipe', 'recipe', ''), ('steps', 'steps', ',d'), ('tokens', 'tokens/step', ',d'), ('minutes', 'minutes', '.1f'),
                    ('acc', 'MLM acc %', '.2f'), ('ratio', '× most-frequent', '.2f'), ('loss', 'MLM loss', '.3f'),
-                   ('below', 'nats under unigram', '+.3f'), ('sop', 'SOP acc', '.3f')])
+                   ('below', 'nats under unigram', '+.3f'), ('sop', 'SOP acc', '.3f')]
+                  + ([('rtd', 'RTD acc', '.3f'), ('never', '"never replaced"', '.3f'), ('recall', 'replaced caught', '.3f')]
+                     if any('rtd_accuracy' in r['final'] for r in results) else []))
     ref = results[0]['final']
     print(f"\nreferences on the same held-out tokens: unigram cross-entropy {ref['unigram_loss']:.3f} nats, "
           f"most frequent token {ref['unigram_accuracy']:.2%}")

@@ -133,6 +133,14 @@ def test_pretrain_recipe(tmp_path):
         assert r['accuracy_over_unigram'] == pytest.approx(r['final']['mlm_accuracy'] / r['final']['unigram_accuracy'])
     assert Path(res['plot']).stat().st_size > 0 and res['best'] in ('base', 'mask30-single')
 
+def test_pretrain_recipe_rtd(tmp_path):
+    "ELECTRA recipes: the discriminator's held-out statistics in the table and the JSON."
+    out, res = run_bench('pretrain_recipe.py', tmp_path/'rtd.json', '--work', str(tmp_path/'work'), '--recipes', 'rtd,rtd-single')
+    assert 'RTD acc' in out and '"never replaced"' in out and 'replaced caught' in out
+    for r in res['results']:
+        assert r['kwargs']['token_objective'] == 'rtd' and {'rtd_accuracy', 'replaced', 'replaced_recall'} <= set(r['final'])
+    assert [r['kwargs']['ngram'] for r in res['results']] == [3, 1]
+
 def test_pretrain_recipe_unknown_recipe(tmp_path):
     r = subprocess.run([sys.executable, 'bench/pretrain_recipe.py', '--recipes', 'base,nope', '--out', str(tmp_path/'x.json')],
                        cwd=ROOT, capture_output=True, text=True)
