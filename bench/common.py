@@ -1,14 +1,18 @@
-"""Shared pieces of the benchmark scripts: the machine, an input batch, interleaved timing, peak memory measured
-in a fresh process, the matmul rate, FLOP counts of a training step (formula and `FlopCounterMode`), output.
+"""Shared pieces of the benchmark scripts: their options, the machine, the transformers twin, peak memory measured
+in a fresh process, the studies' pretraining text, JSON output. The measuring itself (interleaved timing, matmul
+probes, counted FLOPs, the fixed batch, tables) is the library's `atombert.measure` (09_measuring), re-exported here;
+the FLOP formula is `atombert.model`'s.
 
 The benchmarks are scripts, not library code: nothing in `atombert/` imports this file.
 """
-import argparse, contextlib, json, os, platform, re, statistics, subprocess, sys, time
+import argparse, json, os, platform, re, statistics, subprocess, sys
 from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))   # run from a checkout without `pip install -e .`
+from atombert.measure import (cpu_model, sync, interleaved, paired_ratio, matmul_fn, with_matmul, matmul_reference,  # noqa: E402
+                              normalized_ratio, matmul_rate, counted_flops, pretraining_batch, print_table)   # 09_measuring
 SHARED_DATA = Path(os.environ.get('ATOMBERT_SHARED_DATA', ROOT.parent/'shared'/'data'))   # real MNLI and WikiText, read-only
 WIKITEXT_RAW = ('wikitext/wikitext-2-raw/wiki.valid.raw', 'wikitext/wikitext-2-raw/wiki.test.raw')
 
@@ -52,6 +56,10 @@ def finish_args(args):
     for name in ('batch_size', 'seq_len', 'repeats', 'threads'):
         if getattr(args, name) <= 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be > 0, got {getattr(args, name)}')
     if args.warmup < 0: raise SystemExit('error: --warmup must be >= 0')
+    from atombert.config import AtomBertConfig
+    try: max_pos = AtomBertConfig.preset(args.preset).max_position_embeddings
+    except ValueError as e: raise SystemExit(f'error: --preset: {e}')
+    if args.seq_len > max_pos: raise SystemExit(f"error: --seq-len {args.seq_len} exceeds the preset's max_position_embeddings={max_pos}")
     if args.device.startswith('cuda') and not torch.cuda.is_available(): raise SystemExit('error: --device cuda but no CUDA device')
     if getattr(args, 'compile', False) and not args.device.startswith('cuda') and 'OMP_WAIT_POLICY' not in os.environ \
             and not getattr(args, 'memory_of', None):
@@ -62,10 +70,6 @@ def finish_args(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     return args
-
-def cpu_model() -> str:
-    try: return re.search(r'^model name\s*:\s*(.*)$', Path('/proc/cpuinfo').read_text(), re.M).group(1).strip()
-    except (OSError, AttributeError): return platform.processor() or platform.machine()
 
 def machine_info(device) -> dict:
     import transformers
@@ -81,23 +85,7 @@ def autocast(precision:str, device):
     from atombert.training import autocast_for
     return autocast_for(precision, torch.device(device))
 
-# ---------------------------------------------------------------- the batch and the transformers twin
-
-def pretraining_batch(config, batch_size:int, seq_len:int, device, mask_rate:float=0.15, seed:int=0) -> dict:
-    "A fixed MLM + SOP batch: two segments (token types 0/1), `mask_rate` of each row masked (never [CLS])."
-    if seq_len > config.max_position_embeddings:
-        raise SystemExit(f'error: --seq-len {seq_len} exceeds the preset\'s max_position_embeddings={config.max_position_embeddings}')
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, config.vocab_size, (batch_size, seq_len), generator=g)
-    ids[:, 0] = 2                                                    # [CLS]
-    types = torch.zeros_like(ids); types[:, seq_len // 2:] = 1
-    n_mask = max(1, round(mask_rate * seq_len))
-    pos = torch.stack([torch.randperm(seq_len - 1, generator=g)[:n_mask] + 1 for _ in range(batch_size)])
-    labels = torch.full_like(ids, -100); labels.scatter_(1, pos, ids.gather(1, pos))
-    ids = ids.scatter(1, pos, 4)                                     # [MASK]
-    batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=types, labels=labels,
-                 sentence_label=torch.randint(0, 2, (batch_size,), generator=g))
-    return {k: v.to(device) for k, v in batch.items()}
+# ---------------------------------------------------------------- the transformers twin
 
 def albert_twin(atom_model, cls_name:str):
     "transformers' `cls_name` (AlbertForPreTraining / AlbertModel) with the same config and weights: the library's `atombert.hf.to_hf` (SDPA attention, transformers' default)."
@@ -108,58 +96,6 @@ def albert_twin(atom_model, cls_name:str):
 
 # ---------------------------------------------------------------- timing
 
-def sync(device):
-    if str(device).startswith('cuda'): torch.cuda.synchronize()
-
-def interleaved(fns:dict, repeats:int, warmup:int, device, log=print) -> dict:
-    "Seconds per call of each function, run in rounds A, B, C, A, B, C ... after `warmup` untimed rounds."
-    for _ in range(warmup):
-        for f in fns.values(): f()
-    sync(device)
-    times = {k: [] for k in fns}
-    for r in range(repeats):
-        for name, f in fns.items():
-            sync(device); t = time.perf_counter(); f(); sync(device)
-            times[name].append(time.perf_counter() - t)
-        log(f'  round {r + 1}/{repeats}: ' + '  '.join(f'{k} {v[-1] * 1e3:.0f} ms' for k, v in times.items()))
-    return times
-
-def paired_ratio(times:dict, slow:str, fast:str) -> float:
-    "Median over rounds of time(slow) / time(fast): each round's pair ran back to back, so drift cancels."
-    return statistics.median(s / f for s, f in zip(times[slow], times[fast]))
-
-def with_matmul(fns:dict, mm) -> dict:
-    "`fns` with a matmul probe before each one: the machine's speed drifts (shared host), so each step gets its own reference."
-    out = {}
-    for i, (k, f) in enumerate(fns.items()): out[f'matmul_{i}'] = mm; out[k] = f
-    return out
-
-def matmul_reference(times:dict, names:list, mm_flops:int) -> dict:
-    "Per contender and round: the matmul rate measured next to it (mean of the probe before it and the one after)."
-    probes = [times[f'matmul_{i}'] for i in range(len(names))]
-    rounds = len(probes[0])
-    seq = [probes[i][r] for r in range(rounds) for i in range(len(names))]   # probes in the order they ran
-    ref = {n: [] for n in names}
-    for r in range(rounds):
-        for i, n in enumerate(names):
-            j = r * len(names) + i
-            after = seq[j + 1] if j + 1 < len(seq) else seq[j]
-            ref[n].append(2 * mm_flops / (seq[j] + after))
-    return ref
-
-def normalized_ratio(times:dict, ref:dict, slow:str, fast:str) -> float:
-    """time(slow) / time(fast), each step's time first multiplied by the matmul rate measured beside it (so in units
-    of "matmuls' worth"): robust to the host switching speed between and within rounds."""
-    cost = lambda n: statistics.median(t * r for t, r in zip(times[n], ref[n]))
-    return cost(slow) / cost(fast)
-
-def matmul_fn(n:int, device, dtype=torch.float32, calls:int=3):
-    "A function that runs `calls` n×n matmuls; with its FLOPs."
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    def f():
-        for _ in range(calls): torch.mm(a, b)
-    return f, calls * 2 * n ** 3
-
 def timed_beside_matmul(fns:dict, args, dtype=torch.float32, warmup:int|None=None, log=print):
     "Interleaved seconds per call of `fns`, each call beside a matmul probe: (times, matmul rate beside each call, median rate)."
     mm, mm_flops = matmul_fn(args.matmul_size, args.device, dtype)
@@ -167,35 +103,9 @@ def timed_beside_matmul(fns:dict, args, dtype=torch.float32, warmup:int|None=Non
     ref = matmul_reference(times, list(fns), mm_flops)
     return times, ref, statistics.median([x for v in ref.values() for x in v])
 
-def matmul_rate(n:int=2048, repeats:int=10, warmup:int=2, device='cpu', dtype=torch.float32) -> dict:
-    "The machine's measured n×n matmul FLOP/s (median over `repeats` single matmuls)."
-    f, flops = matmul_fn(n, device, dtype, calls=1)
-    t = interleaved({'matmul': f}, repeats, warmup, device, log=lambda s: None)['matmul']
-    return dict(n=n, dtype=str(dtype).removeprefix('torch.'), flops_per_s=flops / statistics.median(t),
-                best_flops_per_s=flops / min(t), seconds=t)
-
 # ---------------------------------------------------------------- FLOPs
 
 from atombert.model import pretrain_step_flops, encoder_forward_flops   # the library's formula (03_heads)
-
-def _cpu_sdpa_flops():
-    "FlopCounterMode knows the CUDA SDPA kernels; add the CPU flash kernel (same math; backward recomputes scores)."
-    from torch.utils.flop_counter import sdpa_flop_count, sdpa_backward_flop_count
-    aten = torch.ops.aten
-    m = {}
-    if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu'):
-        m[aten._scaled_dot_product_flash_attention_for_cpu] = lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v)
-    if hasattr(aten, '_scaled_dot_product_flash_attention_for_cpu_backward'):
-        m[aten._scaled_dot_product_flash_attention_for_cpu_backward] = \
-            lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v)
-    return m
-
-def counted_flops(fn) -> tuple[int, dict]:
-    "FLOPs that `torch.utils.flop_counter.FlopCounterMode` sees while `fn()` runs: (total, per op)."
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_flops()) as fc: fn()
-    per_op = {str(op).removeprefix('aten.'): n for op, n in fc.get_flop_counts()['Global'].items()}
-    return fc.get_total_flops(), per_op
 
 # ---------------------------------------------------------------- peak memory in a fresh process
 
@@ -253,14 +163,6 @@ def forwarded_argv(args) -> list:
 
 # ---------------------------------------------------------------- output
 
-def print_table(rows:list[dict], columns:list[tuple[str, str, str]]):
-    "rows of dicts; columns of (key, header, format)."
-    cells = [[h for _, h, _ in columns]] + [[('' if r.get(k) is None else format(r[k], f)) for k, _, f in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    for j, row in enumerate(cells):
-        print('  '.join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        if j == 0: print('  '.join('-' * w for w in widths))
-
 def write_json(path, obj) -> Path:
     path = Path(path)
     if not path.is_absolute(): path = Path.cwd() / path
@@ -269,7 +171,7 @@ def write_json(path, obj) -> Path:
     tmp.write_text(json.dumps(obj, indent=2) + '\n'); os.replace(tmp, path)
     return path
 
-def median(xs): return statistics.median(xs)
+median = statistics.median
 
 # ---------------------------------------------------------------- the pretraining text of the studies
 

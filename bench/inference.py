@@ -7,7 +7,7 @@ outputs stay to float32.
     python bench/inference.py --model DIR              # a real checkpoint (atombert or transformers ALBERT dir)
     python bench/inference.py --small                  # CI smoke size
 """
-import sys, warnings
+import contextlib, json, sys, warnings
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
@@ -43,7 +43,7 @@ def build(name, args, config=None, atom=None):
 def forward_fn(name, model, batch, args):
     "A function running one forward over `batch`; returns the pooled output."
     fwd = torch.compile(model) if args.compile and name != 'atombert_int8' else model
-    ctx = (lambda: C.autocast(args.precision, args.device)) if name != 'atombert_int8' else (lambda: C.contextlib.nullcontext())
+    ctx = (lambda: C.autocast(args.precision, args.device)) if name != 'atombert_int8' else (lambda: contextlib.nullcontext())
     def f():
         with torch.inference_mode(), ctx():
             if name == 'transformers':
@@ -70,7 +70,7 @@ def main(argv=None):
     batch = C.pretraining_batch(config, args.batch_size, args.seq_len, args.device)
     if args.memory_of:
         model_of = lambda: build(args.memory_of, args, config)
-        print(C.json.dumps(C.measure_memory(model_of, lambda m: forward_fn(args.memory_of, m, batch, args)(), args.device)))
+        print(json.dumps(C.measure_memory(model_of, lambda m: forward_fn(args.memory_of, m, batch, args)(), args.device)))
         return
 
     B, T = args.batch_size, args.seq_len

@@ -9,7 +9,7 @@ interleaved in one run. Also: peak memory of each (a fresh process each), the st
     python bench/pretrain_step.py --atombert-precision bf16   # atombert under bf16 autocast vs transformers in fp32
     python bench/pretrain_step.py --rtd                # also atombert's ELECTRA step (generator + discriminator), vs its MLM step
 """
-import sys
+import json, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
@@ -91,7 +91,7 @@ def memory_worker(args, config, batch):
             (lambda: build_transformers(config, args.device))
     loss_fn = LOSSES[args.memory_of]
     def run(state): make_step(*state, loss_fn, batch, args, precision_of(args.memory_of, args))()
-    print(C.json.dumps(C.measure_memory(build, run, args.device)))
+    print(json.dumps(C.measure_memory(build, run, args.device)))
 
 # ---------------------------------------------------------------- profile
 
