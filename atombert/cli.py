@@ -16,6 +16,7 @@ from fastcore.script import anno_parser, Param
 import torch
 from .config import AtomBertConfig, PRESETS, TOKEN_OBJECTIVES
 from .data import OBJECTIVES
+from .files import atomic_write
 from .mnli import MNLI_SPLITS
 from .model import AtomBertForPreTraining, param_breakdown
 from .pretrain import pretrain, plateau_summary
@@ -123,11 +124,7 @@ def predict_cmd(model:str=None,               # finetuned model directory
     seconds = time.perf_counter() - t
     text = ''.join(json.dumps(r) + '\n' for r in rows)
     if out is None: sys.stdout.write(text)
-    else:
-        out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f'.{out.name}.{os.getpid()}.tmp')
-        try: tmp.write_text(text); os.replace(tmp, out)
-        finally: tmp.unlink(missing_ok=True)
+    else: atomic_write(out, text)
     print(f'{len(rows):,} pair(s) in {seconds:.2f} s ({len(rows) / max(seconds, 1e-9):,.0f} pairs/s{", int8" if int8 else ""})'
           + (f' -> {out}' if out else ''), file=sys.stderr)
     return rows

@@ -9,7 +9,7 @@ __all__ = ['TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'HUB_CORPORA', 'SPLITS', 'FORMAT_V
            'MaskingCollator']
 
 # %% ../nbs/05_data.ipynb #f139c08d
-import array, ast, hashlib, itertools, json, os, random, re, shutil, sys, sysconfig, uuid
+import array, ast, hashlib, itertools, json, os, random, re, sys, sysconfig
 from pathlib import Path
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tokenizers import Tokenizer
 from tqdm import tqdm
+from .files import atomic_dir
 from .tokenizer import special_token_ids, tokenizer_fingerprint, text_file_lines
 
 # %% ../nbs/05_data.ipynb #af7209f4
@@ -322,10 +323,7 @@ def pretokenize(corpus, tokenizer: Tokenizer, cache_dir, split_into_sentences=Tr
     vocab_size = tokenizer.get_vocab_size()
     dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
     tok = Tokenizer.from_str(tokenizer.to_str()); tok.no_truncation(); tok.no_padding()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f'.{final.name}.{uuid.uuid4().hex}.tmp')
-    tmp.mkdir()
-    try:
+    with atomic_dir(final, exist_ok=True) as tmp:    # another process may finish first: its copy is as good as ours
         with tqdm(desc=f'tokenizing {name}', unit=' docs', disable=not show_progress) as progress:
             num_docs, num_segments, num_tokens = _write_tokens(corpus, tok, tmp, dtype, split_into_sentences,
                                                                batch_size, progress)
@@ -334,10 +332,6 @@ def pretokenize(corpus, tokenizer: Tokenizer, cache_dir, split_into_sentences=Tr
                     vocab_size=vocab_size, dtype=np.dtype(dtype).name, num_docs=num_docs, num_sentences=num_segments,
                     num_tokens=num_tokens, split_into_sentences=split_into_sentences)
         (tmp/'meta.json').write_text(json.dumps(meta, indent=1))
-        try: os.rename(tmp, final)
-        except OSError:                      # another process finished first: its copy is as good as ours
-            if not (final/'meta.json').is_file(): raise
-    finally: shutil.rmtree(tmp, ignore_errors=True)
     return TokenizedCorpus(final, from_cache=False)
 
 # %% ../nbs/05_data.ipynb #1eaaeb25

@@ -8,8 +8,9 @@ __all__ = ['hf_config', 'to_hf', 'from_hf']
 # %% ../nbs/04_interop.ipynb #1d48d1d5
 import torch
 from .config import AtomBertConfig
-from .model import (AtomBertModel, AtomBertForPreTraining, AtomBertForSequenceClassification, albert_incompatibility,
-                            to_albert_state_dict, from_albert_state_dict, albert_config_dict, config_from_albert, _ARCH)
+from .model import AtomBertModel, AtomBertForPreTraining, AtomBertForSequenceClassification
+from .albert import (ARCHITECTURES, albert_incompatibility, to_albert_state_dict, from_albert_state_dict,
+                             albert_config_dict, config_from_albert)
 
 # %% ../nbs/04_interop.ipynb #e519dc37
 def _transformers():
@@ -19,7 +20,7 @@ def _transformers():
 
 def hf_config(config:AtomBertConfig, arch:str='AtomBertForPreTraining', attn_implementation:str='sdpa'):
     "The `transformers.AlbertConfig` of `config` for atombert class `arch` (atombert's config kept as `.atombert`)."
-    if arch not in _ARCH: raise ValueError(f'arch must be one of {list(_ARCH)}, not {arch!r}')
+    if arch not in ARCHITECTURES: raise ValueError(f'arch must be one of {list(ARCHITECTURES)}, not {arch!r}')
     d = albert_config_dict(config, arch)     # 2 labels for the pretraining class: ALBERT sizes its SOP head by them
     return _transformers().AlbertConfig(**d, attn_implementation=attn_implementation)
 
@@ -27,11 +28,11 @@ def hf_config(config:AtomBertConfig, arch:str='AtomBertForPreTraining', attn_imp
 def to_hf(model, attn_implementation:str='sdpa'):
     "The transformers ALBERT model (`AlbertForPreTraining`, `AlbertForSequenceClassification` or `AlbertModel`) computing what `model` computes, in eval mode."
     arch = type(model).__name__
-    if arch not in _ARCH: raise ValueError(f'to_hf converts {", ".join(_ARCH)}; got {arch}')
+    if arch not in ARCHITECTURES: raise ValueError(f'to_hf converts {", ".join(ARCHITECTURES)}; got {arch}')
     if (why := albert_incompatibility(model.config, arch)): raise ValueError(f'transformers ALBERT cannot express this {arch}: {why}')
     if arch == 'AtomBertForPreTraining' and model.config.token_objective == 'rtd':
         raise ValueError('transformers has no ALBERT with a replaced-token-detection head: convert the encoder, to_hf(model.model)')
-    hf = getattr(_transformers(), _ARCH[arch])(hf_config(model.config, arch, attn_implementation))
+    hf = getattr(_transformers(), ARCHITECTURES[arch])(hf_config(model.config, arch, attn_implementation))
     sd = to_albert_state_dict(model)
     if arch == 'AtomBertForPreTraining':    # (with sentence_objective='none' the SOP head is zeros: it predicts nothing)
         sd |= {'predictions.decoder.weight': sd['albert.embeddings.word_embeddings.weight'], 'predictions.decoder.bias': sd['predictions.bias']}

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset as TorchDataset
 from fastcore.basics import store_attr
 from safetensors.torch import save_file, load_file
-from .model import AtomBertForSequenceClassification, load_pretrained_state
+from .model import AtomBertForSequenceClassification
+from .checkpoint import load_pretrained_state
+from .files import atomic_write
 from .tokenizer import encode_pairs, load_tokenizer, special_token_ids, tokenizer_fingerprint
 from .training import Task, TrainArgs, fit
 from tqdm.auto import tqdm
@@ -562,9 +564,8 @@ def teacher_logits(teacher, data, tokenizer=None, batch_size:int=128, max_length
     logits = mnli_logits(teacher, tokenizer, data, batch_size, max_length)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-        save_file({'logits': logits.contiguous()}, tmp, metadata={'teacher': type(teacher).__name__, 'examples': str(len(logits))})
-        os.replace(tmp, path)
+        atomic_write(path, lambda p: save_file({'logits': logits.contiguous()}, p,
+                                               metadata={'teacher': type(teacher).__name__, 'examples': str(len(logits))}))
     return logits
 
 # %% ../nbs/08_mnli.ipynb #61eed9da

@@ -7,7 +7,7 @@ __all__ = ['PRESET_CONFIG', 'HELD_OUT_MASKING', 'unigram_log_probs', 'PreTrainin
            'ElectraOutput', 'sample_tokens', 'Electra', 'RTDTask', 'pretrain']
 
 # %% ../nbs/07_pretraining.ipynb #aa067ff4
-import hashlib, json, math, os, shutil
+import hashlib, json, math, os
 from pathlib import Path
 from typing import NamedTuple, Optional
 import numpy as np
@@ -15,7 +15,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from .config import AtomBertConfig, PRESETS, TOKEN_OBJECTIVES
-from .model import AtomBertForPreTraining, load_pretrained_state
+from .model import AtomBertForPreTraining, pretrain_step_flops
+from .checkpoint import load_pretrained_state
+from .files import atomic_dir
 from .tokenizer import train_tokenizer, load_tokenizer, save_tokenizer, tokenizer_fingerprint
 from .data import load_corpus, pretokenize, PretrainingDataset, MaskingCollator
 from .training import Task, TrainArgs, fit, init_distributed, checkpoints, resolve_precision
@@ -41,6 +43,11 @@ class PreTrainingTask(Task):
         out = model(batch['input_ids'], batch['attention_mask'], batch['token_type_ids'], labels=batch['labels'],
                     sentence_label=batch.get('sentence_label'))
         return self.scores(out, batch, model.training)
+
+    def flops(self, model, batch) -> int:
+        "Matmul FLOPs of a training step on `batch` (`atombert.model.pretrain_step_flops`), for the MFU `fit` logs."
+        B, T = batch['input_ids'].shape
+        return pretrain_step_flops(model.config, B, T, int((batch['labels'] != -100).sum()))['train_step']
 
     def scores(self, out, batch, training:bool) -> tuple[dict, dict]:
         "The MLM and sentence losses of model output `out`, and their statistics (held out, with the unigram references)."
@@ -137,6 +144,8 @@ class RTDTask(PreTrainingTask):
         super().__init__(objective, unigram)
         self.weights = {'rtd_loss': rtd_weight}
 
+    def flops(self, model, batch): return None   # generator + discriminator: not counted (yet), so no MFU is logged
+
     def counts(self, batch): return {**super().counts(batch), 'rtd_loss': int(batch['attention_mask'].sum())}
 
     def loss(self, model, batch):
@@ -186,10 +195,7 @@ def _trained_tokenizer(corpus, vocab_size:int, kind:str, cache:Path):
     saved = cache/'tokenizers'/f'{kind}-{vocab_size}-{key}'
     if (saved/'tokenizer.json').is_file(): return load_tokenizer(saved)
     tok = train_tokenizer(corpus.texts(), vocab_size=vocab_size, kind=kind, show_progress=False)
-    tmp = saved.with_name(f'.{saved.name}.{os.getpid()}.tmp')
-    save_tokenizer(tok, tmp)
-    try: os.replace(tmp, saved)
-    except OSError: shutil.rmtree(tmp, ignore_errors=True)   # another process saved it first: the same role
+    with atomic_dir(saved, exist_ok=True) as tmp: save_tokenizer(tok, tmp)   # another process may save it first: the same role
     return tok
 
 def _tokenizer_for(out:Path, tokenizer, resume:bool, corpus, vocab_size:int, kind:str, rank:int, world:int, cache:Path):

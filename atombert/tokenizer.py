@@ -7,9 +7,10 @@ __all__ = ['SPECIAL_TOKENS', 'KINDS', 'special_token_ids', 'text_file_lines', 't
            'tokenizer_fingerprint', 'save_tokenizer', 'load_tokenizer']
 
 # %% ../nbs/00_tokenizer.ipynb #d1d0c084
-import hashlib, itertools, json, os, re, uuid
+import hashlib, itertools, json, os, re
 from contextlib import contextmanager
 from pathlib import Path
+from .files import atomic_write
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 # %% ../nbs/00_tokenizer.ipynb #dca57e5f
@@ -225,16 +226,6 @@ def tokenizer_fingerprint(tok: Tokenizer) -> str:
     return hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:16]
 
 # %% ../nbs/00_tokenizer.ipynb #b01c3483
-def _write_atomic(path: Path, text: str):
-    "Write `text` to `path` via a temporary file in the same directory, so readers see the old or new file, whole."
-    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')  # open() (unlike mkstemp) keeps the usual permissions
-    try:
-        with open(tmp, 'x', encoding='utf-8') as f:
-            f.write(text); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-
 def _lowercases(node) -> bool:
     "Whether a normalizer (as JSON) lowercases."
     if isinstance(node, dict):
@@ -255,9 +246,9 @@ def save_tokenizer(tok: Tokenizer, dir) -> Path:
               'model_input_names': ['input_ids', 'token_type_ids', 'attention_mask']}
     if tok.truncation: config['model_max_length'] = tok.truncation['max_length']
     dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(dir/'tokenizer.json', tok.to_str(pretty=True))
-    _write_atomic(dir/'tokenizer_config.json', json.dumps(config, indent=2) + '\n')
-    _write_atomic(dir/'special_tokens_map.json', json.dumps(specials, indent=2) + '\n')
+    atomic_write(dir/'tokenizer.json', tok.to_str(pretty=True))
+    atomic_write(dir/'tokenizer_config.json', json.dumps(config, indent=2) + '\n')
+    atomic_write(dir/'special_tokens_map.json', json.dumps(specials, indent=2) + '\n')
     return dir
 
 # %% ../nbs/00_tokenizer.ipynb #02f357fa

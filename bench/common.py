@@ -87,10 +87,10 @@ def autocast(precision:str, device):
 
 # ---------------------------------------------------------------- the transformers twin
 
-def albert_twin(atom_model, cls_name:str):
-    "transformers' `cls_name` (AlbertForPreTraining / AlbertModel) with the same config and weights: the library's `atombert.hf.to_hf` (SDPA attention, transformers' default)."
+def albert_twin(atom_model, cls_name:str, attn:str='sdpa'):
+    "transformers' `cls_name` (AlbertForPreTraining / AlbertModel) with the same config and weights: the library's `atombert.hf.to_hf` (`attn` attention; SDPA is transformers' default)."
     from atombert.hf import to_hf
-    hf = to_hf(atom_model)
+    hf = to_hf(atom_model, attn_implementation=attn)
     if type(hf).__name__ != cls_name: raise ValueError(f'{type(atom_model).__name__} converts to {type(hf).__name__}, not {cls_name}')
     return hf.train(atom_model.training)
 

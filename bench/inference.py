@@ -28,7 +28,8 @@ def parse_args(argv=None):
 
 def build(name, args, config=None, atom=None):
     "Contender `name` in eval mode; the transformers twin copies `atom`'s weights when given."
-    from atombert.model import AtomBertModel, albert_config_dict
+    from atombert.model import AtomBertModel
+    from atombert.albert import albert_config_dict
     if name == 'transformers':
         if atom is not None: model = C.albert_twin(atom, 'AlbertModel')
         else:
@@ -65,7 +66,7 @@ def main(argv=None):
     int8 = not args.no_int8 and args.device == 'cpu'
     config = AtomBertConfig.preset(args.preset) if not args.model else None
     if args.model:
-        from atombert.model import load_pretrained_state
+        from atombert.checkpoint import load_pretrained_state
         config = load_pretrained_state(args.model)[0]
     batch = C.pretraining_batch(config, args.batch_size, args.seq_len, args.device)
     if args.memory_of:

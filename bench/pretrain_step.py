@@ -26,6 +26,8 @@ def parse_args(argv=None):
                         'bf16 compares each as its user runs it on a CPU with native bf16')
     p.add_argument('--rtd', action='store_true', help="also time atombert's replaced-token-detection step (ELECTRA: the "
                    'generator, a quarter as wide, samples at the masked positions; the discriminator scores every token)')
+    p.add_argument('--transformers-attention', choices=('sdpa', 'eager'), default='sdpa',
+                   help="transformers' attention: sdpa (its default) or eager (its own matmul + softmax)")
     p.add_argument('--generator-size', type=float, default=0.25, help='with --rtd: the generator width, a fraction of the model width')
     args = C.finish_args(p.parse_args(argv))
     if not 0 < args.generator_size <= 1: raise SystemExit(f'error: --generator-size {args.generator_size} must be in (0, 1]')
@@ -41,14 +43,14 @@ def build_atombert(config, device):
     model = AtomBertForPreTraining(config).to(device)
     return model, make_optimizer(model, TrainArgs())
 
-def build_transformers(config, device, atom_model=None):
-    "Same weights as `atom_model` when given (timing); transformers' own init otherwise (memory: same sizes)."
-    if atom_model is not None: model = C.albert_twin(atom_model, 'AlbertForPreTraining')
+def build_transformers(config, device, atom_model=None, attn:str='sdpa'):
+    "Same weights as `atom_model` when given (timing); transformers' own init otherwise (memory: same sizes); `attn` attention."
+    if atom_model is not None: model = C.albert_twin(atom_model, 'AlbertForPreTraining', attn)
     else:
         import transformers
-        from atombert.model import albert_config_dict
+        from atombert.albert import albert_config_dict
         d = albert_config_dict(config); d.pop('atombert')
-        model = transformers.AlbertForPreTraining(transformers.AlbertConfig(**d))
+        model = transformers.AlbertForPreTraining(transformers.AlbertConfig(**d, attn_implementation=attn))
     model = model.to(device)
     return model, torch.optim.AdamW(model.parameters())   # what a transformers user gets by default
 
@@ -88,7 +90,7 @@ def make_step(model, opt, loss_fn, batch, args, precision):
 def memory_worker(args, config, batch):
     "One contender alone in this fresh process: its memory, printed as the last line of JSON."
     build = (lambda: build_atombert(config, args.device)) if args.memory_of == 'atombert' else \
-            (lambda: build_transformers(config, args.device))
+            (lambda: build_transformers(config, args.device, attn=args.transformers_attention))
     loss_fn = LOSSES[args.memory_of]
     def run(state): make_step(*state, loss_fn, batch, args, precision_of(args.memory_of, args))()
     print(json.dumps(C.measure_memory(build, run, args.device)))
@@ -127,7 +129,7 @@ def main(argv=None):
           f'{f"atombert {args.atombert_precision}, transformers {args.precision}" if mixed else args.precision}'
           f'{", compiled" if args.compile else ""}')
     atom, atom_opt = build_atombert(config, args.device)
-    hf, hf_opt = build_transformers(config, args.device, atom)
+    hf, hf_opt = build_transformers(config, args.device, atom, args.transformers_attention)
 
     # Same model: the same loss on the same batch (eval mode: no dropout)
     atom.eval(); hf.eval()
@@ -156,7 +158,8 @@ def main(argv=None):
 
     memory = {}
     if not args.no_memory:
-        for name in LOSSES: memory[name] = C.memory_in_subprocess(__file__, C.forwarded_argv(args) + ['--atombert-precision', args.atombert_precision], name)
+        for name in LOSSES: memory[name] = C.memory_in_subprocess(__file__, C.forwarded_argv(args) + ['--atombert-precision', args.atombert_precision,
+                                                                                     '--transformers-attention', args.transformers_attention], name)
 
     contenders = {}
     for name in LOSSES:

@@ -8,7 +8,7 @@ for the 3rd `trainer_state.pt`), `enospc:torch:2` (the 2nd `trainer_state.pt` wr
 import errno, os, signal, sys
 
 import torch
-import atombert.model, atombert.mnli, atombert.pretrain
+import atombert.checkpoint, atombert.mnli, atombert.pretrain
 
 mode, target, nth = os.environ['ATOMBERT_FAULT'].split(':')
 calls = 0
@@ -35,7 +35,7 @@ def dying(loss):
     return wrapper
 
 
-if target == 'safetensors': atombert.model.save_file = faulty(atombert.model.save_file)
+if target == 'safetensors': atombert.checkpoint.save_file = faulty(atombert.checkpoint.save_file)
 elif target == 'torch': torch.save = faulty(torch.save)
 else:
     for task in (atombert.pretrain.PreTrainingTask, atombert.pretrain.RTDTask, atombert.mnli.ClassificationTask): task.loss = dying(task.loss)

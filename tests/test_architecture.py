@@ -1,0 +1,81 @@
+"""The boundaries of ../shared/DESIGN.md, checked on the exported modules' import statements (issue 14):
+the model imports no training, tokenizer or file-format code; the loop imports no model and no tokenizer; only the
+interop module imports transformers; no module imports another's private name; one atomic-write helper."""
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / 'atombert'
+MODULES = sorted(p.stem for p in PKG.glob('*.py') if not p.stem.startswith('_'))
+
+
+def imports(module: str) -> list[tuple[str, list[str]]]:
+    "(imported module, names) for every import statement in atombert/<module>.py, at any depth (lazy imports too)."
+    out = []
+    for node in ast.walk(ast.parse((PKG / f'{module}.py').read_text())):
+        if isinstance(node, ast.Import): out += [(a.name, []) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            name = ('atombert.' + (node.module or '')) if node.level else node.module
+            out.append((name.rstrip('.'), [a.name for a in node.names]))
+    return out
+
+
+def atombert_imports(module: str) -> set[str]:
+    return {m.removeprefix('atombert.') for m, _ in imports(module) if m.startswith('atombert.')}
+
+
+def test_the_model_is_only_the_model():
+    # the checkpoint module is imported lazily by save_pretrained/from_pretrained: it builds on the model
+    assert atombert_imports('model') <= {'config', 'embeddings', 'encoder', 'checkpoint'}
+    assert atombert_imports('model') - {'checkpoint'} == {'config', 'embeddings', 'encoder'}
+    top_level = {n.module for n in ast.parse((PKG / 'model.py').read_text()).body if isinstance(n, ast.ImportFrom)}
+    assert 'atombert.checkpoint' not in top_level and 'checkpoint' not in top_level
+
+
+def test_the_loop_imports_neither_model_nor_tokenizer():
+    assert not atombert_imports('training') & {'model', 'tokenizer', 'mnli', 'pretrain', 'hf'}
+
+
+def test_only_interop_imports_transformers():
+    users = {m for m in MODULES if any(name.split('.')[0] == 'transformers' for name, _ in imports(m))}
+    assert users <= {'hf'}, users
+
+
+@pytest.mark.parametrize('module', MODULES)
+def test_no_private_names_across_modules(module):
+    private = [(m, n) for m, names in imports(module) if m.startswith('atombert') for n in names
+               if n.startswith('_') and not n.startswith('__')]
+    assert not private, f'{module} imports private names {private}'
+
+
+def test_one_atomic_write():
+    # every module writes through atombert.files: none renames a temporary file of its own
+    for module in MODULES:
+        if module == 'files': continue
+        text = (PKG / f'{module}.py').read_text()
+        assert 'os.replace(' not in text and 'os.rename(' not in text, f'{module} renames files itself'
+
+
+# the README's module table (index notebook, "Architecture"): a new import between modules must be a decision, made here too
+ALLOWED = {
+    'cli': {'pretrain', 'mnli', 'training', 'data', 'model', 'tokenizer', 'config', 'files'},
+    'pretrain': {'training', 'data', 'checkpoint', 'model', 'tokenizer', 'config', 'files'},
+    'mnli': {'training', 'checkpoint', 'model', 'tokenizer', 'files'},
+    'training': {'checkpoint', 'files'},
+    'data': {'tokenizer', 'files'},
+    'hf': {'albert', 'model', 'config'},
+    'checkpoint': {'albert', 'tokenizer', 'config', 'files'},
+    'albert': {'model', 'config'},
+    'model': {'encoder', 'embeddings', 'config', 'checkpoint'},   # checkpoint: lazily, inside save/from_pretrained
+    'measure': {'tokenizer'},
+    'tokenizer': {'files'},
+    'files': set(),
+    'encoder': {'config'}, 'embeddings': {'config'}, 'config': set(),
+}
+
+
+@pytest.mark.parametrize('module', MODULES)
+def test_imports_match_the_architecture_table(module):
+    assert module in ALLOWED, f'atombert.{module} is new: add it to the architecture table (index notebook) and ALLOWED'
+    assert atombert_imports(module) <= ALLOWED[module], f'{module} imports {atombert_imports(module) - ALLOWED[module]}'
