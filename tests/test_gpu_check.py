@@ -1,0 +1,78 @@
+"""`tools/gpu_check.sh --dry-run`: the GPU check of issue 15 run on CPU at smoke size, so that it cannot rot before a
+GPU runs it. It must pass, with every part's JSON in the shape the GPU run writes; a failing part is recorded and
+makes the exit status non-zero; a missing dependency without wheels fails at once with one line."""
+import json, os, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gpu_check(*args, **env):
+    return subprocess.run(['bash', 'tools/gpu_check.sh', *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, 'PYTHON': sys.executable, **env})
+
+
+def test_dry_run(tmp_path):
+    out = tmp_path/'gpu_check.json'
+    r = gpu_check('--dry-run', '--out', out, '--work', tmp_path/'work', OUT=str(tmp_path/'device_out'))
+    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    assert rep['dry_run'] is True and rep['ok'] is True
+    assert (tmp_path/'device_out'/'gpu_check.json').exists() and (tmp_path/'device_out'/'gpu_check.log').exists()   # $OUT too
+    assert set(rep['parts']) == {'environment', 'cuda_tests', 'pretrain_step', 'pretraining'}
+    assert all(p['status'] == 'ok' for p in rep['parts'].values()), {k: p.get('error') for k, p in rep['parts'].items()}
+    assert rep['recipe']['batch_size'] == 256 and rep['recipe']['seq_len'] == 128 and rep['recipe']['preset'] == 'atombert-8m'
+    assert rep['parts']['environment']['cuda_available'] is False
+
+    # 1. the CUDA tests: collected with -m cuda, every one of them skipped here
+    t = rep['parts']['cuda_tests']
+    names = {x['name'].split('[')[0] for x in t['tests']}
+    assert t['collected'] >= 9 and t['skipped'] == t['collected'] and t['passed'] == t['failed'] == t['errors'] == 0
+    assert {'test_outputs_equal_transformers_on_cuda', 'test_bf16_training_on_cuda', 'test_flash_attention_selected',
+            'test_fp16_loss_scaler_skips_and_counts_a_forced_overflow', 'test_compiled_training_step_equals_eager',
+            'test_checkpoint_and_exact_resume_on_cuda'} <= names
+    assert all(x['message'] == 'needs a CUDA GPU' for x in t['tests'])
+
+    # 2. the benchmark: atombert against transformers with SDPA, and with eager attention
+    s = rep['parts']['pretrain_step']
+    assert {r['contender'] for r in s['rows']} == {'atombert', 'transformers (sdpa)', 'transformers (eager)'}
+    assert all(r['tokens_per_s'] > 0 and r['ms_per_step'] > 0 and r['peak_mb'] > 0 for r in s['rows'])
+    assert all(r['atombert_speedup'] > 0 for r in s['rows'] if r['contender'] != 'atombert')
+    assert {a: run['transformers_attention'] for a, run in s['runs'].items()} == {'sdpa': 'sdpa', 'eager': 'eager'}
+    for run in s['runs'].values():   # the same weights: the same loss with either attention (bf16 autocast)
+        c = run['result']['contenders']
+        assert abs(c['atombert']['loss'] - c['transformers']['loss']) < 2e-2 * c['atombert']['loss']
+    assert s['runs']['sdpa']['result']['args']['precision'] == 'bf16'
+
+    # 3. the timed pretraining run on the builtin corpus, the finetuning steps and the extrapolation
+    p = rep['parts']['pretraining']
+    x, y, f = p['pretraining'], p['finetuning'], p['full_recipe']
+    assert x['corpus'] == 'builtin' and x['steps_logged'] >= 4 and x['window_steps'] > 0
+    assert x['tokens_per_s_real'] > 0 and x['tokens_per_s_padded'] >= x['tokens_per_s_real']
+    assert 0 < x['mean_real_tokens_per_row'] <= x['mean_padded_width'] <= p['spec']['seq_len']
+    assert x['data_ms_per_step'] > 0 and x['train_tokens'] > 10_000 and x['bench_ms_per_step'] > 0
+    assert y['seconds_per_step'] > 0 and y['mean_batch_rows'] > 1
+    assert f['pretraining_steps'][0] == 7630 and f['finetuning_steps'] == 24544     # 2 × 125M / (256 × 128); 2 × 392,702 / 32
+    assert 0 < f['pretraining_hours'][0] <= f['pretraining_hours'][1] and 0 < f['total_hours'][0] <= f['total_hours'][1]
+    assert {'wikitext103_train_tokens', 'finetuning', 'seconds_per_pretraining_step'} <= set(f['assumptions'])
+
+    # the printed table
+    assert 'part' in r.stdout and 'DRY RUN (CPU, smoke size): all parts ok' in r.stdout
+    assert 'transformers (eager)' in r.stdout and 'full recipe (extrapolated)' in r.stdout
+
+
+def test_a_failing_part_is_recorded_and_fails_the_run(tmp_path):
+    out = tmp_path/'gpu_check.json'
+    r = gpu_check('--dry-run', '--parts', 'environment,pretrain_step', '--inject-failure', 'pretrain_step', '--out', out,
+                  '--work', tmp_path/'work')
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    assert rep['ok'] is False and rep['parts']['environment']['status'] == 'ok'
+    assert rep['parts']['pretrain_step']['status'] == 'failed' and 'injected failure' in rep['parts']['pretrain_step']['error']
+    assert 'FAILED: pretrain_step' in r.stdout
+
+
+def test_missing_dependency_without_wheels_fails_in_one_line(tmp_path):
+    r = gpu_check('--dry-run', GPU_CHECK_MODULES='no_such_module_for_gpu_check', GPU_CHECK_WHEELS=str(tmp_path/'no_wheels'))
+    assert r.returncode == 2
+    assert r.stderr.startswith('gpu_check: error: ') and r.stderr.count('\n') == 1 and 'gpu_wheels.sh' in r.stderr, r.stderr
