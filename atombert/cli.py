@@ -53,7 +53,7 @@ def finetune_cmd(model:str=None,              # pretrained model directory (atom
                  epochs:float=3,              # passes over the training set (unless --max-steps)
                  max_steps:int=0,             # optimizer steps (0: from --epochs)
                  batch_size:int=32,           # examples per batch
-                 lr:float=5e-5,               # peak learning rate
+                 lr:float=0,                  # peak learning rate (0: by model width, 3e-4 up to hidden size 256, else 1e-4)
                  max_length:int=128,          # longest tokenized pair
                  teacher:str=None,            # finetuned teacher directory for distillation
                  alpha:float=0.5,             # distillation weight of the teacher's soft labels
@@ -200,7 +200,7 @@ def run(out:str='runs/atombert',              # output folder of the whole pipel
         token_objective:str='mlm',            # pretraining token objective: mlm | rtd (ELECTRA, see atombert pretrain)
         finetune_batch_size:int=32,           # finetuning examples per step
         finetune_epochs:float=2,              # passes over the MNLI training set
-        finetune_lr:float=5e-5,               # finetuning learning rate
+        finetune_lr:float=0,                  # finetuning learning rate (0: by model width, as finetune's)
         config_overrides:str=None,            # config fields to override, JSON (see atombert pretrain)
         precision:str='auto',                 # auto (bf16 where native, else fp32) | fp32 | bf16 | fp16 (CUDA)
         demo:bool=False,                      # the embedded offline default: builtin corpus and NLI set, small preset
@@ -281,7 +281,8 @@ LIMITS = {
     'eval_every': at_least(0), 'save_every': at_least(0), 'log_every': at_least(1), 'eval_batches': at_least(0),
     'keep_checkpoints': at_least(1),
     # optimization
-    'lr': above(0), 'finetune_lr': above(0), 'warmup': at_least(0), 'weight_decay': at_least(0),
+    'lr': above(0), ('finetune', 'lr'): Limit(lambda v: v >= 0, '>= 0 (0: by model width)', (-1e-4,)),
+    'finetune_lr': Limit(lambda v: v >= 0, '>= 0 (0: by model width)', (-1e-4,)), 'warmup': at_least(0), 'weight_decay': at_least(0),
     'beta2': between(0, 1, below_hi=True), 'clip_grad': at_least(0),
     'mlm_probability': Limit(lambda v: 0 < v < 1, 'in (0, 1)', (0, 1)),
     'schedule': one_of(*SCHEDULES), 'precision': one_of(*PRECISIONS),
