@@ -54,6 +54,8 @@ def finetune_cmd(model:str=None,              # pretrained model directory (atom
                  max_steps:int=0,             # optimizer steps (0: from --epochs)
                  batch_size:int=32,           # examples per batch
                  lr:float=0,                  # peak learning rate (0: by model width, 3e-4 up to hidden size 256, else 1e-4)
+                 warmup:float=0.1,            # warmup: a fraction of the steps (< 1) or a number of steps
+                 dropout:float=None,          # hidden, attention and classifier dropout (default: the model's own)
                  max_length:int=128,          # longest tokenized pair
                  teacher:str=None,            # finetuned teacher directory for distillation
                  alpha:float=0.5,             # distillation weight of the teacher's soft labels
@@ -69,7 +71,8 @@ def finetune_cmd(model:str=None,              # pretrained model directory (atom
     if task != 'mnli': raise ValueError(f"--task {task!r}: only 'mnli' is supported")
     if model is None: raise ValueError('--model is required (a pretrained model directory)')
     metrics = finetune(model, load_mnli(data, 'train'), load_mnli(data, 'validation_matched'), out, max_steps=max_steps or None,
-                       epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, teacher=teacher, alpha=alpha,
+                       epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, dropout=dropout, max_length=max_length,
+                       teacher=teacher, alpha=alpha,
                        temperature=temperature, seed=seed, resume=resume, progress=progress, precision=precision,
                        eval_every=eval_every, save_every=save_every)
     print(f"held-out (matched) accuracy {metrics.get('accuracy', float('nan')):.4f}")

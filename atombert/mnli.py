@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset as TorchDataset
 from fastcore.basics import store_attr
 from safetensors.torch import save_file, load_file
+from .config import dropout_overrides
 from .model import AtomBertForSequenceClassification
 from .checkpoint import load_pretrained_state
 from .files import atomic_write
@@ -580,14 +581,18 @@ def finetune_lr(config) -> float:
     return 3e-4 if config.hidden_size <= 256 else 1e-4
 
 def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokenizer=None, max_steps:int|None=None,
-             epochs:float=3.0, batch_size:int=32, lr:float|None=None, max_length:int=128, warmup:float=0.1, bucket:bool=True,
+             epochs:float=3.0, batch_size:int=32, lr:float|None=None, max_length:int=128, warmup:float=0.1,
+             dropout:float|None=None, bucket:bool=True,
              teacher=None, teacher_tokenizer=None, alpha:float=0.5, temperature:float=2.0, teacher_cache=None, seed:int=0,
              resume:bool=False, progress:bool=True, **train_args) -> dict:
-    "Finetune `model_dir` on MNLI-style `train_data` (optionally distilling `teacher`) with `fit`; returns the final held-out metrics."
+    """Finetune `model_dir` on MNLI-style `train_data` (optionally distilling `teacher`) with `fit`; returns the final
+    held-out metrics. `lr=None` picks `finetune_lr`; `dropout=None` keeps the model's own (else hidden, attention and
+    classifier dropout all become `dropout`)."""
     torch.manual_seed(seed)     # the new classification layer's initialization is part of the run
     with warnings.catch_warnings():   # a pretraining checkpoint has no classifier yet: that is what finetuning adds
         warnings.filterwarnings('ignore', message='.*newly initialized.*classifier')
-        model = AtomBertForSequenceClassification.from_pretrained(model_dir, num_labels=len(MNLI_LABELS), label_names=MNLI_LABELS)
+        model = AtomBertForSequenceClassification.from_pretrained(model_dir, num_labels=len(MNLI_LABELS), label_names=MNLI_LABELS,
+                                                                  **dropout_overrides(dropout))
     tokenizer = tokenizer or _tokenizer_of(model_dir)
     lr = lr or finetune_lr(model.config)
     if (v := _backend(tokenizer).get_vocab_size()) > model.config.vocab_size:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from .config import AtomBertConfig, PRESETS, TOKEN_OBJECTIVES
+from .config import AtomBertConfig, PRESETS, TOKEN_OBJECTIVES, dropout_overrides
 from .model import AtomBertForPreTraining, pretrain_step_flops
 from .checkpoint import load_pretrained_state
 from .files import atomic_dir
@@ -181,9 +181,8 @@ def _config(preset:str, objective:str, dropout=None, overrides=None) -> AtomBert
         try: overrides = json.loads(overrides)
         except json.JSONDecodeError as e: raise ValueError(f'--config-overrides is not valid JSON: {e}') from None
     if overrides is not None and not isinstance(overrides, dict): raise ValueError('--config-overrides must be a JSON object')
-    drop = {} if dropout is None else dict(hidden_dropout=dropout, attention_dropout=dropout, classifier_dropout=dropout)
     base = AtomBertConfig.preset(preset, **PRESET_CONFIG.get(preset, {})).to_dict()
-    return AtomBertConfig.from_dict({**base, **(overrides or {}), 'sentence_objective': objective, **drop})
+    return AtomBertConfig.from_dict({**base, **(overrides or {}), 'sentence_objective': objective, **dropout_overrides(dropout)})
 
 def _trained_tokenizer(corpus, vocab_size:int, kind:str, cache:Path):
     """A tokenizer trained on `corpus`, or the one an earlier run trained with the same corpus files and settings.

@@ -154,9 +154,10 @@ def untrained_model(args, run:Path, work:Path) -> Path:
         AtomBertForPreTraining(config).save_pretrained(d, tokenizer=load_tokenizer(run))
     return d
 
-def finetuned_accuracy(model_dir:Path, out:Path, train, dev:dict, seed:int, lr:float, args) -> dict:
+def finetuned_accuracy(model_dir:Path, out:Path, train, dev:dict, seed:int, lr:float|None, **finetune_kw) -> dict:
+    "Finetune `model_dir` into `out` (`finetune`'s defaults but for `finetune_kw`) and evaluate it on every `dev` set; cached in `out`."
     from atombert.mnli import finetune, evaluate_mnli
-    kw = {k: v for k, v in dict(epochs=args.finetune_epochs, batch_size=args.finetune_batch_size).items() if v is not None}
+    kw = {k: v for k, v in finetune_kw.items() if v is not None}
     done = out/'transfer_result.json'
     if done.exists(): return json.loads(done.read_text())      # a rerun (or a restarted study) keeps what it measured
     t, seconds = time.perf_counter(), None
@@ -240,7 +241,8 @@ def main(argv=None):
     def finetuned(m, seed, lr):
         key = (m['step'], seed, lr)
         if key not in done:
-            r = done[key] = finetuned_accuracy(m['path'], work/'finetuned'/f"{m.get('prefix', '')}step-{m['step']}-seed-{seed}-lr-{lr:g}-epochs-{args.finetune_epochs or 'default'}", train, dev, seed, lr, args)
+            r = done[key] = finetuned_accuracy(m['path'], work/'finetuned'/f"{m.get('prefix', '')}step-{m['step']}-seed-{seed}-lr-{lr:g}-epochs-{args.finetune_epochs or 'default'}", train, dev, seed, lr,
+                                                  epochs=args.finetune_epochs, batch_size=args.finetune_batch_size)
             print(f"  {m['name']:24s} lr {lr:g} seed {seed}: dev matched {r['matched']:.2%}, mismatched {r['mismatched']:.2%} "
                   f"({(r['finetune_seconds'] or 0) / 60:.1f} min)", flush=True)
         return done[key]

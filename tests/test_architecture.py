@@ -61,7 +61,7 @@ def test_one_atomic_write():
 ALLOWED = {
     'cli': {'pretrain', 'mnli', 'training', 'data', 'model', 'tokenizer', 'config', 'files'},
     'pretrain': {'training', 'data', 'checkpoint', 'model', 'tokenizer', 'config', 'files'},
-    'mnli': {'training', 'checkpoint', 'model', 'tokenizer', 'files'},
+    'mnli': {'training', 'checkpoint', 'model', 'tokenizer', 'config', 'files'},
     'training': {'checkpoint', 'files'},
     'data': {'tokenizer', 'files'},
     'hf': {'albert', 'model', 'config'},

@@ -166,3 +166,25 @@ def test_transfer(tmp_path):
     assert rtd['pretraining']['probe_seconds_per_step'] > 0 and rtd['pretraining']['run_json']['token_objective'] == 'rtd'
     assert [r['model'] for r in rtd['rows']][0] == 'untrained' and all('(RTD)' in r['model'] for r in rtd['rows'][1:])
     assert rtd['rows'][0]['runs'] == res['rows'][0]['runs']                       # the same untrained model, not finetuned again
+
+def test_finetune_recipe(tmp_path):
+    "One knob at a time, both models: every variant finetunes both, changes only its knob, and the default is reused."
+    out, res = run_bench('finetune_recipe.py', tmp_path/'recipe.json', '--work', str(tmp_path/'work'), '--variants', 'dropout 0,batch 64')
+    assert res['benchmark'] == 'finetune_recipe' and res['data']['train_examples'] == 300 and 'gain (points)' in out
+    assert [(r['variant'], r['model']) for r in res['rows']] == [(v, m) for v in ('default', 'dropout 0', 'batch 64')
+                                                                 for m in ('untrained', 'pretrained')]
+    default = res['default_recipe']
+    assert default == dict(epochs=1.0, batch_size=32, warmup=0.1, dropout=None)        # finetune's, 1 epoch at smoke size
+    by = {(r['variant'], r['model']): r for r in res['rows']}
+    assert by['dropout 0', 'untrained']['recipe'] == default | dict(dropout=0.0)
+    assert by['batch 64', 'pretrained']['recipe'] == default | dict(batch_size=64)
+    assert all(0 <= r[s] <= 1 for r in res['rows'] for s in ('matched', 'mismatched'))
+    assert Path(res['plot']).stat().st_size > 0
+    # a rerun finetunes nothing again: every result comes from the work folder
+    out, again = run_bench('finetune_recipe.py', tmp_path/'again.json', '--work', str(tmp_path/'work'), '--variants', 'dropout 0,batch 64')
+    assert again['rows'] == res['rows']
+
+def test_finetune_recipe_unknown_variant(tmp_path):
+    r = subprocess.run([sys.executable, 'bench/finetune_recipe.py', '--variants', 'epochs 2,nope', '--out', str(tmp_path/'x.json')],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "unknown --variants ['nope']" in r.stderr and not (tmp_path/'x.json').exists()

@@ -1,0 +1,153 @@
+"""Which finetuning recipe suits a small model and 20k MNLI pairs? One knob at a time around `atombert.mnli.finetune`'s
+defaults, for the untrained model and the fully pretrained one of `bench/transfer.py`'s run.
+
+The default recipe: 3 epochs, batch 32, 10% warmup, the LR by width (`finetune_lr`: 3e-4 for `small`; the LR was swept
+by `bench/transfer.py --finetune-lrs`), the model's own dropout (`small`: none in the encoder, 0.1 before the
+classifier). Each variant changes one knob:
+- epochs 2 and 5;
+- batch 16 and 64 (same epochs: twice and half the steps);
+- no warmup, and 30% warmup;
+- dropout 0.1 and 0 (hidden, attention and classifier: `finetune(dropout=)`).
+Both models are finetuned with each, on `../shared/data/mnli/train_sample_20k_ptbtok.tsv`, and evaluated on the full
+`dev_matched.jsonl` and `dev_mismatched.jsonl`. The models come from `--work`, the folder of a `bench/transfer.py`
+run with the same `--preset` and `--pretrain-steps` (made first when it is not there: the pretraining is then part
+of the time); finetunings already in `--work` are reused, the default recipe's from `bench/transfer.py` too.
+
+    python bench/finetune_recipe.py --pretrain-steps 12000   # the models of transfer_long: about 90 minutes on 2 cores
+    python bench/finetune_recipe.py --small                  # CI smoke size (preset tiny, a few steps, 300 pairs)
+"""
+import argparse, json, os, sys, time
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+import common as C
+import transfer as T
+
+VARIANTS = {                                # name: what changes against finetune's defaults
+    'default': {},
+    'epochs 2': dict(epochs=2), 'epochs 5': dict(epochs=5),
+    'batch 16': dict(batch_size=16), 'batch 64': dict(batch_size=64),
+    'no warmup': dict(warmup=0), 'warmup 30%': dict(warmup=0.3),
+    'dropout 0.1': dict(dropout=0.1), 'dropout 0': dict(dropout=0.0),
+}
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--preset', default='small')
+    p.add_argument('--vocab-size', type=int, default=8000)
+    p.add_argument('--pretrain-steps', type=int, default=0, help="length of the pretraining run (0: atombert pretrain's default)")
+    p.add_argument('--variants', default=','.join(VARIANTS), help='comma-separated: ' + ', '.join(VARIANTS))
+    p.add_argument('--seed', type=int, default=0, help='finetuning seed')
+    p.add_argument('--train-examples', type=int, default=0, help='first N pairs of the train sample (0: all 20k)')
+    p.add_argument('--dev-examples', type=int, default=0, help='first N pairs of each dev set (0: all)')
+    p.add_argument('--threads', type=int, default=os.cpu_count())
+    p.add_argument('--device', choices=('cpu',), default='cpu')
+    p.add_argument('--work', default='runs/transfer', help="bench/transfer.py's folder: its models, and the finetuned ones")
+    p.add_argument('--out', default='bench/results/finetune_recipe.json', help='JSON results (plot beside it)')
+    p.add_argument('--small', action='store_true', help='CI smoke size: preset tiny, 20 pretraining steps, 300 pairs, 1 epoch')
+    args = p.parse_args(argv)
+    args.variants = [v.strip() for v in args.variants.split(',') if v.strip()]
+    if unknown := [v for v in args.variants if v not in VARIANTS]:
+        raise SystemExit(f'error: unknown --variants {unknown}; known: {", ".join(VARIANTS)}')
+    if 'default' not in args.variants: args.variants.insert(0, 'default')      # what the others are compared with
+    for name in ('vocab_size', 'threads'):
+        if getattr(args, name) <= 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be > 0')
+    for name in ('pretrain_steps', 'train_examples', 'dev_examples', 'seed'):
+        if getattr(args, name) < 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be >= 0')
+    args.epochs_scale = 1.0
+    if args.small:
+        args.preset, args.vocab_size, args.pretrain_steps, args.train_examples, args.dev_examples = 'tiny', 1000, 20, 300, 200
+        args.epochs_scale = 1 / 3                   # every variant's epochs scaled: 1 epoch by default
+    from atombert.config import PRESETS
+    if args.preset not in PRESETS: raise SystemExit(f'error: --preset {args.preset!r} is not one of {list(PRESETS)}')
+    # what bench/transfer.py's pretraining run takes: its MLM run, checkpointed at its end only
+    args.token_objective, args.pretrain_minutes, args.budgets = 'mlm', 0, [1.0]
+    torch.set_num_threads(args.threads)
+    return args
+
+def recipe_of(variant:str, scale:float=1.0) -> dict:
+    "`finetune`'s recipe arguments for `variant`: its defaults but for what `variant` changes (epochs scaled by `scale`)."
+    import inspect
+    from atombert.mnli import finetune
+    defaults = {k: v.default for k, v in inspect.signature(finetune).parameters.items() if k in ('epochs', 'batch_size', 'warmup', 'dropout')}
+    kw = defaults | VARIANTS[variant]
+    kw['epochs'] *= scale
+    return kw
+
+def plot(result:dict, path:Path) -> Path:
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    rows = result['rows']
+    names = list(dict.fromkeys(r['variant'] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(names) + 1.8), sharey=True)
+    for ax, split in zip(axes, ('matched', 'mismatched')):
+        for k, (model, c) in enumerate((('untrained', 'C7'), ('pretrained', 'C0'))):
+            acc = {r['variant']: r[split] * 100 for r in rows if r['model'] == model}
+            ys = [i + (k - 0.5) * 0.38 for i in range(len(names))]
+            ax.barh(ys, [acc[n] for n in names], height=0.36, color=c, label=f'{model}')
+            default = acc['default']
+            ax.axvline(default, color=c, ls=':', lw=1)
+            for y, n in zip(ys, names): ax.text(acc[n] + 0.1, y, f'{acc[n]:.1f}', va='center', fontsize=7)
+        lo = min(r[split] for r in rows) * 100
+        ax.set(xlim=(max(0, lo - 3), max(r[split] for r in rows) * 100 + 2), title=f'MNLI dev {split} accuracy %',
+               yticks=range(len(names)), yticklabels=names)
+        ax.invert_yaxis(); ax.grid(axis='x', alpha=0.3)
+    axes[0].legend(fontsize=8, loc='lower right')
+    fig.suptitle(f"finetuning recipe, one knob at a time ({result['data']['train_examples']:,} MNLI pairs, seed {result['args']['seed']}; "
+                 f"dotted: the default recipe)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
+    return path
+
+def main(argv=None):
+    args = parse_args(argv)
+    from atombert.albert import config_from_albert
+    from atombert.mnli import load_mnli, finetune_lr
+    from atombert.tokenizer import train_tokenizer, save_tokenizer
+    work = Path(args.work); work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    corpus, held_out = C.study_corpus(work)
+    tokenizer = work/f'tokenizer-{args.vocab_size}'
+    if not (tokenizer/'tokenizer.json').exists():
+        save_tokenizer(train_tokenizer([str(p) for p in sorted(corpus.iterdir())], vocab_size=args.vocab_size,
+                                       show_progress=False), tokenizer)
+    train = load_mnli(str(C.shared_path(C.MNLI_TRAIN_SAMPLE)), 'train', verbose=False)
+    dev = {name: load_mnli(str(C.shared_path(f)), f'validation_{name}', verbose=False) for name, f in T.SPLITS.items()}
+    if args.train_examples: train = train.select(range(min(args.train_examples, len(train))))
+    if args.dev_examples: dev = {k: d.select(range(min(args.dev_examples, len(d)))) for k, d in dev.items()}
+    print(f'the models: {args.preset}, untrained and pretrained ({args.pretrain_steps or "the default"} steps) in {work} ...', flush=True)
+    run, pre = T.pretrain_run(args, corpus, held_out, tokenizer, work)
+    final = pre['budgets'][-1]
+    models = {'untrained': (0, T.untrained_model(args, run, work)), 'pretrained': (final['step'], Path(final['checkpoint']))}
+    lr = finetune_lr(config_from_albert(json.loads((run/'config.json').read_text())))
+    rows = []
+    for variant in args.variants:
+        kw = recipe_of(variant, args.epochs_scale)
+        for model, (step, path) in models.items():
+            # the default recipe's folder is bench/transfer.py's own name for it: its finetunings are reused
+            suffix = '' if variant == 'default' else '-' + variant.replace(' ', '-').replace('%', 'pct')
+            epochs = 'default' if args.epochs_scale == 1 else f"{kw['epochs']:g}"
+            out = work/'finetuned'/f'step-{step}-seed-{args.seed}-lr-{lr:g}-epochs-{epochs}{suffix}'
+            r = T.finetuned_accuracy(path, out, train, dev, args.seed, lr, **kw)
+            rows.append(dict(variant=variant, model=model, pretrain_steps=step, recipe=kw, **r))
+            print(f"  {variant:12s} {model:10s}: dev matched {r['matched']:.2%}, mismatched {r['mismatched']:.2%} "
+                  f"({(r['finetune_seconds'] or 0) / 60:.1f} min)", flush=True)
+    acc = {(r['variant'], r['model']): r for r in rows}
+    table = [dict(variant=v, u=acc[v, 'untrained']['matched'] * 100, p=acc[v, 'pretrained']['matched'] * 100,
+                  um=acc[v, 'untrained']['mismatched'] * 100, pm=acc[v, 'pretrained']['mismatched'] * 100,
+                  gain=(acc[v, 'pretrained']['matched'] - acc[v, 'untrained']['matched']) * 100) for v in args.variants]
+    out = Path(args.out)
+    result = dict(benchmark='finetune_recipe', machine=C.machine_info(args.device), args=vars(args), lr=lr,
+                  default_recipe=recipe_of('default', args.epochs_scale),
+                  data=dict(train=C.MNLI_TRAIN_SAMPLE, train_examples=len(train), dev={k: len(d) for k, d in dev.items()}),
+                  pretraining=dict(run=str(run), steps=pre['steps'], held_out=final['held_out']),
+                  rows=rows, table=table, total_minutes=(time.perf_counter() - t0) / 60)
+    result['plot'] = str(plot(result, out.with_suffix('.png')))
+    print()
+    C.print_table(table, [('variant', 'recipe', ''), ('u', 'untrained matched %', '.2f'), ('p', 'pretrained matched %', '.2f'),
+                          ('gain', 'gain (points)', '+.2f'), ('um', 'untrained mismatched %', '.2f'), ('pm', 'pretrained mismatched %', '.2f')])
+    print(f"\nlr {lr:g}, seed {args.seed}, {len(train):,} train pairs; dev {', '.join(f'{k} {v:,}' for k, v in result['data']['dev'].items())}")
+    print(f"wrote {C.write_json(out, result)} and {result['plot']} ({result['total_minutes']:.0f} min in all)")
+    return result
+
+if __name__ == '__main__': main()
