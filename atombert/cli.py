@@ -67,7 +67,8 @@ def finetune_cmd(model:str=None,              # pretrained model directory (atom
                  seed:int=0,                  # random seed
                  progress:bool=True):         # show a progress bar
     "Finetune a pretrained model on MNLI (matched dev set held out); the result loads with `from_pretrained`."
-    from atombert.mnli import load_mnli, finetune
+    from atombert.mnli import load_mnli
+    from atombert.finetuning import finetune
     if task != 'mnli': raise ValueError(f"--task {task!r}: only 'mnli' is supported")
     if model is None: raise ValueError('--model is required (a pretrained model directory)')
     metrics = finetune(model, load_mnli(data, 'train'), load_mnli(data, 'validation_matched'), out, max_steps=max_steps or None,
@@ -86,7 +87,8 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
                  batch_size:int=128,          # examples per forward pass
                  int8:bool=False):            # dynamic int8 quantization of the linear layers (CPU)
     "Accuracy, per-genre accuracy and a confusion-matrix plot per split; GLUE prediction files for test splits."
-    from atombert.mnli import load_mnli, evaluate_mnli, plot_confusion, write_glue_predictions, load_finetuned
+    from atombert.mnli import load_mnli
+    from atombert.evaluation import evaluate_mnli, plot_confusion, write_glue_predictions, load_finetuned
     if model is None: raise ValueError('--model is required (a finetuned model directory)')
     clf, tok = load_finetuned(model, int8=int8)
     out = Path(out) if out else Path(model)/'eval'
@@ -114,7 +116,8 @@ def predict_cmd(model:str=None,               # finetuned model directory
                 int8:bool=False,              # dynamic int8 quantization of the linear layers (CPU)
                 progress:bool=True):          # show a progress bar
     "Label premise/hypothesis pairs with a finetuned model: one JSON line per pair with the label and each label's probability."
-    from atombert.mnli import load_finetuned, load_mnli, classify_pairs
+    from atombert.evaluation import load_finetuned, classify_pairs
+    from atombert.mnli import load_mnli
     if model is None: raise ValueError('--model is required (a finetuned model directory)')
     if (premise is None) != (hypothesis is None): raise ValueError('--premise and --hypothesis go together (one pair)')
     if (data is None) == (premise is None): raise ValueError('give pairs: --data FILE, or --premise TEXT --hypothesis TEXT')
@@ -219,7 +222,8 @@ def run(out:str='runs/atombert',              # output folder of the whole pipel
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise ValueError(f'--out {out} already holds files; pass --resume to continue that run, or choose an empty --out')
-    from atombert.mnli import load_mnli, finetune
+    from atombert.mnli import load_mnli
+    from atombert.finetuning import finetune
     mnli_data = {s: load_mnli(mnli, s) for s in ('train', 'validation_matched', 'validation_mismatched')}   # fail early
     t0 = time.time()
     pretrain(corpus, out/'pretrain', preset, vocab_size=vocab_size, seq_len=seq_len, batch_size=batch_size,

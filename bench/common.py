@@ -177,10 +177,15 @@ median = statistics.median
 
 MNLI_TRAIN_SAMPLE = 'mnli/train_sample_20k_ptbtok.tsv'
 
-def study_corpus(workdir, texts_per_document:int=16) -> tuple[Path, Path]:
+def study_corpus(workdir, texts_per_document:int=16, layout:str='texts') -> tuple[Path, Path]:
     """(pretraining folder, held-out file) of the pretraining studies: WikiText-2 raw test plus every distinct premise
     and hypothesis of the 20k MNLI train sample; held out: WikiText-2 raw validation. The MNLI text is the finetuning
-    set's own text, without labels and without pairing (task-adaptive pretraining); no dev text is in it.
+    set's own text, without labels (task-adaptive pretraining); no dev text is in it.
+
+    `layout='texts'`: each premise and each hypothesis a line of its own, unpaired. `layout='pairs'`: each line is a
+    premise followed by its hypothesis, so that MLM fills a hypothesis word from its premise, as MNLI's classifier
+    must relate the two. (SOP splits a line into sentences: where its two segments meet between a premise and its
+    hypothesis, the longer-first shortcut below is open again; held-out SOP is measured on WikiText only.)
 
     The MNLI texts are written `texts_per_document` to a document (a line each, shuffled within their genre), not one
     to a document: a one-sentence document is split *inside* its sentence for SOP, where the order shows in the
@@ -190,15 +195,16 @@ def study_corpus(workdir, texts_per_document:int=16) -> tuple[Path, Path]:
     import random
     from atombert.mnli import load_mnli
     folder = Path(workdir)/'corpus'
-    name = f'mnli_train_sample_text_{texts_per_document}.txt'
+    if layout not in ('texts', 'pairs'): raise ValueError(f"layout={layout!r}: use 'texts' or 'pairs'")
+    name = f'mnli_train_sample_{"text" if layout == "texts" else "pairs"}_{texts_per_document}.txt'
     if not (folder/name).exists():
         folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob('mnli_train_sample_text*.txt'): old.unlink()
+        for old in folder.glob('mnli_train_sample_*.txt'): old.unlink()
         train = load_mnli(str(shared_path(MNLI_TRAIN_SAMPLE)), 'train', verbose=False)
         by_genre = {}
         for p, h, g in zip(train['premise'], train['hypothesis'], train['genre']):
-            for t in (p.strip(), h.strip()):
-                if t: by_genre.setdefault(g, {})[t] = None            # distinct texts, in order
+            for t in ((p.strip(), h.strip()) if layout == 'texts' else (f'{p.strip()} {h.strip()}',)):
+                if t.strip(): by_genre.setdefault(g, {})[t] = None    # distinct texts, in order
         rng, docs = random.Random(0), []
         for g in sorted(by_genre):
             texts = list(by_genre[g]); rng.shuffle(texts)

@@ -92,7 +92,8 @@ def chosen_batches(cost:np.ndarray, rounds:int, steps:int, seed:int) -> list[lis
 
 def runner(variant, plan, rounds_batches, warm, tail, config, init_state, args, pad_id, record, workdir):
     "A function that runs the next round of `variant`: a fresh model from `init_state` trained by `fit` on its batches."
-    from atombert.mnli import ClassificationTask, collate_batches
+    from atombert.finetuning import ClassificationTask
+    from atombert.mnli import collate_batches
     from atombert.model import AtomBertForSequenceClassification
     from atombert.training import TrainArgs, fit
     collate = collate_batches if variant != 'fixed' else (lambda items: pad_to(collate_batches(items), args.seq_len, pad_id))

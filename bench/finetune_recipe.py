@@ -1,4 +1,4 @@
-"""Which finetuning recipe suits a small model and 20k MNLI pairs? One knob at a time around `atombert.mnli.finetune`'s
+"""Which finetuning recipe suits a small model and 20k MNLI pairs? One knob at a time around `atombert.finetuning.finetune`'s
 defaults, for the untrained model and the fully pretrained one of `bench/transfer.py`'s run.
 
 The default recipe: 3 epochs, batch 32, 10% warmup, the LR by width (`finetune_lr`: 3e-4 for `small`; the LR was swept
@@ -68,7 +68,7 @@ def parse_args(argv=None):
 def recipe_of(variant:str, scale:float=1.0) -> dict:
     "`finetune`'s recipe arguments for `variant`: its defaults but for what `variant` changes (epochs scaled by `scale`)."
     import inspect
-    from atombert.mnli import finetune
+    from atombert.finetuning import finetune
     defaults = {k: v.default for k, v in inspect.signature(finetune).parameters.items() if k in ('epochs', 'batch_size', 'warmup', 'dropout')}
     kw = defaults | VARIANTS[variant]
     kw['epochs'] *= scale
@@ -102,7 +102,8 @@ def plot(result:dict, path:Path) -> Path:
 def main(argv=None):
     args = parse_args(argv)
     from atombert.albert import config_from_albert
-    from atombert.mnli import load_mnli, finetune_lr
+    from atombert.mnli import load_mnli
+    from atombert.finetuning import finetune_lr
     from atombert.tokenizer import train_tokenizer, save_tokenizer
     work = Path(args.work); work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 import torch.nn.functional as F
 import common as C
-from atombert.mnli import quantize_int8     # the library's int8 path, measured here
+from atombert.evaluation import quantize_int8     # the library's int8 path, measured here
 
 TARGETS = dict(fp32_ratio=1.0, int8_ratio=1.8)   # issue 5: float32 at least equal, int8 ≥ 1.8× transformers float32
 

@@ -1,7 +1,7 @@
 """MNLI dev accuracy of a finetuned atombert classifier in float32 and with its `nn.Linear` layers dynamically
-quantized to int8 (`atombert.mnli.quantize_int8`, what `atombert predict --int8` runs: PyTorch's `quantize_dynamic`, CPU), on the full
+quantized to int8 (`atombert.evaluation.quantize_int8`, what `atombert predict --int8` runs: PyTorch's `quantize_dynamic`, CPU), on the full
 matched and mismatched dev sets: the accuracy of both, the difference in points, how often their predictions agree,
-and the tokens/s of both through `atombert.mnli.predict` (interleaved in one run, chunk by chunk).
+and the tokens/s of both through `atombert.evaluation.predict` (interleaved in one run, chunk by chunk).
 
     python bench/int8_mnli.py --model DIR             # a finetuned MNLI classifier (atombert finetune, atombert run)
     python bench/int8_mnli.py                         # first finetunes preset small on the 20k MNLI train sample
@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import torch
 import common as C
-from atombert.mnli import quantize_int8
+from atombert.evaluation import quantize_int8
 
 SPLITS = ('validation_matched', 'validation_mismatched')
 TARGET_LOSS_POINTS = 1.0       # issue 5: int8 loses at most 1 point of MNLI dev accuracy
@@ -22,7 +22,7 @@ DEFAULT_RECIPE = dict(norm='pre', initializer_range=0.05)   # small models from 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--model', default=None, help='finetuned MNLI classifier directory (atombert.mnli.load_finetuned); '
+    p.add_argument('--model', default=None, help='finetuned MNLI classifier directory (atombert.evaluation.load_finetuned); '
                                                  'without it one is finetuned first (the options below)')
     p.add_argument('--data', default=None, help='MNLI folder for load_mnli (default: the shared data folder mnli/)')
     p.add_argument('--dev-examples', type=int, default=0, help='evaluate the first N examples of each dev set (0: all)')
@@ -65,9 +65,10 @@ def parse_args(argv=None):
 
 def finetune_default(args, data_path, workdir:Path) -> tuple[Path, dict]:
     """Tokenizer trained on the train sample's text, a `--preset` model (Pre-LN, init 0.05) pretrained for
-    `--pretrain-steps` on WikiText-2 raw validation (or not at all), finetuned with `atombert.mnli.finetune`."""
+    `--pretrain-steps` on WikiText-2 raw validation (or not at all), finetuned with `atombert.finetuning.finetune`."""
     from atombert.config import AtomBertConfig
-    from atombert.mnli import load_mnli, finetune
+    from atombert.mnli import load_mnli
+    from atombert.finetuning import finetune
     from atombert.model import AtomBertForPreTraining
     from atombert.pretrain import pretrain
     from atombert.tokenizer import train_tokenizer, save_tokenizer
@@ -110,7 +111,8 @@ def counted_tokens(tok, data, max_length, batch_size, pad_id):
 
 def main(argv=None):
     args = parse_args(argv)
-    from atombert.mnli import load_mnli, load_finetuned, predict, pad_id_of, MNLI_LABELS
+    from atombert.mnli import load_mnli, pad_id_of, MNLI_LABELS
+    from atombert.evaluation import load_finetuned, predict
     data_path = args.data or str(C.shared_path('mnli'))
     with tempfile.TemporaryDirectory() as workdir:
         recipe = None
@@ -172,7 +174,7 @@ def main(argv=None):
                   int8_speedup_total=speed['fp32']['seconds'] / speed['int8']['seconds'],
                   worst_int8_loss_points=worst_loss, target_loss_points=TARGET_LOSS_POINTS,
                   target_met=worst_loss <= TARGET_LOSS_POINTS, weak_model=weak,
-                  quantization=dict(api='torch.ao.quantization.quantize_dynamic via atombert.mnli.quantize_int8',
+                  quantization=dict(api='torch.ao.quantization.quantize_dynamic via atombert.evaluation.quantize_int8',
                                     modules='every nn.Linear (encoder, pooler, classifier)', dtype='qint8',
                                     engine=torch.backends.quantized.engine))
 

@@ -1,7 +1,7 @@
 """Does pretraining transfer? MNLI dev accuracy of an untrained model and of the same model pretrained for growing
 budgets, each finetuned the same way, beside a bag-of-words logistic regression.
 
-One tokenizer (WordPiece trained on the pretraining text) and one finetuning recipe (`atombert.mnli.finetune`'s
+One tokenizer (WordPiece trained on the pretraining text) and one finetuning recipe (`atombert.finetuning.finetune`'s
 defaults unless the flags say otherwise) for every row:
 - **untrained**: the `--preset` model as initialized (seed 0);
 - **pretrained**: one run of `atombert.pretrain.pretrain` with every default (the CPU recipe, its default length: what
@@ -12,12 +12,17 @@ defaults unless the flags say otherwise) for every row:
 - **bag of words**: scikit-learn's logistic regression on the same 20k pairs: hypothesis unigrams and bigrams,
   the words the hypothesis shares with the premise, and the share of hypothesis words found in the premise.
 
+`--mnli-layout pairs` writes each MNLI premise with its hypothesis into the pretraining text (one line per pair) instead
+of unpaired, and `--tokenizer DIR` reuses another study's tokenizer, so that both studies finetune the same untrained
+model and compare like with like.
+
 `--token-objective rtd` pretrains with ELECTRA's replaced-token detection instead of MLM (its run and finetuned models
 beside the MLM ones in `--work`; the untrained rows are shared), and `--pretrain-minutes` sets the run's length in
 wall-clock minutes (a 40-step probe measures the speed first), so RTD and MLM compare at equal time.
 
     python bench/transfer.py                      # about 75 minutes on 2 cores
     python bench/transfer.py --token-objective rtd --pretrain-minutes 31 --out bench/results/transfer_rtd.json
+    python bench/transfer.py --mnli-layout pairs --tokenizer runs/transfer/tokenizer-8000 --work runs/transfer-pairs
     python bench/transfer.py --small              # CI smoke size (preset tiny, a few steps, 300 pairs)
 """
 import argparse, json, math, os, shutil, statistics, sys, time, warnings
@@ -37,12 +42,16 @@ def parse_args(argv=None):
     p.add_argument('--token-objective', choices=('mlm', 'rtd'), default='mlm', help='pretraining token objective')
     p.add_argument('--pretrain-minutes', type=float, default=0, help='length of the pretraining run in minutes, '
                    'measured by a speed probe (0: --pretrain-steps)')
+    p.add_argument('--mnli-layout', choices=('texts', 'pairs'), default='texts', help="the MNLI sample's text in the "
+                   "pretraining corpus: premises and hypotheses unpaired, or each premise with its hypothesis (common.study_corpus)")
+    p.add_argument('--tokenizer', default=None, help='a trained tokenizer folder to use instead of training one '
+                   '(the same tokenizer as another study: its untrained model is then the same model)')
     p.add_argument('--budgets', default='0.5,1', help='checkpoints to finetune, as fractions of the pretraining run')
     p.add_argument('--seeds', default='0,1', help='finetuning seeds')
-    p.add_argument('--finetune-epochs', type=float, default=None, help="default: atombert.mnli.finetune's")
+    p.add_argument('--finetune-epochs', type=float, default=None, help="default: atombert.finetuning.finetune's")
     p.add_argument('--finetune-lrs', default='1e-4,3e-4,1e-3', help='finetuning LRs tried on the untrained and the fully '
                    'pretrained model (seed 0); the best (mean dev matched of the two) finetunes every row')
-    p.add_argument('--finetune-batch-size', type=int, default=None, help="default: atombert.mnli.finetune's")
+    p.add_argument('--finetune-batch-size', type=int, default=None, help="default: atombert.finetuning.finetune's")
     p.add_argument('--train-examples', type=int, default=0, help='first N pairs of the train sample (0: all 20k)')
     p.add_argument('--dev-examples', type=int, default=0, help='first N pairs of each dev set (0: all)')
     p.add_argument('--threads', type=int, default=os.cpu_count())
@@ -156,7 +165,8 @@ def untrained_model(args, run:Path, work:Path) -> Path:
 
 def finetuned_accuracy(model_dir:Path, out:Path, train, dev:dict, seed:int, lr:float|None, **finetune_kw) -> dict:
     "Finetune `model_dir` into `out` (`finetune`'s defaults but for `finetune_kw`) and evaluate it on every `dev` set; cached in `out`."
-    from atombert.mnli import finetune, evaluate_mnli
+    from atombert.finetuning import finetune
+    from atombert.evaluation import evaluate_mnli
     kw = {k: v for k, v in finetune_kw.items() if v is not None}
     done = out/'transfer_result.json'
     if done.exists(): return json.loads(done.read_text())      # a rerun (or a restarted study) keeps what it measured
@@ -216,8 +226,9 @@ def main(argv=None):
     from atombert.tokenizer import train_tokenizer, save_tokenizer
     work = Path(args.work); work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    corpus, held_out = C.study_corpus(work)
-    tokenizer = work/f'tokenizer-{args.vocab_size}'
+    corpus, held_out = C.study_corpus(work, layout=args.mnli_layout)
+    tokenizer = Path(args.tokenizer) if args.tokenizer else work/f'tokenizer-{args.vocab_size}'
+    if args.tokenizer and not (tokenizer/'tokenizer.json').is_file(): raise SystemExit(f'error: --tokenizer {tokenizer}: no tokenizer.json there')
     if not (tokenizer/'tokenizer.json').exists():
         save_tokenizer(train_tokenizer([str(p) for p in sorted(corpus.iterdir())], vocab_size=args.vocab_size,
                                        show_progress=False), tokenizer)
@@ -258,7 +269,7 @@ def main(argv=None):
                          held_out_mlm_accuracy=(m['held_out'] or {}).get('mlm_accuracy'),
                          most_frequent_token_accuracy=(m['held_out'] or {}).get('unigram_accuracy'),
                          runs=runs, summary=summarize(runs)))
-    from atombert.mnli import finetune
+    from atombert.finetuning import finetune
     import inspect
     defaults = {k: v.default for k, v in inspect.signature(finetune).parameters.items() if k in ('epochs', 'lr', 'batch_size', 'warmup')}
     recipe = {**defaults, 'lr': best_lr, **{k: v for k, v in dict(epochs=args.finetune_epochs, batch_size=args.finetune_batch_size).items() if v is not None}}

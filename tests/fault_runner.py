@@ -8,7 +8,7 @@ for the 3rd `trainer_state.pt`), `enospc:torch:2` (the 2nd `trainer_state.pt` wr
 import errno, os, signal, sys
 
 import torch
-import atombert.checkpoint, atombert.mnli, atombert.pretrain
+import atombert.checkpoint, atombert.finetuning, atombert.pretrain
 
 mode, target, nth = os.environ['ATOMBERT_FAULT'].split(':')
 calls = 0
@@ -38,7 +38,7 @@ def dying(loss):
 if target == 'safetensors': atombert.checkpoint.save_file = faulty(atombert.checkpoint.save_file)
 elif target == 'torch': torch.save = faulty(torch.save)
 else:
-    for task in (atombert.pretrain.PreTrainingTask, atombert.pretrain.RTDTask, atombert.mnli.ClassificationTask): task.loss = dying(task.loss)
+    for task in (atombert.pretrain.PreTrainingTask, atombert.pretrain.RTDTask, atombert.finetuning.ClassificationTask): task.loss = dying(task.loss)
 
 from atombert.cli import main
 main(sys.argv[1:])

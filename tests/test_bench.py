@@ -188,3 +188,20 @@ def test_finetune_recipe_unknown_variant(tmp_path):
     r = subprocess.run([sys.executable, 'bench/finetune_recipe.py', '--variants', 'epochs 2,nope', '--out', str(tmp_path/'x.json')],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "unknown --variants ['nope']" in r.stderr and not (tmp_path/'x.json').exists()
+
+def test_study_corpus_layouts(tmp_path):
+    "The MNLI sample in the studies' pretraining text: unpaired texts, or each premise with its hypothesis on one line."
+    sys.path.insert(0, str(ROOT/'bench'))
+    import common
+    from atombert.mnli import load_mnli
+    train = load_mnli(str(common.shared_path(common.MNLI_TRAIN_SAMPLE)), 'train', verbose=False)
+    p, h = train[0]['premise'].strip(), train[0]['hypothesis'].strip()
+    folder, held_out = common.study_corpus(tmp_path/'a')
+    lines = set((folder/'mnli_train_sample_text_16.txt').read_text().splitlines())
+    assert p in lines and h in lines and f'{p} {h}' not in lines
+    folder, _ = common.study_corpus(tmp_path/'b', layout='pairs')
+    assert [f.name for f in sorted(folder.iterdir())] == ['mnli_train_sample_pairs_16.txt', 'wiki.test.raw']
+    lines = set((folder/'mnli_train_sample_pairs_16.txt').read_text().splitlines())
+    assert f'{p} {h}' in lines and p not in lines
+    assert held_out.name == 'wiki.valid.raw'
+    with pytest.raises(ValueError, match="layout='both'"): common.study_corpus(tmp_path/'c', layout='both')

@@ -243,7 +243,7 @@ def nli_pairs(n: int, seed: int = 0) -> list:
 def pretraining_worker(spec: dict) -> dict:
     "In its own process: `pretrain` as `atombert run` calls it, stopped after `spec['pretrain_seconds']` of training; then finetuning steps."
     import torch
-    import atombert.pretrain as P, atombert.mnli as M, atombert.training as T
+    import atombert.pretrain as P, atombert.finetuning as M, atombert.training as T    # M: finetune and what it calls
     from atombert.data import MaskingCollator, PretrainingDataset
     from atombert.config import AtomBertConfig
     from atombert.model import AtomBertForPreTraining, pretrain_step_flops
@@ -349,7 +349,7 @@ def pretraining_worker(spec: dict) -> dict:
                              tokens_per_s_real=fbatches['real'] / max(fbatches['n'], 1) / frate['seconds_per_step'],
                              training_s=round(fclock['stop'] - fclock['start'], 1),
                              note="MNLI-shaped pairs cut from the builtin corpus (premise 8-40, hypothesis 4-18 words), "
-                                  "atombert.mnli.finetune's bucketed batches; a freshly initialized model (speed only)")
+                                  "atombert.finetuning.finetune's bucketed batches; a freshly initialized model (speed only)")
     log(f"finetuning: {frate['steps_logged']} steps, {frate['seconds_per_step'] * 1e3:.1f} ms/step at mean padded width {fw:.1f}")
     return res
 
