@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from tokenizers import Tokenizer
 from tqdm import tqdm
 from .files import atomic_dir
+from .config import SENTENCE_OBJECTIVES
 from .tokenizer import special_token_ids, tokenizer_fingerprint, text_file_lines
 
 # %% ../nbs/05_data.ipynb #af7209f4
@@ -335,7 +336,7 @@ def pretokenize(corpus, tokenizer: Tokenizer, cache_dir, split_into_sentences=Tr
     return TokenizedCorpus(final, from_cache=False)
 
 # %% ../nbs/05_data.ipynb #1eaaeb25
-OBJECTIVES = ('sop', 'nsp', 'none')
+OBJECTIVES = SENTENCE_OBJECTIVES        # the model config's: what a pretraining head can learn
 
 def _fit_pair(a0, a1, b0, b1, max_tokens, rng):
     "ALBERT's truncate_seq_pair, in closed form: trim the longer segment (ties: B), each token from a random end."
