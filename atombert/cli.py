@@ -300,6 +300,12 @@ def _checked(convert, limit:Limit):
     check.__name__ = convert.__name__      # argparse names the type in its message
     return check
 
+def _switch_help(action) -> str:
+    "A switch's help as what giving it does: `--whole-word`: mask whole words; `--no-progress`: no progress bar (not 'show ... (default: True)')."
+    what = re.sub(r'\s*\(default: (True|False)\)$', '', action.help or '')
+    if isinstance(action, argparse._StoreTrueAction): return what
+    return ('do not ' + what[0].lower() + what[1:]) if what else 'turn off'
+
 def command_parser(command:str) -> argparse.ArgumentParser:
     "The parser of `atombert COMMAND`: fastcore's, flags dashed (`--seq_len` is accepted too), values checked against `LIMITS`, errors on one line."
     parser = anno_parser(COMMANDS[command], f'atombert {command}')
@@ -311,6 +317,8 @@ def command_parser(command:str) -> argparse.ArgumentParser:
         if limit := limit_of(command, action.dest):
             action.type = _checked(action.type or str, limit)
             action.help += f' [{limit.says}]'
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):   # a switch says what it does
+            action.help = _switch_help(action)
     parser.error = lambda message: parser.exit(2, f'{parser.prog}: error: {message}; see {parser.prog} --help\n')
     return parser
 
