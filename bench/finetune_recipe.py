@@ -102,20 +102,10 @@ def plot(result:dict, path:Path) -> Path:
 def main(argv=None):
     args = parse_args(argv)
     from atombert.albert import config_from_albert
-    from atombert.mnli import load_mnli
     from atombert.finetuning import finetune_lr
-    from atombert.tokenizer import train_tokenizer, save_tokenizer
     work = Path(args.work); work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    corpus, held_out = C.study_corpus(work)
-    tokenizer = work/f'tokenizer-{args.vocab_size}'
-    if not (tokenizer/'tokenizer.json').exists():
-        save_tokenizer(train_tokenizer([str(p) for p in sorted(corpus.iterdir())], vocab_size=args.vocab_size,
-                                       show_progress=False), tokenizer)
-    train = load_mnli(str(C.shared_path(C.MNLI_TRAIN_SAMPLE)), 'train', verbose=False)
-    dev = {name: load_mnli(str(C.shared_path(f)), f'validation_{name}', verbose=False) for name, f in T.SPLITS.items()}
-    if args.train_examples: train = train.select(range(min(args.train_examples, len(train))))
-    if args.dev_examples: dev = {k: d.select(range(min(args.dev_examples, len(d)))) for k, d in dev.items()}
+    corpus, held_out, tokenizer, train, dev = T.study_data(args, work)
     print(f'the models: {args.preset}, untrained and pretrained ({args.pretrain_steps or "the default"} steps) in {work} ...', flush=True)
     run, pre = T.pretrain_run(args, corpus, held_out, tokenizer, work)
     final = pre['budgets'][-1]

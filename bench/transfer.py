@@ -220,22 +220,29 @@ def plot(result:dict, path:Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
     return path
 
-def main(argv=None):
-    args = parse_args(argv)
+def study_data(args, work:Path, layout:str='texts', tokenizer=None):
+    """(pretraining folder, held-out file, tokenizer folder, train pairs, dev sets) of a study in `work`: the corpus
+    of `common.study_corpus`, the tokenizer given or trained on it once, the 20k train sample and both dev sets
+    (cut to `args.train_examples` / `args.dev_examples` when set)."""
     from atombert.mnli import load_mnli
     from atombert.tokenizer import train_tokenizer, save_tokenizer
-    work = Path(args.work); work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    corpus, held_out = C.study_corpus(work, layout=args.mnli_layout)
-    tokenizer = Path(args.tokenizer) if args.tokenizer else work/f'tokenizer-{args.vocab_size}'
-    if args.tokenizer and not (tokenizer/'tokenizer.json').is_file(): raise SystemExit(f'error: --tokenizer {tokenizer}: no tokenizer.json there')
-    if not (tokenizer/'tokenizer.json').exists():
+    corpus, held_out = C.study_corpus(work, layout=layout)
+    tok_dir = Path(tokenizer) if tokenizer else work/f'tokenizer-{args.vocab_size}'
+    if tokenizer and not (tok_dir/'tokenizer.json').is_file(): raise SystemExit(f'error: --tokenizer {tok_dir}: no tokenizer.json there')
+    if not (tok_dir/'tokenizer.json').exists():
         save_tokenizer(train_tokenizer([str(p) for p in sorted(corpus.iterdir())], vocab_size=args.vocab_size,
-                                       show_progress=False), tokenizer)
+                                       show_progress=False), tok_dir)
     train = load_mnli(str(C.shared_path(C.MNLI_TRAIN_SAMPLE)), 'train', verbose=False)
     dev = {name: load_mnli(str(C.shared_path(f)), f'validation_{name}', verbose=False) for name, f in SPLITS.items()}
     if args.train_examples: train = train.select(range(min(args.train_examples, len(train))))
     if args.dev_examples: dev = {k: d.select(range(min(args.dev_examples, len(d)))) for k, d in dev.items()}
+    return corpus, held_out, tok_dir, train, dev
+
+def main(argv=None):
+    args = parse_args(argv)
+    work = Path(args.work); work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    corpus, held_out, tokenizer, train, dev = study_data(args, work, args.mnli_layout, args.tokenizer)
     print(f'bag of words on {len(train):,} pairs ...', flush=True)
     bow = bag_of_words(train, dev)
     print(f"  dev matched {bow['matched']:.2%}, mismatched {bow['mismatched']:.2%} (C={bow['C']})", flush=True)
