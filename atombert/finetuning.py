@@ -6,7 +6,7 @@
 __all__ = ['ClassificationTask', 'kd_loss', 'DistillationTask', 'finetune_lr', 'finetune']
 
 # %% ../nbs/08c_finetuning.ipynb #5cc8f9b6
-import math, os, warnings
+import dataclasses, math, os, warnings
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -81,20 +81,23 @@ def finetune_lr(config) -> float:
     return 3e-4 if config.hidden_size <= 256 else 1e-4
 
 def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokenizer=None, max_steps:int|None=None,
-             epochs:float=3.0, batch_size:int=32, lr:float|None=None, max_length:int=128, warmup:float=0.1,
-             dropout:float|None=None, bucket:bool=True,
-             teacher=None, teacher_tokenizer=None, alpha:float=0.5, temperature:float=2.0, teacher_cache=None, seed:int=0,
-             resume:bool=False, progress:bool=True, **train_args) -> dict:
+             epochs:float=3.0, batch_size:int=32, lr:float|None=None, max_length:int=128, dropout:float|None=None,
+             freeze_embeddings:bool=False, bucket:bool=True, teacher=None, teacher_tokenizer=None, alpha:float=0.5,
+             temperature:float=2.0, teacher_cache=None, resume:bool=False, progress:bool=True, **train) -> dict:
     """Finetune `model_dir` on MNLI-style `train_data` (optionally distilling `teacher`) with `fit`; returns the final
     held-out metrics. `lr=None` picks `finetune_lr`; `dropout=None` keeps the model's own (else hidden, attention and
-    classifier dropout all become `dropout`)."""
-    torch.manual_seed(seed)     # the new classification layer's initialization is part of the run
+    classifier dropout all become `dropout`); `freeze_embeddings` keeps the word embeddings as they come. Any other
+    `TrainArgs` field (`warmup`, `seed`, `precision`, `eval_every`, ...) passes through `train`, at `fit`'s defaults."""
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    if 'out_dir' in train: raise ValueError('finetune takes out_dir, not a TrainArgs out_dir')
+    args = TrainArgs.of(**train, out_dir=str(out_dir), batch_size=world)   # checked before any work; max_steps and lr below
+    torch.manual_seed(args.seed)     # the new classification layer's initialization is part of the run
     with warnings.catch_warnings():   # a pretraining checkpoint has no classifier yet: that is what finetuning adds
         warnings.filterwarnings('ignore', message='.*newly initialized.*classifier')
         model = AtomBertForSequenceClassification.from_pretrained(model_dir, num_labels=len(MNLI_LABELS), label_names=MNLI_LABELS,
                                                                   **dropout_overrides(dropout))
+    model.model.embeddings.word.requires_grad_(not freeze_embeddings)      # the optimizer takes trainable parameters only
     tokenizer = tokenizer or tokenizer_of(model_dir)
-    lr = lr or finetune_lr(model.config)
     if (v := backend_of(tokenizer).get_vocab_size()) > model.config.vocab_size:
         raise ValueError(f'the tokenizer has {v} tokens, the model only {model.config.vocab_size} embeddings: not its tokenizer?')
     train_data, eval_data = _examples(train_data, 'train'), (None if eval_data is None else _examples(eval_data, 'validation_matched'))
@@ -106,11 +109,11 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
         soft = {name: teacher_logits(teacher, d, teacher_tokenizer, cache_dir=cache)
                 for name, d in (('train', train_data), ('eval', eval_data)) if d is not None}
     batches = lambda d, name, shuffle: PairBatches(encode_mnli(tokenizer, d, max_length), batch_size, pad_id, shuffle=shuffle,
-                                                   bucket=bucket, seed=seed, teacher_logits=soft.get(name))
-    train = batches(train_data, 'train', True)
-    world = int(os.environ.get('WORLD_SIZE', '1'))
-    per_step = world * train_args.get('grad_accum', 1)      # batches one optimizer step takes
-    args = TrainArgs(out_dir=str(out_dir), max_steps=max_steps or max(1, math.ceil(epochs * len(train) / per_step)),
-                     batch_size=world, lr=lr, warmup=warmup, seed=seed, **train_args)
+                                                   bucket=bucket, seed=args.seed, teacher_logits=soft.get(name))
+    train_batches = batches(train_data, 'train', True)
+    per_step = world * args.grad_accum      # batches one optimizer step takes
+    args = dataclasses.replace(args, lr=lr or finetune_lr(model.config),
+                               max_steps=max_steps or max(1, math.ceil(epochs * len(train_batches) / per_step)))
     held_out = None if eval_data is None else batches(eval_data, 'eval', False)
-    return fit(model, train, collate_batches, task, args, eval_data=held_out, resume=resume, tokenizer=tokenizer, progress=progress)
+    return fit(model, train_batches, collate_batches, task, args, eval_data=held_out, resume=resume, tokenizer=tokenizer, progress=progress)
+

@@ -9,7 +9,7 @@ __all__ = ['SCHEDULES', 'PRECISIONS', 'PEAK_FLOPS', 'TrainingStopped', 'Task', '
            'peak_flops', 'train_row', 'fit']
 
 # %% ../nbs/06_training.ipynb #67225ffe
-import atexit, contextlib, hashlib, json, math, os, random, shutil, time
+import atexit, contextlib, hashlib, json, math, os, random, re, shutil, time
 import dataclasses
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from .files import atomic_dir, atomic_write
 from .checkpoint import check_tokenizer
-from .settings import above, at_least, between, check_settings, one_of, setting
+from .settings import Limit, above, at_least, between, check_settings, one_of, setting
 
 # %% ../nbs/06_training.ipynb #f41e0cfc
 class TrainingStopped(RuntimeError):
@@ -71,7 +71,7 @@ class TrainArgs:
     clip_grad: float = setting(1.0, at_least(0), 'gradient-norm clipping (0: none)')
     batch_ramp_steps: int = setting(0, at_least(0), 'steps over which grad_accum ramps up from 1')
     precision: str = setting('auto', one_of(*PRECISIONS), 'auto (bf16 where native, else fp32) | fp32 | bf16 | fp16 (CUDA only, with loss scaling)')
-    compile: bool = False
+    compile: bool = setting(False, None, 'torch.compile the model')
     seed: int = setting(0, between(0, 2**32 - 1), 'random seed')
     log_every: int = setting(10, at_least(1), 'log every N steps')
     eval_every: int = setting(0, at_least(0), 'evaluate every N steps (0: only at the end)')
@@ -79,11 +79,19 @@ class TrainArgs:
     keep_checkpoints: int = setting(2, at_least(1), 'checkpoints kept on disk')
     num_workers: int = setting(0, at_least(0), 'DataLoader worker processes')
     max_bad_steps: int = setting(20, at_least(1), 'stop when this many steps in a row were non-finite (checked when logging or saving)')
-    device: str = ''                  # '' = cuda when available, else cpu
+    device: str = setting('', Limit(lambda v: re.fullmatch(r'(cpu|cuda(:\d+)?)?', v) is not None, "cpu, cuda or cuda:N ('': cuda when available)",
+                                    ('gpu', 'cuda:x')), "cuda | cpu ('' = cuda when available)")
 
     def __post_init__(self):
         check_settings(self)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas): raise ValueError(f'betas={self.betas!r}: must be two numbers in [0, 1)')
+
+    @classmethod
+    def of(cls, **settings) -> 'TrainArgs':
+        "`TrainArgs(**settings)`, with a name that is no field a `ValueError` that names it (not a `TypeError`)."
+        if unknown := sorted(set(settings) - {f.name for f in dataclasses.fields(cls)}):
+            raise ValueError(f'unknown training setting {", ".join(unknown)}: TrainArgs has ' + ', '.join(f.name for f in dataclasses.fields(cls)))
+        return cls(**settings)
 
     @property
     def warmup_steps(self): return int(self.warmup * self.max_steps) if self.warmup < 1 else int(self.warmup)

@@ -7,7 +7,8 @@ classifier). Each variant changes one knob:
 - epochs 2 and 5;
 - batch 16 and 64 (same epochs: twice and half the steps);
 - no warmup, and 30% warmup;
-- dropout 0.1 and 0 (hidden, attention and classifier: `finetune(dropout=)`).
+- dropout 0.1 and 0 (hidden, attention and classifier: `finetune(dropout=)`);
+- the word embeddings frozen (`finetune(freeze_embeddings=True)`).
 Both models are finetuned with each, on `../shared/data/mnli/train_sample_20k_ptbtok.tsv`, and evaluated on the full
 `dev_matched.jsonl` and `dev_mismatched.jsonl`. The models come from `--work`, the folder of a `bench/transfer.py`
 run with the same `--preset` and `--pretrain-steps` (made first when it is not there: the pretraining is then part
@@ -29,6 +30,7 @@ VARIANTS = {                                # name: what changes against finetun
     'batch 16': dict(batch_size=16), 'batch 64': dict(batch_size=64),
     'no warmup': dict(warmup=0), 'warmup 30%': dict(warmup=0.3),
     'dropout 0.1': dict(dropout=0.1), 'dropout 0': dict(dropout=0.0),
+    'frozen embeddings': dict(freeze_embeddings=True),
 }
 
 def parse_args(argv=None):
@@ -69,7 +71,9 @@ def recipe_of(variant:str, scale:float=1.0) -> dict:
     "`finetune`'s recipe arguments for `variant`: its defaults but for what `variant` changes (epochs scaled by `scale`)."
     import inspect
     from atombert.finetuning import finetune
-    defaults = {k: v.default for k, v in inspect.signature(finetune).parameters.items() if k in ('epochs', 'batch_size', 'warmup', 'dropout')}
+    from atombert.training import TrainArgs
+    defaults = {k: v.default for k, v in inspect.signature(finetune).parameters.items() if k in ('epochs', 'batch_size', 'dropout', 'freeze_embeddings')}
+    defaults['warmup'] = TrainArgs().warmup             # a training setting: fit's default
     kw = defaults | VARIANTS[variant]
     kw['epochs'] *= scale
     return kw
@@ -121,7 +125,7 @@ def main(argv=None):
             out = work/'finetuned'/f'step-{step}-seed-{args.seed}-lr-{lr:g}-epochs-{epochs}{suffix}'
             r = T.finetuned_accuracy(path, out, train, dev, args.seed, lr, **kw)
             rows.append(dict(variant=variant, model=model, pretrain_steps=step, recipe=kw, **r))
-            print(f"  {variant:12s} {model:10s}: dev matched {r['matched']:.2%}, mismatched {r['mismatched']:.2%} "
+            print(f"  {variant:17s} {model:10s}: dev matched {r['matched']:.2%}, mismatched {r['mismatched']:.2%} "
                   f"({(r['finetune_seconds'] or 0) / 60:.1f} min)", flush=True)
     acc = {(r['variant'], r['model']): r for r in rows}
     table = [dict(variant=v, u=acc[v, 'untrained']['matched'] * 100, p=acc[v, 'pretrained']['matched'] * 100,

@@ -1,11 +1,11 @@
 """`atombert` flags: a wrong type or an out-of-range value is a one-line usage error with exit code 2, for every flag of every command."""
-import inspect, os, subprocess, sys
+import dataclasses, inspect, json, os, subprocess, sys
 from pathlib import Path
 
 import pytest
-from fastcore.script import anno_parser
 
-from atombert.cli import COMMANDS, FREE, LIMITS, command_parser, limit_of, main
+from atombert.cli import COMMANDS, FREE, LIMITS, NOT_FLAGS, TRAIN_DEFAULTS, command_parser, flags_of, limit_of, main
+from atombert.training import TrainArgs
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'HF_DATASETS_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '1'}
@@ -13,9 +13,9 @@ ATOMBERT = str(Path(sys.executable).parent/'atombert')     # the installed conso
 
 
 def valued_flags(command):
-    "(flag, name, type) of each flag of `command` that takes a value, from fastcore's plain parser (not `command_parser`)."
-    return [(a.option_strings[0].replace('_', '-'), a.dest, a.type) for a in anno_parser(COMMANDS[command])._actions
-            if a.option_strings and a.type is not None and a.dest != 'xtra']       # xtra: fastcore's debugging extra
+    "(flag, name, type) of each flag of `command` that takes a value, from `flags_of` (what `command_parser` is built from)."
+    kinds = {name: (float if kind == float | None else str if kind == str | None else kind) for name, (_, kind, _) in flags_of(command).items()}
+    return [('--' + name.replace('_', '-'), name, kind) for name, kind in kinds.items() if kind is not bool]
 
 
 FLAGS = [(c, *f) for c in COMMANDS for f in valued_flags(c)]
@@ -81,9 +81,28 @@ def test_the_issue_examples(capsys, argv, says):
 
 @pytest.mark.parametrize('command', COMMANDS)
 def test_defaults_pass_their_own_limits(command):
+    "Parsing nothing gives the function's own defaults and, for the TrainArgs fields, the command's (else fit's), all valid."
     args = vars(command_parser(command).parse_args([]))
-    assert {k: v for k, v in args.items() if k not in ('pdb', 'xtra')} == \
-           {k: p.default for k, p in inspect.signature(COMMANDS[command]).parameters.items()}
+    own = {k: p.default for k, p in inspect.signature(COMMANDS[command]).parameters.items() if p.kind is not p.VAR_KEYWORD}
+    assert {k: args[k] for k in own} == own
+    train = {k: v for k, v in args.items() if k not in own}
+    fields = {f.name: f.default for f in dataclasses.fields(TrainArgs)}
+    assert train == {k: TRAIN_DEFAULTS.get(command, {}).get(k, fields[k]) for k in train}
+    if train:
+        assert set(fields) - set(train) - set(own) == {'out_dir', 'betas', *NOT_FLAGS.get(command, ())}   # every other field is a flag
+        TrainArgs(**train)                                                                        # within their limits
+
+
+FLAGS_BEFORE = json.loads((ROOT/'tests'/'cli_flags.json').read_text())   # every flag and default before the flags came from TrainArgs
+
+
+@pytest.mark.parametrize('command', COMMANDS)
+def test_every_flag_and_default_kept(command):
+    parser = command_parser(command)
+    for flag, default in FLAGS_BEFORE[command].items():
+        action = parser._option_string_actions.get(flag)
+        assert action is not None, f'{command} {flag} is gone'
+        assert parser.get_default(action.dest) == default, (command, flag, parser.get_default(action.dest), default)
 
 
 @pytest.mark.parametrize('command,argv,expected', [
