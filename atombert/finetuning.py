@@ -89,7 +89,6 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     classifier dropout all become `dropout`); `freeze_embeddings` keeps the word embeddings as they come. Any other
     `TrainArgs` field (`warmup`, `seed`, `precision`, `eval_every`, ...) passes through `train`, at `fit`'s defaults."""
     world = int(os.environ.get('WORLD_SIZE', '1'))
-    if 'out_dir' in train: raise ValueError('finetune takes out_dir, not a TrainArgs out_dir')
     args = TrainArgs.of(**train, out_dir=str(out_dir), batch_size=world)   # checked before any work; max_steps and lr below
     torch.manual_seed(args.seed)     # the new classification layer's initialization is part of the run
     with warnings.catch_warnings():   # a pretraining checkpoint has no classifier yet: that is what finetuning adds

@@ -256,7 +256,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     if epochs < 0: raise ValueError(f'--epochs {epochs} must be >= 0')
     _check_out_dir(out, resume)
     if not 0 < mlm_probability < 1: raise ValueError(f'--mlm-probability {mlm_probability} must be in (0, 1)')
-    if taken := {'out_dir', 'betas'} & set(train): raise ValueError(f'pretrain takes {", ".join(taken)} from out and beta2')
+    if taken := {'out_dir', 'betas'} & set(train): raise ValueError(f'pretrain sets {", ".join(sorted(taken))} itself, from out and beta2')
     args = TrainArgs.of(**(PRETRAIN_ARGS | train), out_dir=str(out), betas=(0.9, beta2))   # validates the training settings
     seed = args.seed
     if resume and checkpoints(out):
