@@ -174,7 +174,7 @@ def test_finetune_recipe(tmp_path):
     assert [(r['variant'], r['model']) for r in res['rows']] == [(v, m) for v in ('default', 'dropout 0', 'batch 64')
                                                                  for m in ('untrained', 'pretrained')]
     default = res['default_recipe']
-    assert default == dict(epochs=1.0, batch_size=32, warmup=0.1, dropout=None)        # finetune's, 1 epoch at smoke size
+    assert default == dict(epochs=1.0, batch_size=32, warmup=0.1, dropout=None, freeze_embeddings=False)   # finetune's, 1 epoch at smoke size
     by = {(r['variant'], r['model']): r for r in res['rows']}
     assert by['dropout 0', 'untrained']['recipe'] == default | dict(dropout=0.0)
     assert by['batch 64', 'pretrained']['recipe'] == default | dict(batch_size=64)
