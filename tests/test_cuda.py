@@ -9,7 +9,12 @@ machine (`python -m pytest -m cuda tests/test_cuda.py`):
 - a checkpoint and an exact resume after a crash on CUDA, as tests/test_faults.py checks them on CPU.
 
 With ATOMBERT_CUDA_REPORT=FILE set, the tests also write what they measured (differences, kernels, counters) to FILE
-as JSON: `tools/gpu_check.py` puts it in its report."""
+as JSON: `tools/gpu_check.py` puts it in its report.
+
+With ATOMBERT_CUDA_TESTS_DEVICE=cpu set and no GPU, the same tests run on the CPU, so that their own code cannot rot
+before a GPU runs it (CI does this: tests/test_gpu_check.py; tools/gpu_rehearsal.sh does it with the GPU machine's
+versions of Python, torch and transformers). Two things only CUDA has are stood in for there: fp16 autocast (atombert
+refuses it on a CPU; the test lets it through) and the CUDA name of the flash attention op (the CPU's is `..._for_cpu`)."""
 import itertools, json, os
 os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')   # deterministic cuBLAS for the exact-resume test (before CUDA starts)
 from pathlib import Path
@@ -17,7 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')]
+DEVICE = 'cuda' if torch.cuda.is_available() else os.environ.get('ATOMBERT_CUDA_TESTS_DEVICE')
+ON_CPU = DEVICE == 'cpu'
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(DEVICE not in ('cuda', 'cpu'), reason='needs a CUDA GPU')]
 
 REPORT = {}
 
@@ -27,7 +34,7 @@ def report():
     "What the tests measured, written to $ATOMBERT_CUDA_REPORT (if set) when the module ends, failures included."
     yield REPORT
     if (path := os.environ.get('ATOMBERT_CUDA_REPORT')):
-        Path(path).write_text(json.dumps({'gpu': torch.cuda.get_device_name(), 'torch': torch.__version__, **REPORT},
+        Path(path).write_text(json.dumps({'gpu': torch.cuda.get_device_name() if DEVICE == 'cuda' else DEVICE, 'torch': torch.__version__, **REPORT},
                                          indent=1, default=str))
 
 
@@ -54,7 +61,7 @@ def jitter(model, seed=0, std=0.1):
     return model.eval().requires_grad_(False)
 
 
-def interop_batch(config, seed=0, B=4, T=16, device='cuda'):
+def interop_batch(config, seed=0, B=4, T=16, device=DEVICE):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, config.vocab_size, (B, T), generator=g)
     lengths = torch.tensor([T, T - 3, T // 2, 2])[:B]        # padding at the end of all rows but the first
@@ -101,10 +108,10 @@ def test_outputs_equal_transformers_on_cuda(case):
     worst = {}
     for seed, cls in enumerate((AtomBertForPreTraining, AtomBertForSequenceClassification, AtomBertModel)):
         torch.manual_seed(seed)
-        m = jitter(cls(cfg).cuda(), seed, std=0.1 if preset == 'tiny' else 0.02)
+        m = jitter(cls(cfg).to(DEVICE), seed, std=0.1 if preset == 'tiny' else 0.02)
         for impl in ('sdpa', 'eager'):
             hf = to_hf(m, attn_implementation=impl)
-            assert next(hf.parameters()).device.type == 'cuda' and hf.config._attn_implementation == impl
+            assert next(hf.parameters()).device.type == DEVICE and hf.config._attn_implementation == impl
             r = compare(m, hf, seed, T=16 if preset == 'tiny' else 128)
             worst[f'{cls.__name__} {impl}'] = max(r.values())
             assert max(r.values()) < tol, (case, cls.__name__, impl, r)
@@ -139,7 +146,7 @@ def run_pretrain(out, corpus, tokenizer_dir, **kw):
     from atombert.pretrain import pretrain
     args = dict(preset='tiny', tokenizer=str(tokenizer_dir), seq_len=64, batch_size=8, grad_accum=2, lr=3e-3, seed=3,
                 progress=False, cache_dir=str(Path(out).parent/'cache'), max_steps=20, save_every=5, eval_every=0,
-                log_every=5, device='cuda', precision='fp32')
+                log_every=5, device=DEVICE, precision='fp32')
     return pretrain(str(corpus), str(out), **(args | kw))
 
 
@@ -164,7 +171,16 @@ def test_bf16_training_on_cuda(tmp_path, corpus, tokenizer_dir):
     REPORT['bf16_mlm_loss'] = losses
 
 
+def allow_fp16_on_cpu(monkeypatch):
+    "The CPU stand-in for fp16: atombert refuses fp16 autocast on a CPU (no loss scaling needed there), torch has it."
+    import atombert.training
+    real = atombert.training.autocast_for
+    monkeypatch.setattr(atombert.training, 'autocast_for', lambda precision, device:
+                        torch.autocast('cpu', torch.float16) if precision == 'fp16' else real(precision, device))
+
+
 def test_fp16_loss_scaler_skips_and_counts_a_forced_overflow(tmp_path, corpus, tokenizer_dir, monkeypatch):
+    if ON_CPU: allow_fp16_on_cpu(monkeypatch)
     from atombert.config import AtomBertConfig
     from atombert.model import AtomBertForPreTraining
     from atombert.measure import pretraining_batch
@@ -172,13 +188,13 @@ def test_fp16_loss_scaler_skips_and_counts_a_forced_overflow(tmp_path, corpus, t
     # 1. one step by hand, as `fit` does it: the overflowing step leaves every parameter as it was and halves the scale
     torch.manual_seed(0)
     config = AtomBertConfig.preset('tiny', classifier_dropout=0.0)
-    model = AtomBertForPreTraining(config).cuda()
-    opt, scaler = make_optimizer(model, TrainArgs()), torch.amp.GradScaler('cuda')
-    b = pretraining_batch(config, 8, 64, 'cuda')
+    model = AtomBertForPreTraining(config).to(DEVICE)
+    opt, scaler = make_optimizer(model, TrainArgs()), torch.amp.GradScaler(DEVICE)
+    b = pretraining_batch(config, 8, 64, DEVICE)
 
     def step(factor):
         opt.zero_grad(set_to_none=True)
-        with autocast_for('fp16', torch.device('cuda')):
+        with autocast_for('fp16', torch.device(DEVICE)):
             loss = model(b['input_ids'], b['attention_mask'], b['token_type_ids'], labels=b['labels'],
                          sentence_label=b['sentence_label']).loss * factor
         scaler.scale(loss).backward()
@@ -232,15 +248,15 @@ def test_flash_attention_selected(tmp_path):
     from atombert.measure import pretraining_batch
     from atombert.training import autocast_for
     config = AtomBertConfig.preset('atombert-8m')
-    model = AtomBertForPreTraining(config).cuda().train()
-    b = pretraining_batch(config, 16, 128, 'cuda')        # an all-ones attention mask: no mask reaches SDPA
+    model = AtomBertForPreTraining(config).to(DEVICE).train()
+    b = pretraining_batch(config, 16, 128, DEVICE)        # an all-ones attention mask: no mask reaches SDPA
 
     def step():
-        with autocast_for('bf16', torch.device('cuda')):
+        with autocast_for('bf16', torch.device(DEVICE)):
             loss = model(b['input_ids'], b['attention_mask'], b['token_type_ids'], labels=b['labels'],
                          sentence_label=b['sentence_label']).loss
         loss.backward()
-        torch.cuda.synchronize()
+        if DEVICE == 'cuda': torch.cuda.synchronize()
 
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION): step()          # raises "No available kernel" if flash cannot run it
     step()
@@ -253,13 +269,13 @@ def test_flash_attention_selected(tmp_path):
     order = getattr(torch._C, '_get_sdp_priority_order', lambda: [])()
     REPORT['attention'] = dict(ops=sdpa_ops, kernels=[k[:200] for k in kernels[:10]],
                                priority=[{int(v): k for k, v in SDPBackend.__members__.items()}.get(i, i) for i in order])
-    assert 'aten::_scaled_dot_product_flash_attention' in names, sdpa_ops
-    assert 'aten::_scaled_dot_product_flash_attention_backward' in names, sdpa_ops
+    flash = 'aten::_scaled_dot_product_flash_attention' + ('_for_cpu' if ON_CPU else '')
+    assert flash in names and flash + '_backward' in names, sdpa_ops
     if kernels: assert any('flash' in k.lower() for k in kernels), kernels    # where CUDA activity was recorded: the kernels' own names
 
     # the flash kernel computes what the fp32 math kernel computes, to bf16 precision
-    g = torch.Generator(device='cuda').manual_seed(0)
-    q, k, v = (torch.randn(4, 12, 128, 64, device='cuda', generator=g) for _ in range(3))
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    q, k, v = (torch.randn(4, 12, 128, 64, device=DEVICE, generator=g) for _ in range(3))
     with sdpa_kernel(SDPBackend.MATH): ref = F.scaled_dot_product_attention(q, k, v)
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION): out = F.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
     REPORT['attention']['flash_vs_fp32_math_max_abs_diff'] = d = maxdiff(out.float(), ref)
@@ -276,11 +292,11 @@ def test_compiled_training_step_equals_eager():
     torch._dynamo.reset()
     torch.manual_seed(0)
     config = AtomBertConfig.preset('tiny', classifier_dropout=0.0)
-    eager = AtomBertForPreTraining(config).cuda().train()
+    eager = AtomBertForPreTraining(config).to(DEVICE).train()
     twin = copy.deepcopy(eager)
     compiled = torch.compile(twin)
     opts = make_optimizer(eager, TrainArgs()), make_optimizer(twin, TrainArgs())
-    b = pretraining_batch(config, 8, 64, 'cuda')
+    b = pretraining_batch(config, 8, 64, DEVICE)
     diffs = []
     for _ in range(3):
         losses = []
@@ -354,4 +370,4 @@ def test_checkpoint_and_exact_resume_on_cuda(tmp_path, corpus, tokenizer_dir, mo
     else: assert resumed <= 10 * rerun, (resumed, rerun, strict_error)
     steps = [r['step'] for r in map(json.loads, (d/'run'/'metrics.jsonl').read_text().splitlines())]
     assert steps == sorted(set(steps))                   # no step logged twice after resuming
-    assert json.loads((d/'run'/'run.json').read_text())['args']['device'] == 'cuda'
+    assert json.loads((d/'run'/'run.json').read_text())['args']['device'] == DEVICE

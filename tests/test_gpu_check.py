@@ -1,7 +1,7 @@
 """`tools/gpu_check.sh --dry-run`: the GPU check of issue 15 run on CPU at smoke size, so that it cannot rot before a
 GPU runs it. It must pass, with every part's JSON in the shape the GPU run writes; a failing part is recorded and
 makes the exit status non-zero; a missing dependency without wheels fails at once with one line."""
-import json, os, subprocess, sys
+import json, os, re, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,3 +76,25 @@ def test_missing_dependency_without_wheels_fails_in_one_line(tmp_path):
     r = gpu_check('--dry-run', GPU_CHECK_MODULES='no_such_module_for_gpu_check', GPU_CHECK_WHEELS=str(tmp_path/'no_wheels'))
     assert r.returncode == 2
     assert r.stderr.startswith('gpu_check: error: ') and r.stderr.count('\n') == 1 and 'gpu_wheels.sh' in r.stderr, r.stderr
+
+
+def test_cuda_tests_run_on_cpu(tmp_path):
+    "The CUDA tests' own code, run on the CPU (ATOMBERT_CUDA_TESTS_DEVICE=cpu), so that it cannot rot before a GPU runs it."
+    report = tmp_path/'cuda_report.json'
+    r = subprocess.run([sys.executable, '-m', 'pytest', '-m', 'cuda', '-q', '-p', 'no:cacheprovider', '--basetemp', str(tmp_path/'t'),
+                        'tests/test_cuda.py'], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                       env={**os.environ, 'CUDA_VISIBLE_DEVICES': '', 'ATOMBERT_CUDA_TESTS_DEVICE': 'cpu',
+                            'ATOMBERT_CUDA_REPORT': str(report)})
+    assert r.returncode == 0 and re.search(r'^9 passed\b', r.stdout, re.M) and 'skipped' not in r.stdout, r.stdout[-5000:] + r.stderr[-3000:]
+    rep = json.loads(report.read_text())
+    assert rep['gpu'] == 'cpu' and {'interop_max_abs_diff', 'bf16_mlm_loss', 'fp16', 'attention', 'compile', 'resume'} <= set(rep)
+    assert rep['fp16']['skipped_steps'] >= 1 and rep['resume']['bitwise'] is True
+    assert len(rep['interop_max_abs_diff']) == 4
+
+
+def test_rehearsal_without_python_312_fails_in_one_line(tmp_path):
+    "tools/gpu_rehearsal.sh (the dry run and the CUDA tests with the GPU machine's versions) names a missing interpreter."
+    r = subprocess.run(['bash', 'tools/gpu_rehearsal.sh'], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, 'PYTHON312': str(tmp_path/'no-python3.12'), 'REHEARSAL_VENV': str(tmp_path/'venv')})
+    assert r.returncode == 2 and r.stderr == 'gpu_rehearsal: error: no Python 3.12 interpreter found (set PYTHON312)\n', r.stderr
+    assert not (tmp_path/'venv').exists()
