@@ -12,12 +12,11 @@ from pathlib import Path
 from fastcore.imports import in_ipython
 from fastcore.docments import docments
 import torch
-from .config import AtomBertConfig, PRESETS, SENTENCE_OBJECTIVES, TOKEN_OBJECTIVES
+from .config import AtomBertConfig
 from .files import atomic_write
 from .mnli import MNLI_SPLITS
 from .model import AtomBertForPreTraining, param_breakdown
-from .pretrain import PRETRAIN_ARGS, pretrain, plateau_summary
-from .tokenizer import KINDS, SPECIAL_TOKENS
+from .pretrain import PRETRAIN_ARGS, PRETRAIN_LIMITS, pretrain, plateau_summary
 from .settings import Limit, above, at_least, between, one_of, setting_limits
 from .training import TrainArgs, TrainingStopped
 
@@ -257,25 +256,19 @@ def _are_splits(text:str) -> bool:
     names = [s.strip() for s in text.split(',') if s.strip()]
     return bool(names) and set(names) <= set(MNLI_SPLITS)
 
-LIMITS = {
+LIMITS = PRETRAIN_LIMITS | {   # pretraining's own settings (preset, seq_len, dropout, ...: declared beside `pretrain`), then:
     # sizes and counts (batch_size, grad_accum, num_workers, seed: TrainArgs')
-    'finetune_batch_size': at_least(1), 'seq_len': at_least(8), 'ngram': at_least(1),
-    'vocab_size': at_least(len(SPECIAL_TOKENS) + 1),
+    'finetune_batch_size': at_least(1),
     'max_length': Limit(lambda v: v == 0 or v >= 5, "0 (the tokenizer's own) or >= 5", (-1, 4)),
     # how long and how often (0: from the other flag, at the end only, or all; eval_every, save_every, log_every,
     # keep_checkpoints: TrainArgs')
-    ('finetune', 'max_steps'): at_least(0), 'epochs': at_least(0),
-    'pretrain_steps': at_least(0), 'pretrain_epochs': at_least(0), 'finetune_epochs': above(0), 'eval_batches': at_least(0),
+    ('finetune', 'max_steps'): at_least(0),
+    'pretrain_steps': at_least(0), 'pretrain_epochs': at_least(0), 'finetune_epochs': above(0),
     # optimization (lr, warmup, weight_decay, clip_grad, schedule, precision, device: TrainArgs')
     ('finetune', 'lr'): Limit(lambda v: v >= 0, '>= 0 (0: by model width)', (-1e-4,)),
     'finetune_lr': Limit(lambda v: v >= 0, '>= 0 (0: by model width)', (-1e-4,)),
-    'beta2': between(0, 1, below_hi=True),
-    'mlm_probability': Limit(lambda v: 0 < v < 1, 'in (0, 1)', (0, 1)),
-    # model, data and distillation
-    'preset': one_of(*PRESETS), 'objective': one_of(*SENTENCE_OBJECTIVES), 'tokenizer_kind': one_of(*KINDS),
-    'token_objective': one_of(*TOKEN_OBJECTIVES), 'generator_size': Limit(lambda v: 0 < v <= 1, 'in (0, 1]', (0, 1.5)),
-    'rtd_weight': above(0),
-    'dropout': between(0, 1, below_hi=True), 'alpha': between(0, 1), 'temperature': above(0), 'task': one_of('mnli'),
+    # data and distillation
+    'alpha': between(0, 1), 'temperature': above(0), 'task': one_of('mnli'),
     'config_overrides': Limit(_is_json_object, 'a JSON object, e.g. {"norm": "pre"}', ('{norm', '[1]')),
     'splits': Limit(_are_splits, 'comma-separated MNLI splits: ' + ', '.join(MNLI_SPLITS), ('nope', 'train,nope', ',')),
 }
