@@ -205,3 +205,25 @@ def test_study_corpus_layouts(tmp_path):
     assert f'{p} {h}' in lines and p not in lines
     assert held_out.name == 'wiki.valid.raw'
     with pytest.raises(ValueError, match="layout='both'"): common.study_corpus(tmp_path/'c', layout='both')
+
+def test_label_budget(tmp_path):
+    "Both models at every number of pairs, bag of words beside them, epochs raised to the least steps; a rerun reuses all."
+    out, res = run_bench('label_budget.py', tmp_path/'lb.json', '--work', str(tmp_path/'work'))
+    assert res['benchmark'] == 'label_budget' and 'gain (points)' in out and 'labelled pairs' in out
+    assert [(r['pairs'], r['model'], r['seed']) for r in res['rows']] == [(n, m, 0) for n in (100, 300) for m in ('untrained', 'pretrained')]
+    assert {r['pairs']: r['epochs'] for r in res['rows']} == {100: 5.0, 300: 3.0}    # 100 pairs: 4 steps an epoch, 20 at least
+    assert [r['pretrain_steps'] for r in res['rows'][:2]] == [0, 20]
+    assert set(res['bag_of_words']) == {'100', '300'} and all(0 <= b[s] <= 1 for b in res['bag_of_words'].values() for s in ('matched', 'mismatched'))
+    assert all(0 <= r[s] <= 1 for r in res['rows'] for s in ('matched', 'mismatched')) and 0 < res['majority']['matched'] < 1
+    assert [t['pairs'] for t in res['table']] == [100, 300] and Path(res['plot']).stat().st_size > 0
+    out, again = run_bench('label_budget.py', tmp_path/'again.json', '--work', str(tmp_path/'work'))
+    assert again['rows'] == res['rows']
+
+def test_label_budget_epochs():
+    sys.path.insert(0, str(ROOT/'bench'))
+    from label_budget import epochs_for, majority_share
+    default = dict(epochs=3, batch_size=32)
+    assert epochs_for(20_000, 470, default) == epochs_for(5_000, 470, default) == 3.0          # 3 epochs make 470 steps or more
+    assert epochs_for(1_000, 470, default) == 14.7 and 14.7 * 32 >= 470                         # 32 steps an epoch
+    assert epochs_for(1_000, 0, default) == 3.0
+    assert majority_share([0, 1, 1, 2]) == 0.5
