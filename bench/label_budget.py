@@ -29,6 +29,7 @@ def parse_args(argv=None):
     p.add_argument('--pretrain-steps', type=int, default=0, help="length of the pretraining run (0: atombert pretrain's default)")
     p.add_argument('--sizes', default='1000,2000,5000,20000', help='comma-separated numbers of labelled train pairs')
     p.add_argument('--min-steps', type=int, default=470, help='least optimizer steps of a finetuning (470: 3 epochs of 5,000 pairs)')
+    p.add_argument('--lr', type=float, default=0, help='finetuning LR (0: by model width, as finetune chooses it)')
     p.add_argument('--seeds', default='0,1', help='finetuning seeds')
     p.add_argument('--dev-examples', type=int, default=0, help='first N pairs of each dev set (0: all)')
     p.add_argument('--threads', type=int, default=os.cpu_count())
@@ -48,7 +49,7 @@ def parse_args(argv=None):
     if not args.seeds: raise SystemExit('error: --seeds names no seed')
     for name in ('vocab_size', 'threads'):
         if getattr(args, name) <= 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be > 0')
-    for name in ('pretrain_steps', 'min_steps', 'dev_examples'):
+    for name in ('pretrain_steps', 'min_steps', 'dev_examples', 'lr'):
         if getattr(args, name) < 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be >= 0')
     from atombert.config import PRESETS
     if args.preset not in PRESETS: raise SystemExit(f'error: --preset {args.preset!r} is not one of {list(PRESETS)}')
@@ -106,7 +107,7 @@ def main(argv=None):
     run, pre = T.pretrain_run(args, corpus, held_out, tokenizer, work)
     final = pre['budgets'][-1]
     models = {'untrained': (0, T.untrained_model(args, run, work)), 'pretrained': (final['step'], Path(final['checkpoint']))}
-    lr, default = finetune_lr(config_from_albert(json.loads((run/'config.json').read_text()))), finetune_defaults()
+    lr, default = args.lr or finetune_lr(config_from_albert(json.loads((run/'config.json').read_text()))), finetune_defaults()
     rows, bow = [], {}
     for n in args.sizes:
         train = full_train.select(range(n))

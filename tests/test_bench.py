@@ -218,6 +218,8 @@ def test_label_budget(tmp_path):
     assert [t['pairs'] for t in res['table']] == [100, 300] and Path(res['plot']).stat().st_size > 0
     out, again = run_bench('label_budget.py', tmp_path/'again.json', '--work', str(tmp_path/'work'))
     assert again['rows'] == res['rows']
+    out, lr = run_bench('label_budget.py', tmp_path/'lr.json', '--work', str(tmp_path/'work'), '--lr', '2e-3')
+    assert lr['lr'] == 2e-3 != res['lr'] and len(lr['rows']) == 4 and all(r['lr'] == 2e-3 for r in lr['rows'])
 
 def test_label_budget_epochs():
     sys.path.insert(0, str(ROOT/'bench'))
