@@ -443,8 +443,8 @@ def print_table(report: dict):
             what = 'atombert ' + ', '.join(sp) + (f' ({what})' if what else '')
         elif name == 'pretraining' and 'pretraining' in p:
             x, f = p['pretraining'], p['full_recipe']
-            what = (f"{x['tokens_per_s_real']:,.0f} real tokens/s end to end; full recipe ≈ {f['total_hours'][0]:.1f}–"
-                    f"{f['total_hours'][1]:.1f} h")
+            what = (f"{x['tokens_per_s_real']:,.0f} real tokens/s end to end; full recipe ≈ {f['total_hours'][0]:.2f}–"
+                    f"{f['total_hours'][1]:.2f} h")
         rows.append((name, p['status'], f"{p.get('seconds', 0):.0f} s", what))
     w = [max(len(r[i]) for r in rows + [('part', 'status', 'time', '')]) for i in range(3)]
     print(f"\n{'part'.ljust(w[0])}  {'status'.ljust(w[1])}  {'time'.rjust(w[2])}  result")
