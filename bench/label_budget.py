@@ -88,7 +88,7 @@ def plot(result:dict, path:Path) -> Path:
         ax.axhline(result['majority'][split] * 100, color='k', ls=':', lw=1, label='majority class')
         ax.set(xscale='log', xlabel='labelled MNLI train pairs', title=f'MNLI dev {split} accuracy %')
         ax.set_xticks(sizes, [f'{n:,}' for n in sizes]); ax.minorticks_off(); ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc='upper left')
+    axes[0].legend(fontsize=8, loc='center left')
     fig.suptitle(f"{result['args']['preset']}: untrained vs pretrained ({result['pretraining']['steps']:,} steps) by the number of "
                  f"labelled pairs (at least {result['args']['min_steps']} finetuning steps each)", fontsize=10)
     fig.tight_layout()
