@@ -70,19 +70,21 @@ def to_albert_state_dict(model) -> dict:
     "`model`'s weights under ALBERT's names (tied decoder weights omitted, as transformers saves them)."
     c, arch = model.config, type(model).__name__
     if (why := albert_incompatibility(c, arch)): raise ValueError(f'cannot express this model as ALBERT: {why}')
-    pairs, out = _renames(c), {}
-    for k, v in full_state_dict(model).items():
+    pairs, out, sd = _renames(c), {}, full_state_dict(model)
+    word = sd['model.embeddings.word.weight']
+    like = dict(device=word.device, dtype=word.dtype)      # what ALBERT needs and atombert lacks is made like the model's own
+    for k, v in sd.items():
         if '.qkv.' in k:
             u, kind = k.split('.')[3], k.split('.')[-1]
             hf = 'albert.encoder.albert_layer_groups.{}.albert_layers.{}.attention.'.format(*divmod(int(u), albert_geometry(c)[2]))
             for name, part in zip(('query', 'key', 'value'), v.chunk(3)): out[f'{hf}{name}.{kind}'] = part.clone()
         else: out[_rename(k, pairs)] = v
     if c.embedding_size == c.hidden_size:   # ALBERT always projects E→H: the identity
-        out['albert.encoder.embedding_hidden_mapping_in.weight'] = torch.eye(c.hidden_size)
-        out['albert.encoder.embedding_hidden_mapping_in.bias'] = torch.zeros(c.hidden_size)
+        out['albert.encoder.embedding_hidden_mapping_in.weight'] = torch.eye(c.hidden_size, **like)
+        out['albert.encoder.embedding_hidden_mapping_in.bias'] = torch.zeros(c.hidden_size, **like)
     if arch == 'AtomBertForPreTraining' and c.sentence_objective == 'none':   # ALBERT always has an SOP head: a zero one
-        out['sop_classifier.classifier.weight'] = torch.zeros(2, c.hidden_size)
-        out['sop_classifier.classifier.bias'] = torch.zeros(2)
+        out['sop_classifier.classifier.weight'] = torch.zeros(2, c.hidden_size, **like)
+        out['sop_classifier.classifier.bias'] = torch.zeros(2, **like)
     return {k: v.contiguous() for k, v in out.items()}
 
 def from_albert_state_dict(sd:dict, config:AtomBertConfig) -> dict:
@@ -105,7 +107,7 @@ def from_albert_state_dict(sd:dict, config:AtomBertConfig) -> dict:
         out[f'model.encoder.attention.{u}.qkv.{kind}'] = torch.cat([d['query'], d['key'], d['value']])
     if config.embedding_size == config.hidden_size:
         w, b = out.pop('model.embeddings.project.weight', None), out.pop('model.embeddings.project.bias', None)
-        if w is not None and not (torch.equal(w, torch.eye(len(w))) and not b.any()):
+        if w is not None and not (torch.equal(w, torch.eye(len(w), device=w.device, dtype=w.dtype)) and not b.any()):
             raise ValueError('this ALBERT has embedding_size == hidden_size but a learned embedding projection, '
                              'which atombert does not have (it uses none when E == H)')
     return out

@@ -239,7 +239,9 @@ def test_fp16_loss_scaler_skips_and_counts_a_forced_overflow(tmp_path, corpus, t
 
 
 def test_flash_attention_selected(tmp_path):
-    "The model's bf16 training step on CUDA runs SDPA's flash kernel by default; forced to flash alone, it runs too."
+    """The model's bf16 training step on CUDA runs a fused flash-style SDPA kernel by default, never the math fallback:
+    flash or cuDNN's, whichever PyTorch ranks first on this GPU (torch 2.11 on an H200 picks cuDNN's). Forced to flash
+    alone, the step runs flash."""
     from torch.nn.attention import sdpa_kernel, SDPBackend
     from torch.profiler import profile, ProfilerActivity
     import torch.nn.functional as F
@@ -258,20 +260,32 @@ def test_flash_attention_selected(tmp_path):
         loss.backward()
         if DEVICE == 'cuda': torch.cuda.synchronize()
 
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION): step()          # raises "No available kernel" if flash cannot run it
+    def profiled():
+        "The SDPA ops and the attention kernels of one step."
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof: step()
+        events = prof.key_averages()
+        ops = sorted({e.key for e in events if e.key.startswith('aten::') and ('scaled_dot_product' in e.key or 'attention' in e.key)})
+        kernels = sorted({e.key[:200] for e in events if 'CUDA' in str(getattr(e, 'device_type', '')) and
+                          any(w in e.key.lower() for w in ('flash', 'fmha', 'attention', 'attn', 'sdpa'))})
+        return ops, kernels
+
+    suffix = '_for_cpu' if ON_CPU else ''
+    fused = {f'aten::_scaled_dot_product_flash_attention{suffix}': 'flash', 'aten::_scaled_dot_product_cudnn_attention': 'cudnn'}
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        step()                                                    # raises "No available kernel" if flash cannot run it
+        flash_ops, flash_kernels = profiled()
     step()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof: step()
-    events = prof.key_averages()
-    names = sorted({e.key for e in events})
-    sdpa_ops = [n for n in names if n.startswith('aten::') and ('scaled_dot_product' in n or 'attention' in n)]
-    kernels = sorted({e.key for e in events if 'CUDA' in str(getattr(e, 'device_type', '')) and
-                      any(w in e.key.lower() for w in ('flash', 'fmha', 'attention', 'attn'))})
+    ops, kernels = profiled()
     order = getattr(torch._C, '_get_sdp_priority_order', lambda: [])()
-    REPORT['attention'] = dict(ops=sdpa_ops, kernels=[k[:200] for k in kernels[:10]],
+    chosen = sorted(fused[o] for o in ops if o in fused)
+    REPORT['attention'] = dict(default_backend=chosen, ops=ops, kernels=kernels[:10], forced_flash_ops=flash_ops,
+                               forced_flash_kernels=flash_kernels[:10],
                                priority=[{int(v): k for k, v in SDPBackend.__members__.items()}.get(i, i) for i in order])
-    flash = 'aten::_scaled_dot_product_flash_attention' + ('_for_cpu' if ON_CPU else '')
-    assert flash in names and flash + '_backward' in names, sdpa_ops
-    if kernels: assert any('flash' in k.lower() for k in kernels), kernels    # where CUDA activity was recorded: the kernels' own names
+    assert len(chosen) == 1 and any(o.startswith(f'aten::_scaled_dot_product_{chosen[0]}_attention') and o.endswith('_backward') for o in ops), ops
+    assert not any('math' in o or 'efficient' in o for o in ops), ops              # no fallback, forward or backward
+    flash = f'aten::_scaled_dot_product_flash_attention{suffix}'
+    assert flash in flash_ops and flash + '_backward' in flash_ops, flash_ops
+    if flash_kernels: assert any('flash' in k.lower() for k in flash_kernels), flash_kernels   # the kernels' own names, where recorded
 
     # the flash kernel computes what the fp32 math kernel computes, to bf16 precision
     g = torch.Generator(device=DEVICE).manual_seed(0)
