@@ -229,3 +229,24 @@ def test_label_budget_epochs():
     assert epochs_for(1_000, 470, default) == 14.7 and 14.7 * 32 >= 470                         # 32 steps an epoch
     assert epochs_for(1_000, 0, default) == 3.0
     assert majority_share([0, 1, 1, 2]) == 0.5
+
+def test_data_prep(tmp_path):
+    "Reading, tokenizer training and pretokenizing timed apart in fresh processes, the tokenizers pool off and on, scaled to WikiText-103."
+    out, res = run_bench('data_prep.py', tmp_path/'dp.json')
+    assert res['benchmark'] == 'data_prep' and 'WT-103 min' in out and 'the pool on / off' in out
+    assert [r['setting'] for r in res['rows']] == ['threads off', 'threads on']
+    assert [r['tokenizers_parallelism'] for r in res['rows']] == ['false', 'true']
+    a, b = res['rows']
+    # two processes train two tokenizers, which may differ in a few entries (huggingface/tokenizers#1794)
+    assert min(a['tokens'], b['tokens']) > 100_000 and abs(a['tokens'] - b['tokens']) < 0.01 * a['tokens']
+    assert a['vocab_learned'] <= 1000 and a['documents'] == b['documents'] > 0
+    for r in res['rows']:
+        assert r['tokenizer_training_s'] > 0 and r['pretokenize_s'] > 0
+        scale = res['wikitext103_tokens'] / r['tokens']
+        assert abs(r['wikitext103_min'] - (r['tokenizer_training_s'] + r['pretokenize_s']) * scale / 60) < 1e-6
+
+def test_data_prep_bad_input(tmp_path):
+    r = subprocess.run([sys.executable, 'bench/data_prep.py', '--corpus', str(tmp_path/'missing.txt'), '--out', str(tmp_path/'x.json')],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith('error: --corpus') and 'Traceback' not in r.stderr
+    assert not (tmp_path/'x.json').exists()

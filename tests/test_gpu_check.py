@@ -52,6 +52,13 @@ def test_dry_run(tmp_path):
     assert 0 < x['mean_real_tokens_per_row'] <= x['mean_padded_width'] <= p['spec']['seq_len']
     assert x['data_ms_per_step'] > 0 and x['train_tokens'] > 10_000 and x['bench_ms_per_step'] > 0
     assert y['seconds_per_step'] > 0 and y['mean_batch_rows'] > 1
+    # the builtin corpus was read once beforehand, apart from the timed tokenizing that is scaled to WikiText-103
+    assert x['corpus_read_s'] > 0 and 0 < x['tokenizer_training_s'] and 0 < x['pretokenize_s']
+    assert 'read beforehand' in f['assumptions']['data_preparation']
+    # finetuning twice over the same batches: the second run is the steady state, the first one pays for new shapes
+    first = y['first_run']
+    assert first['batches'] > 0 and 0 < first['distinct_shapes'] <= first['batches'] and y['distinct_shapes'] > 0
+    assert f['seconds_per_new_shape'] >= 0 and f['seconds_per_finetuning_step'] == y['seconds_per_step']
     assert f['pretraining_steps'][0] == 7630 and f['finetuning_steps'] == 24544     # 2 × 125M / (256 × 128); 2 × 392,702 / 32
     assert 0 < f['pretraining_hours'][0] <= f['pretraining_hours'][1] and 0 < f['total_hours'][0] <= f['total_hours'][1]
     assert {'wikitext103_train_tokens', 'finetuning', 'seconds_per_pretraining_step'} <= set(f['assumptions'])
