@@ -55,6 +55,10 @@ def test_dry_run(tmp_path):
     # the builtin corpus was read once beforehand, apart from the timed tokenizing that is scaled to WikiText-103
     assert x['corpus_read_s'] > 0 and 0 < x['tokenizer_training_s'] and 0 < x['pretokenize_s']
     assert 'read beforehand' in f['assumptions']['data_preparation']
+    # the same pretraining with the batches masked in DataLoader workers
+    wk = p['pretraining_workers']
+    assert wk['num_workers'] == 2 and wk['steps_logged'] >= 2 and wk['seconds_per_step'] > 0 and wk['speedup_over_in_process'] > 0
+    assert 'DataLoader workers (--num-workers)' in r.stdout
     # finetuning twice over the same batches: the second run is the steady state, the first one pays for new shapes
     first = y['first_run']
     assert first['batches'] > 0 and 0 < first['distinct_shapes'] <= first['batches'] and y['distinct_shapes'] > 0

@@ -38,7 +38,8 @@ MNLI_SHAPES = 2 * 128            # distinct finetuning batch shapes at most: wid
 MNLI_MEAN_PADDED_WIDTH = 42.5   # bench/finetune_epoch.py: atombert's bucketed batches of 32 on the 20k train sample (bench/README.md)
 
 # Smoke sizes of the dry run (CPU, CI)
-DRY = dict(preset='tiny', vocab_size=1000, seq_len=64, batch_size=16, pretrain_seconds=10, finetune_seconds=4, finetune_pairs=2000)
+DRY = dict(preset='tiny', vocab_size=1000, seq_len=64, batch_size=16, pretrain_seconds=10, finetune_seconds=4, finetune_pairs=2000,
+           workers_seconds=4, num_workers=2)
 
 
 def recipe() -> dict:
@@ -287,18 +288,23 @@ def pretraining_worker(spec: dict) -> dict:
     MaskingCollator.__call__, PretrainingDataset.__getitem__ = counted, read
 
     # 1. pretraining, as `atombert run` runs it, on the builtin corpus, stopped after the budget
-    clock = {}
-    stop_after(P.PreTrainingTask, spec['pretrain_seconds'], clock)
-    out = work/'pretrain'
-    shutil.rmtree(out, ignore_errors=True)
+    def timed_pretrain(name, seconds, num_workers=0):
+        "`pretrain` as `atombert run` calls it, into `work/name`, stopped after `seconds` of training; its clock."
+        clock, out = {}, work/name
+        restore = stop_after(P.PreTrainingTask, seconds, clock)
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            P.pretrain('builtin', str(out), spec['preset'], vocab_size=spec['vocab_size'], seq_len=spec['seq_len'],
+                       batch_size=spec['batch_size'], max_steps=MAX_STEPS, epochs=0, lr=spec['lr'], token_objective='mlm', eval_every=0,
+                       seed=0, progress=False, precision=spec['precision'], device=spec['device'], log_every=spec['log_every'],
+                       cache_dir=str(work/'cache'), num_workers=num_workers)
+            raise RuntimeError('pretraining ended before its time budget')
+        except TimeUp: pass
+        finally: restore()
+        return clock, out
+
     if cuda: torch.cuda.reset_peak_memory_stats()
-    try:
-        P.pretrain('builtin', str(out), spec['preset'], vocab_size=spec['vocab_size'], seq_len=spec['seq_len'],
-                   batch_size=spec['batch_size'], max_steps=MAX_STEPS, epochs=0, lr=spec['lr'], token_objective='mlm', eval_every=0,
-                   seed=0, progress=False, precision=spec['precision'], device=spec['device'], log_every=spec['log_every'],
-                   cache_dir=str(work/'cache'))
-        raise RuntimeError('pretraining ended before its time budget')
-    except TimeUp: pass
+    clock, out = timed_pretrain('pretrain', spec['pretrain_seconds'])
     run = json.loads((out/'run.json').read_text())
     rate = rate_from_metrics(out)
     B, per_row = spec['batch_size'], lambda k: batches[k] / max(batches['rows'], 1)
@@ -322,6 +328,16 @@ def pretraining_worker(spec: dict) -> dict:
              'num_workers=0 as `atombert run` uses it, logging), timed between its first and last logged step')
     log(f"pretraining: {rate['steps_logged']} steps in {clock['stop'] - clock['start']:.0f} s, {sps * 1e3:.1f} ms/step, "
         f"{B * real / sps:,.0f} real tokens/s ({B * width / sps:,.0f} padded), loss {rate['first_loss']:.2f} → {rate['last_loss']:.2f}")
+
+    # 1b. the same run with the batches read and masked in DataLoader workers (`--num-workers`): does the step approach the benchmark's?
+    if spec.get('workers_seconds'):
+        wclock, wout = timed_pretrain('pretrain_workers', spec['workers_seconds'], spec['num_workers'])
+        wrate = rate_from_metrics(wout)
+        res['pretraining_workers'] = dict(num_workers=spec['num_workers'], training_s=round(wclock['stop'] - wclock['start'], 1), **wrate,
+                                          tokens_per_s_real=B * real / wrate['seconds_per_step'],
+                                          speedup_over_in_process=sps / wrate['seconds_per_step'])
+        log(f"pretraining with {spec['num_workers']} DataLoader workers: {wrate['seconds_per_step'] * 1e3:.1f} ms/step, "
+            f"{sps / wrate['seconds_per_step']:.2f}× the run without")
 
     # 2. finetuning steps as `atombert run` runs them (batch 32, the LR finetune picks, bucketed pairs), on MNLI-shaped pairs
     model_dir = work/'pretrained'
@@ -421,15 +437,17 @@ def part_pretraining(args, ctx) -> dict:
     if args.dry_run:
         spec = dict(DRY, device='cpu', lr=rec['lr'], precision=rec['precision'], log_every=2)
     else:
-        left = ctx['remaining']() - 2 * args.finetune_seconds - 90     # process start, tokenizer, pretokenizing, finetuning twice
+        # process start, tokenizer, pretokenizing, the run with workers and its setup, finetuning twice
+        left = ctx['remaining']() - 2 * args.finetune_seconds - args.workers_seconds - (100 if args.workers_seconds else 90)
         seconds = max(30.0, min(args.pretrain_seconds, left))
         if seconds < args.pretrain_seconds: log(f'pretraining: {seconds:.0f} s instead of {args.pretrain_seconds} s (the 8-minute budget)')
         spec = dict(preset=rec['preset'], vocab_size=rec['vocab_size'], seq_len=rec['seq_len'], batch_size=rec['batch_size'],
                     lr=rec['lr'], precision=rec['precision'], device='cuda', pretrain_seconds=seconds,
-                    finetune_seconds=args.finetune_seconds, finetune_pairs=20_000, log_every=20)
+                    finetune_seconds=args.finetune_seconds, finetune_pairs=20_000, log_every=20,
+                    workers_seconds=args.workers_seconds, num_workers=args.num_workers)
     spec.update(finetune_batch_size=rec['finetune_batch_size'], finetune_lr=rec['finetune_lr'], work=str(ctx['work']/'pretraining'))
     result = ctx['work']/'pretraining.json'; result.unlink(missing_ok=True)
-    timeout = spec['pretrain_seconds'] + 2 * spec['finetune_seconds'] + (300 if args.dry_run else 150)
+    timeout = spec['pretrain_seconds'] + 2 * spec['finetune_seconds'] + spec['workers_seconds'] + (300 if args.dry_run else 180)
     r = run_cmd([sys.executable, __file__, '--worker', json.dumps(spec), '--worker-out', result], timeout, child_env(args), 'pretraining')
     res = dict(spec=spec, returncode=r['returncode'], seconds=r['seconds'], timed_out=r['timed_out'])
     if r['returncode'] != 0 or not result.exists():
@@ -437,6 +455,7 @@ def part_pretraining(args, ctx) -> dict:
         raise PartFailed('the pretraining run ' + ('timed out' if r['timed_out'] else f'failed (exit {r["returncode"]})'), res)
     w = json.loads(result.read_text())
     res.update(pretraining=w['pretraining'], finetuning=w['finetuning'])
+    if 'pretraining_workers' in w: res['pretraining_workers'] = w['pretraining_workers']
     bench = next((row for row in ctx['results'].get('pretrain_step', {}).get('rows', [])
                   if row['run'] == 'sdpa' and row['contender'] == 'atombert'), None)
     if bench:     # the same model and batch in the benchmark's loop (fixed batch, no data pipeline, no logging)
@@ -494,6 +513,9 @@ def print_table(report: dict):
         print(f"  data pipeline (reading + masking, in the training process) {x['data_ms_per_step']:.1f} ms/step"
               + (f"; the benchmark's step on a fixed batch: {x['bench_ms_per_step']:.1f} ms (end to end is "
                  f"{x['end_to_end_over_bench_step']:.2f}× that)" if x.get('bench_ms_per_step') else ''))
+        if (wk := pt.get('pretraining_workers')):
+            print(f"  with {wk['num_workers']} DataLoader workers (--num-workers): {wk['seconds_per_step'] * 1e3:.1f} ms/step, "
+                  f"{wk['tokens_per_s_real']:,.0f} real tokens/s, {wk['speedup_over_in_process']:.2f}× the run without")
         print(f"finetuning, batch {y['batch_size']}: {y['seconds_per_step'] * 1e3:.1f} ms/step at mean padded width {y['mean_padded_width']:.1f}"
               + (f" (the first run over the same {y['first_run']['distinct_shapes']} batch shapes: {y['first_run']['seconds_per_step'] * 1e3:.1f} ms/step; "
                  f"{f.get('seconds_per_new_shape', 0):.3f} s once per new shape)" if 'first_run' in y else ''))
@@ -515,6 +537,8 @@ def main(argv=None):
     p.add_argument('--budget-s', type=float, default=470, help='seconds for the whole check; the pretraining run is shortened to fit')
     p.add_argument('--pretrain-seconds', type=float, default=180, help='training seconds of the pretraining run (GPU)')
     p.add_argument('--finetune-seconds', type=float, default=20, help='training seconds of the finetuning steps (GPU)')
+    p.add_argument('--workers-seconds', type=float, default=30, help='training seconds of the pretraining run with DataLoader workers (GPU; 0: none)')
+    p.add_argument('--num-workers', type=int, default=4, help='DataLoader workers of that run (GPU)')
     p.add_argument('--inject-failure', default=None, help=argparse.SUPPRESS)     # tests: this part raises at once
     args = p.parse_args(argv)
     parts = [x.strip() for x in args.parts.split(',') if x.strip()]
