@@ -113,13 +113,14 @@ class AtomBertForPreTraining(PretrainedModel):
         for head in (self.mlm, self.rtd_head, self.sentence_head):
             head and head.apply(lambda m: _init_weights(m, config.initializer_range))
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, sentence_label=None, replaced=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, sentence_label=None, replaced=None,
+                masked_positions=None):
         h, pooled = self.model(input_ids, attention_mask, token_type_ids)
         mlm_loss = mlm_logits = rtd_loss = rtd_logits = sentence_loss = sentence_logits = None
         if self.mlm is not None and labels is not None:
-            masked = labels != -100
-            mlm_logits = self.mlm(h[masked], self.model.embeddings.word.weight)
-            mlm_loss = F.cross_entropy(mlm_logits.float(), labels[masked]) if mlm_logits.shape[0] else h.sum() * 0
+            if masked_positions is None: masked_positions = (labels.flatten() != -100).nonzero().squeeze(1)  # a GPU waits here
+            mlm_logits = self.mlm(h.flatten(0, 1)[masked_positions], self.model.embeddings.word.weight)
+            mlm_loss = F.cross_entropy(mlm_logits.float(), labels.flatten()[masked_positions]) if len(masked_positions) else h.sum() * 0
         elif self.mlm is not None: mlm_logits = self.mlm(h, self.model.embeddings.word.weight)
         else:
             rtd_logits = self.rtd_head(h)

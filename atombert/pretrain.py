@@ -35,6 +35,11 @@ class PreTrainingTask(Task):
         self.objective, self.unigram = objective, unigram
         self.most_frequent = None if unigram is None else int(unigram.argmax())
 
+    def prepare(self, batch, generator=None):
+        "Add the masked tokens' flat positions, found on the CPU before the batch moves: the model on a GPU need not wait for them."
+        if 'masked_positions' in batch: return batch
+        return {**batch, 'masked_positions': (batch['labels'].flatten() != -100).nonzero().squeeze(1)}
+
     def counts(self, batch):
         c = {'mlm_loss': int((batch['labels'] != -100).sum())}
         if self.objective != 'none': c[f'{self.objective}_loss'] = len(batch['input_ids'])
@@ -42,7 +47,7 @@ class PreTrainingTask(Task):
 
     def loss(self, model, batch):
         out = model(batch['input_ids'], batch['attention_mask'], batch['token_type_ids'], labels=batch['labels'],
-                    sentence_label=batch.get('sentence_label'))
+                    sentence_label=batch.get('sentence_label'), masked_positions=batch.get('masked_positions'))
         return self.scores(out, batch, model.training)
 
     def flops(self, model, batch) -> int:
@@ -52,7 +57,8 @@ class PreTrainingTask(Task):
 
     def scores(self, out, batch, training:bool) -> tuple[dict, dict]:
         "The MLM and sentence losses of model output `out`, and their statistics (held out, with the unigram references)."
-        masked = batch['labels'][batch['labels'] != -100]
+        labels, positions = batch['labels'].flatten(), batch.get('masked_positions')
+        masked = labels[labels != -100] if positions is None else labels[positions]       # the masked tokens, in the logits' order
         losses = {'mlm_loss': out.mlm_loss}
         stats = {'mlm_accuracy': ((out.mlm_logits.argmax(-1) == masked).sum(), len(masked))}
         if self.unigram is not None and not training:          # what word frequencies alone score on the same tokens

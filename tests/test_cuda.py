@@ -296,6 +296,37 @@ def test_flash_attention_selected(tmp_path):
     assert d < 3e-2, d
 
 
+def test_pretraining_step_does_not_wait_for_the_gpu():
+    """With the masked positions given (as `PreTrainingTask.prepare` gives them) and no attention mask, a bf16 training
+    step's forward and backward never make the host wait for the GPU, so it can prepare the next batch meanwhile.
+    (The H200 run measured 38.2 ms a step end to end against 21.0 ms for the model: the host waited twice a step.)"""
+    from atombert.config import AtomBertConfig
+    from atombert.model import AtomBertForPreTraining
+    from atombert.measure import pretraining_batch
+    from atombert.training import autocast_for
+    config = AtomBertConfig.preset('atombert-8m')
+    model = AtomBertForPreTraining(config).to(DEVICE).train()
+    b = pretraining_batch(config, 16, 128, DEVICE)
+    positions = (b['labels'].flatten() != -100).nonzero().squeeze(1)
+
+    def step():
+        with autocast_for('bf16', torch.device(DEVICE)):
+            loss = model(b['input_ids'], None, b['token_type_ids'], labels=b['labels'], sentence_label=b['sentence_label'],
+                         masked_positions=positions).loss
+        loss.backward()
+        return loss
+
+    step()                                                  # warm-up: kernel selection may wait
+    if DEVICE == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode('error')             # any synchronizing call raises
+    try: loss = step()
+    finally:
+        if DEVICE == 'cuda': torch.cuda.set_sync_debug_mode(0)
+    REPORT['host_waits'] = dict(checked=DEVICE == 'cuda', loss=float(loss))
+    assert torch.isfinite(loss)
+
+
 def test_compiled_training_step_equals_eager():
     "A `torch.compile`d model's training step (loss, gradients, AdamW update) equals the eager one's, fp32."
     import copy
