@@ -219,6 +219,18 @@ def stop_after(task_cls, seconds: float, clock: dict):
     return lambda: setattr(task_cls, 'loss', original)
 
 
+def timed_run(task_cls, seconds: float, out: Path, train) -> dict:
+    "`train(out)` into a fresh `out`, stopped by `TimeUp` once `task_cls` has trained `seconds`; its clock (start, stop)."
+    clock = {}
+    restore = stop_after(task_cls, seconds, clock)
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        train(out)
+        raise RuntimeError(f'{out.name} ended before its time budget')
+    except TimeUp: return clock
+    finally: restore()
+
+
 def rate_from_metrics(out_dir) -> dict:
     "Steps and seconds between the first and the last logged training step (the first window's warm-up left out)."
     from atombert.training import read_metrics
@@ -290,18 +302,12 @@ def pretraining_worker(spec: dict) -> dict:
     # 1. pretraining, as `atombert run` runs it, on the builtin corpus, stopped after the budget
     def timed_pretrain(name, seconds, num_workers=0):
         "`pretrain` as `atombert run` calls it, into `work/name`, stopped after `seconds` of training; its clock."
-        clock, out = {}, work/name
-        restore = stop_after(P.PreTrainingTask, seconds, clock)
-        shutil.rmtree(out, ignore_errors=True)
-        try:
-            P.pretrain('builtin', str(out), spec['preset'], vocab_size=spec['vocab_size'], seq_len=spec['seq_len'],
-                       batch_size=spec['batch_size'], max_steps=MAX_STEPS, epochs=0, lr=spec['lr'], token_objective='mlm', eval_every=0,
-                       seed=0, progress=False, precision=spec['precision'], device=spec['device'], log_every=spec['log_every'],
-                       cache_dir=str(work/'cache'), num_workers=num_workers)
-            raise RuntimeError('pretraining ended before its time budget')
-        except TimeUp: pass
-        finally: restore()
-        return clock, out
+        out = work/name
+        return timed_run(P.PreTrainingTask, seconds, out, lambda out: P.pretrain(
+            'builtin', str(out), spec['preset'], vocab_size=spec['vocab_size'], seq_len=spec['seq_len'], batch_size=spec['batch_size'],
+            max_steps=MAX_STEPS, epochs=0, lr=spec['lr'], token_objective='mlm', eval_every=0, seed=0, progress=False,
+            precision=spec['precision'], device=spec['device'], log_every=spec['log_every'], cache_dir=str(work/'cache'),
+            num_workers=num_workers)), out
 
     if cuda: torch.cuda.reset_peak_memory_stats()
     clock, out = timed_pretrain('pretrain', spec['pretrain_seconds'])
@@ -358,15 +364,10 @@ def pretraining_worker(spec: dict) -> dict:
     def timed_finetune(name):
         "Finetuning steps for `finetune_seconds`, as `atombert run` runs them; their rate and batch shapes."
         fbatches.update(n=0, rows=0, real=0, padded=0, shapes=set())
-        fclock, fout = {}, work/name
-        restore = stop_after(M.ClassificationTask, spec['finetune_seconds'], fclock)
-        shutil.rmtree(fout, ignore_errors=True)
-        try:
-            M.finetune(model_dir, pairs, None, fout, max_steps=MAX_STEPS, batch_size=spec['finetune_batch_size'], lr=spec['finetune_lr'],
-                       seed=0, progress=False, precision=spec['precision'], device=spec['device'], log_every=spec['log_every'])
-            raise RuntimeError('finetuning ended before its time budget')
-        except TimeUp: pass
-        finally: restore()
+        fout = work/name
+        fclock = timed_run(M.ClassificationTask, spec['finetune_seconds'], fout, lambda out: M.finetune(
+            model_dir, pairs, None, out, max_steps=MAX_STEPS, batch_size=spec['finetune_batch_size'], lr=spec['finetune_lr'],
+            seed=0, progress=False, precision=spec['precision'], device=spec['device'], log_every=spec['log_every']))
         frate = rate_from_metrics(fout)
         fw, fb = fbatches['padded'] / max(fbatches['rows'], 1), fbatches['rows'] / max(fbatches['n'], 1)
         return dict(**frate, steps_per_s=1 / frate['seconds_per_step'], mean_batch_rows=fb, mean_padded_width=fw,
@@ -395,7 +396,8 @@ def extrapolate(pre: dict, fin: dict, rec: dict) -> dict:
     steps_packed = math.ceil(epochs * WIKITEXT103_TOKENS / (B * pre['corpus_tokens_per_example']))
     sps = pre['seconds_per_step']
     prep_s = (pre['tokenizer_training_s'] + pre['pretokenize_s']) * WIKITEXT103_TOKENS / pre['train_tokens']
-    read = f", read beforehand in {pre['corpus_read_s']:.1f} s and not counted" if 'corpus_read_s' in pre else ''
+    read = (f"; the builtin corpus' documents were in memory, read beforehand in {pre['corpus_read_s']:.1f} s and not counted"
+            if 'corpus_read_s' in pre else '')
     ft_steps = math.ceil(rec['finetune_epochs'] * MNLI_TRAIN_PAIRS / rec['finetune_batch_size'])
     ft_s = ft_steps * fin['seconds_per_step']
     first = fin.get('first_run')      # the one-time cost of each new batch shape, from the first run over the same batches
@@ -415,8 +417,7 @@ def extrapolate(pre: dict, fin: dict, rec: dict) -> dict:
             seconds_per_pretraining_step='measured on the builtin corpus at the recipe\'s batch; '
                                          f'vocabulary {pre["vocab_size"]} there vs {rec["vocab_size"]} (only the MLM decoder at masked rows grows)',
             data_preparation='tokenizer training + pretokenization, scaled linearly from the builtin corpus\' '
-                             f'{pre["train_tokens"]:,} tokens (rough; the download is not counted; the builtin corpus\' documents '
-                             f'were in memory{read})',
+                             f'{pre["train_tokens"]:,} tokens (rough; the download is not counted{read})',
             mnli_train_pairs=MNLI_TRAIN_PAIRS, mnli_dev_pairs=MNLI_DEV_PAIRS,
             finetuning=f'{rec["finetune_epochs"]} epochs × {MNLI_TRAIN_PAIRS:,} pairs / {rec["finetune_batch_size"]} a step, at the '
                        f'measured seconds per step (mean padded width {fin["mean_padded_width"]:.1f} here; MNLI\'s bucketed batches: '
