@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'HUB_CORPORA', 'SPLITS', 'FORMAT_VERSION', 'OBJECTIVES', 'wikitext_documents',
-           'plain_documents', 'text_documents', 'builtin_documents', 'Corpus', 'load_corpus', 'split_sentences',
-           'TokenizedCorpus', 'pretokenize', 'build_examples', 'PretrainingDataset', 'word_start_flags',
-           'MaskingCollator']
+           'plain_documents', 'text_documents', 'builtin_documents', 'Corpus', 'is_text_file', 'load_corpus',
+           'split_sentences', 'TokenizedCorpus', 'pretokenize', 'build_examples', 'PretrainingDataset',
+           'word_start_flags', 'MaskingCollator']
 
 # %% ../nbs/05_data.ipynb #f139c08d
-import array, ast, hashlib, itertools, json, os, random, re, sys, sysconfig
+import array, ast, glob, hashlib, itertools, json, os, random, re, sys, sysconfig
 from pathlib import Path
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 from .files import atomic_dir
 from .config import SENTENCE_OBJECTIVES
-from .tokenizer import special_token_ids, tokenizer_fingerprint, text_file_lines
+from .tokenizer import COMPRESSIONS, decompressing, open_bytes, special_token_ids, tokenizer_fingerprint, text_file_lines
 
 # %% ../nbs/05_data.ipynb #af7209f4
 _HEADING = re.compile(r'(=(?: =)*) (.+) \1')  # '= Title =' is level 1, '= = Section = =' level 2, ...
@@ -136,8 +136,14 @@ class Corpus:
 TEXT_SUFFIXES = ('.txt', '.raw', '.tokens')
 TABLE_SUFFIXES = ('.jsonl', '.json', '.parquet', '.arrow')
 
+def is_text_file(path) -> bool:
+    "Whether a folder scan reads `path` as text: a `TEXT_SUFFIXES` name, plain or compressed (`wiki.txt.xz`)."
+    path = Path(path)
+    if path.suffix in COMPRESSIONS: path = path.with_suffix('')
+    return path.suffix in TEXT_SUFFIXES
+
 def _check_text_file(path):
-    with open(path, 'rb') as f: head = f.read(1 << 16)
+    with decompressing(path), open_bytes(path) as f: head = f.read(1 << 16)
     if b'\x00' in head: raise ValueError(f'{path} is a binary file (it has NUL bytes), not UTF-8 text')
     try: head.decode('utf-8')
     except UnicodeDecodeError as e:
@@ -147,14 +153,24 @@ def _check_text_file(path):
 def _file_identity(files):
     return [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
-def _text_corpus(path):
-    if path.is_dir():
-        files = sorted(p for p in path.rglob('*') if p.suffix in TEXT_SUFFIXES and p.is_file())
-        if not files: raise ValueError(f'empty corpus: no {"/".join(TEXT_SUFFIXES)} files in {path}')
-    else: files = [path]
+def _text_files(path) -> list:
+    "The text files of a file, a folder (its text files, at any depth) or a glob pattern, in sorted order."
+    if isinstance(path, str) and re.search(r'[*?[]', path) and not Path(path).exists():
+        files = sorted(Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file())
+        if not files: raise FileNotFoundError(f'corpus not found: no file matches {path}')
+        return files
+    path = Path(path)
+    if not path.is_dir(): return [path]
+    files = sorted(p for p in path.rglob('*') if is_text_file(p) and p.is_file())
+    if not files: raise ValueError(f'empty corpus: no {"/".join(TEXT_SUFFIXES)} files in {path} (plain or {"/".join(COMPRESSIONS)})')
+    return files
+
+def _text_corpus(spec):
+    files = _text_files(spec)
     for f in files: _check_text_file(f)
     make = lambda: (doc for f in files for doc in text_documents(text_file_lines(f)))
-    return Corpus(str(path), json.dumps(['text', _file_identity(files)]), make)
+    return Corpus(str(spec), json.dumps(['text', _file_identity(files)]), make)
+
 
 # %% ../nbs/05_data.ipynb #04913b0a
 def _table_corpus(path, split, text_column):
@@ -200,7 +216,7 @@ def _builtin_corpus(split):
     return Corpus(f'builtin[{split}]', json.dumps([_builtin_identity(), split]), make)
 
 def load_corpus(spec, split='train', text_column='text') -> Corpus:
-    "A `Corpus` of documents from `spec`: 'wikitext-103', 'wikitext-2', 'builtin', a file, a folder, or a list of them."
+    "A `Corpus` of documents from `spec`: 'wikitext-103', 'wikitext-2', 'builtin', a file (plain or compressed), a folder, a glob pattern, or a list of them."
     if isinstance(spec, (list, tuple)):
         parts = [load_corpus(s, split, text_column) for s in spec]
         if not parts: raise ValueError('empty corpus: an empty list of corpora')
@@ -210,6 +226,7 @@ def load_corpus(spec, split='train', text_column='text') -> Corpus:
     if isinstance(spec, str) and spec in HUB_CORPORA: return _hub_corpus(spec, split)._check_not_empty()
     if isinstance(spec, str) and spec == 'builtin': return _builtin_corpus(split)._check_not_empty()
     path = Path(spec)
+    if isinstance(spec, str) and re.search(r'[*?[]', spec) and not path.exists(): return _text_corpus(spec)._check_not_empty()
     if not path.exists():
         if isinstance(spec, str) and not re.search(r'[/\\.]', spec):
             raise ValueError(f"unknown corpus {spec!r}: use 'wikitext-103', 'wikitext-2', 'builtin' or a path "
@@ -295,7 +312,7 @@ def _write_tokens(docs, tok, folder, dtype, split, batch_size, progress):
             seg_lengths.append(lengths[kept])
             counts = np.bincount(doc_of[kept], minlength=len(per_doc))
             doc_nsegs.append(counts[counts > 0])                    # ... and no empty documents
-            progress.update(len(per_doc)); progress.set_postfix(tokens=f'{sum(map(np.sum, seg_lengths)):,}')
+            progress.update(int(lengths.sum())); progress.set_postfix(docs=f'{sum(map(len, doc_nsegs)):,}', refresh=False)
             texts.clear(); per_doc.clear()
         for doc in _as_documents(docs):
             sentences = [s for p in doc for s in (split_sentences(p) if split else [p])]
@@ -325,7 +342,7 @@ def pretokenize(corpus, tokenizer: Tokenizer, cache_dir, split_into_sentences=Tr
     dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
     tok = Tokenizer.from_str(tokenizer.to_str()); tok.no_truncation(); tok.no_padding()
     with atomic_dir(final, exist_ok=True) as tmp:    # another process may finish first: its copy is as good as ours
-        with tqdm(desc=f'tokenizing {name}', unit=' docs', disable=not show_progress) as progress:
+        with tqdm(desc=f'tokenizing {name}', unit='tok', unit_scale=True, disable=not show_progress) as progress:  # shows tokens/s
             num_docs, num_segments, num_tokens = _write_tokens(corpus, tok, tmp, dtype, split_into_sentences,
                                                                batch_size, progress)
         if num_tokens == 0: raise ValueError(f'empty corpus: {name} gives no tokens')
