@@ -21,12 +21,14 @@ from .files import atomic_dir
 from .tokenizer import KINDS, SPECIAL_TOKENS, train_tokenizer, load_tokenizer, save_tokenizer, tokenizer_fingerprint
 from .settings import Limit, above, at_least, between, check_values, one_of
 from .data import load_corpus, pretokenize, PretrainingDataset, MaskingCollator
-from .training import Task, TrainArgs, fit, init_distributed, checkpoints, resolve_precision
+from .training import Task, TrainArgs, budget_steps, fit, init_distributed, checkpoints, resolve_precision
 
 # %% ../nbs/07_pretraining.ipynb #cbb6ae8a
 def unigram_log_probs(corpus, vocab_size:int=None) -> torch.Tensor:
     "Log-probabilities of each token id under `corpus`' unigram distribution (a `TokenizedCorpus`; add-one smoothed)."
-    counts = np.bincount(np.asarray(corpus.tokens), minlength=vocab_size or corpus.vocab_size).astype(np.float64) + 1
+    tokens, counts = corpus.tokens, np.ones(vocab_size or corpus.vocab_size, np.float64)
+    for i in range(0, len(tokens), 1 << 24):        # in chunks: bincount widens its input to int64, 8 bytes a token
+        counts += np.bincount(tokens[i:i + (1 << 24)], minlength=len(counts))
     return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 class PreTrainingTask(Task):
@@ -182,11 +184,20 @@ PRETRAIN_LIMITS = dict(
     seq_len=at_least(8), epochs=at_least(0), beta2=between(0, 1, below_hi=True), objective=one_of(*SENTENCE_OBJECTIVES),
     token_objective=one_of(*TOKEN_OBJECTIVES), generator_size=Limit(lambda v: 0 < v <= 1, 'in (0, 1]', (0, 1.5)),
     rtd_weight=above(0), dropout=between(0, 1, below_hi=True), mlm_probability=Limit(lambda v: 0 < v < 1, 'in (0, 1)', (0, 1)),
-    ngram=at_least(1), eval_batches=at_least(0))
+    ngram=at_least(1), eval_batches=at_least(0), budget_minutes=at_least(0))
 HELD_OUT_MASKING = dict(mlm_probability=0.15, ngram=1)  # held-out MLM is always scored so: recipes that mask differently compare
 
 def _default_cache() -> Path:
     return Path(os.environ.get('ATOMBERT_CACHE', Path.home()/'.cache'/'atombert'))
+
+def _budget(out:Path, resume:bool, minutes:float, measure) -> dict:
+    "The run's step count for `minutes`: the one recorded in `out/run.json` when resuming, else `measure()`'s (a probe)."
+    recorded = json.loads((out/'run.json').read_text()).get('budget') if resume and (out/'run.json').is_file() else None
+    if recorded is None: return measure()
+    if recorded['minutes'] != minutes:
+        raise ValueError(f"--budget-minutes {minutes}: the run in {out} was budgeted {recorded['minutes']} minutes "
+                         f"({recorded['max_steps']} steps); resume it with the same budget")
+    return recorded
 
 def _check_out_dir(out:Path, resume:bool):
     if out.exists() and not out.is_dir(): raise ValueError(f'--out {out} exists and is not a directory')
@@ -252,6 +263,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
              whole_word:bool=False,       # mask whole words
              eval_corpus:str=None,        # held-out text (default: the corpus' validation split, if it has one)
              eval_batches:int=20,         # held-out batches per evaluation (0: all)
+             budget_minutes:float=0,      # wall-clock minutes of training (a probe fixes the steps; data preparation not counted)
              resume:bool=False,           # continue the run in --out from its newest checkpoint
              cache_dir:str=None,          # token and tokenizer cache (default: $ATOMBERT_CACHE or ~/.cache/atombert)
              text_column:str='text',      # text column of .jsonl/.parquet/.arrow corpora
@@ -269,6 +281,8 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
                          f'(max_position_embeddings of preset {preset})')
     _check_out_dir(out, resume)
     if taken := {'out_dir', 'betas'} & set(train): raise ValueError(f'pretrain sets {", ".join(sorted(taken))} itself, from out and beta2')
+    if budget_minutes and (epochs or 'max_steps' in train):
+        raise ValueError('--budget-minutes sets the number of steps: give it or --epochs / --max-steps, not both')
     args = TrainArgs.of(**(PRETRAIN_ARGS | train), out_dir=str(out), betas=(0.9, beta2))   # validates the training settings
     seed = args.seed
     if resume and checkpoints(out):
@@ -298,14 +312,19 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     collate = MaskingCollator(tok, mlm_probability=mlm_probability, ngram=ngram, whole_word=whole_word, seed=seed, sample_uniforms=rtd)
     torch.manual_seed(seed)
     model = Electra(config, generator_size) if rtd else AtomBertForPreTraining(config)
+    unigram = unigram_log_probs(tokens['train'], config.vocab_size)
+    task = RTDTask(objective, unigram, rtd_weight) if rtd else PreTrainingTask(objective, unigram)
+    held_out_masking = MaskingCollator(tok, **HELD_OUT_MASKING, seed=seed, sample_uniforms=rtd)   # one protocol, whatever the training masking
+    budget = None
+    if budget_minutes:
+        budget = _budget(out, resume, budget_minutes, lambda: budget_steps(budget_minutes, model, train_data, collate, task, args,
+                         eval_data, held_out_masking, eval_batches))
+        args.max_steps = budget['max_steps']
     if rank == 0:   # the arguments, with the precision `fit` resolves `auto` to
         (out/'run.json').write_text(json.dumps(dict(command='pretrain', corpus=str(corpus), preset=preset, seq_len=seq_len,
             objective=objective, token_objective=token_objective, **(dict(generator_size=generator_size, rtd_weight=rtd_weight) if rtd else {}),
             mlm_probability=mlm_probability, ngram=ngram, whole_word=whole_word, eval_corpus=eval_spec, train_examples=len(train_data),
-            train_tokens=tokens['train'].num_tokens, tokenizer=tokenizer_fingerprint(tok),
+            train_tokens=tokens['train'].num_tokens, tokenizer=tokenizer_fingerprint(tok), **({'budget': budget} if budget else {}),
             args=vars(args) | dict(precision=resolve_precision(args.precision, dev, model))), indent=2, default=str))
-    unigram = unigram_log_probs(tokens['train'], config.vocab_size)
-    task = RTDTask(objective, unigram, rtd_weight) if rtd else PreTrainingTask(objective, unigram)
-    held_out_masking = MaskingCollator(tok, **HELD_OUT_MASKING, seed=seed, sample_uniforms=rtd)   # one protocol, whatever the training masking
     return fit(model, train_data, collate, task, args, eval_data=eval_data, resume=resume,
                tokenizer=tok, eval_batches=eval_batches, progress=progress, eval_collate=held_out_masking)

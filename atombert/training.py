@@ -6,10 +6,10 @@
 __all__ = ['SCHEDULES', 'PRECISIONS', 'PEAK_FLOPS', 'TrainingStopped', 'Task', 'native_bf16', 'resolve_precision', 'TrainArgs',
            'make_optimizer', 'make_schedule', 'init_distributed', 'autocast_for', 'checkpoints', 'save_checkpoint',
            'load_checkpoint', 'micro_batches', 'read_metrics', 'plot_metrics', 'evaluate', 'backward', 'optimizer_step',
-           'peak_flops', 'train_row', 'fit']
+           'peak_flops', 'train_row', 'Callback', 'fit', 'budget_steps']
 
 # %% ../nbs/06_training.ipynb #67225ffe
-import atexit, contextlib, hashlib, json, math, os, random, re, shutil, time
+import atexit, contextlib, copy, hashlib, json, math, os, random, re, shutil, time
 import dataclasses
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
@@ -348,8 +348,19 @@ def train_row(state:dict, lr:float, gnorm, window:dict, tokens:int, flops:int, s
     if flops and peak: row['mfu'] = flops / seconds / peak
     return row | dict(time=elapsed)
 
+class Callback:
+    "A hook into `fit`: override what you need. `after_step` returning True stops the run after that step (logged, evaluated, saved as the last)."
+    def after_step(self, state:dict) -> bool: return False
+
+def _agreed_stop(votes:list, device, world:int) -> bool:
+    "Whether any callback, on any process, asks to stop (all processes must stop at the same step)."
+    stop = any(votes)
+    if world > 1 and votes:
+        t = torch.tensor(int(stop), device=device); dist.all_reduce(t, op=dist.ReduceOp.MAX); stop = bool(t)
+    return stop
+
 def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, resume:bool=False,
-        tokenizer=None, eval_batches:int=0, progress:bool=True, eval_collate=None) -> dict:
+        tokenizer=None, eval_batches:int=0, progress:bool=True, eval_collate=None, callbacks=()) -> dict:
     "Train `model` on `train_data` with `task`; checkpoints, logs and plots go to `args.out_dir`; `eval_collate` batches `eval_data` (default: `collate`)."
     rank, world, device = init_distributed(args.device)
     args = dataclasses.replace(args, precision=resolve_precision(args.precision, device, model))
@@ -397,7 +408,8 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
         gnorm, bad = optimizer_step(opt, scaler, sched, params, args)
         bad_run, skipped = torch.where(bad, bad_run + 1, 0), skipped + bad.long()
         state['step'] += 1; pbar.update(1)
-        step, last = state['step'], state['step'] == args.max_steps
+        stop = _agreed_stop([cb.after_step(state) for cb in callbacks], device, world)   # every callback sees every step
+        step, last = state['step'], state['step'] == args.max_steps or stop
         logging = step % args.log_every == 0 or last
         evaluating = eval_data is not None and ((args.eval_every and step % args.eval_every == 0) or last)
         saving = (args.save_every and step % args.save_every == 0) or last
@@ -415,9 +427,50 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
         if saving:
             if rank == 0: save_checkpoint(out, model, opt, sched, scaler, state, tokenizer, args.keep_checkpoints)
             if world > 1: dist.barrier()
+        if stop: break
     pbar.close()
     if rank == 0:
         model.save_pretrained(out, tokenizer=tokenizer)
         if read_metrics(out): plot_metrics(out)
     if world > 1: dist.barrier()
     return metrics
+
+# %% ../nbs/06_training.ipynb #49add26d
+class _StepClock(Callback):
+    "Wall-clock times after optimizer steps `marks` (the device synchronized first, so queued work is counted)."
+    def __init__(self, marks, device): self.marks, self.device, self.times = set(marks), device, {}
+    def after_step(self, state):
+        if state['step'] in self.marks:
+            if self.device.type == 'cuda': torch.cuda.synchronize(self.device)
+            self.times[state['step']] = time.perf_counter()
+        return False
+
+def budget_steps(minutes:float, model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, eval_collate=None,
+                 eval_batches:int=0, probe_steps:int=30) -> dict:
+    "The number of `fit` steps that fill `minutes` of wall clock, from a probe of `probe_steps` steps on a copy of `model`."
+    if not minutes > 0: raise ValueError(f'budget_minutes={minutes}: must be > 0')
+    if probe_steps < 4: raise ValueError(f'probe_steps={probe_steps}: must be >= 4 (the first steps are not timed)')
+    t0 = time.perf_counter()
+    rank, world, device = init_distributed(args.device)
+    probe_dir, warm = Path(args.out_dir)/'.budget-probe', max(2, probe_steps // 5)
+    probe, clock = copy.deepcopy(model), _StepClock((warm, probe_steps), device)
+    fit(probe, train_data, collate, task, dataclasses.replace(args, out_dir=str(probe_dir), max_steps=probe_steps, eval_every=0,
+        save_every=0, log_every=probe_steps, keep_checkpoints=1), progress=False, callbacks=[clock])
+    step_s = (clock.times[probe_steps] - clock.times[warm]) / (probe_steps - warm)
+    eval_s = 0.0
+    if eval_data is not None:
+        precision = resolve_precision(args.precision, device, probe)
+        t = time.perf_counter()
+        evaluate(probe, eval_data, eval_collate or collate, task, args.batch_size // world, precision, args.seed, device, rank,
+                 world, eval_batches)
+        if device.type == 'cuda': torch.cuda.synchronize(device)
+        eval_s = time.perf_counter() - t
+    if world > 1: dist.barrier()
+    if rank == 0: shutil.rmtree(probe_dir, ignore_errors=True)
+    probe_s = time.perf_counter() - t0
+    left = minutes * 60 - probe_s - (2 if args.eval_every else 1) * eval_s
+    steps = max(1, math.floor(left / (step_s + (eval_s / args.eval_every if args.eval_every else 0))))
+    found = dict(minutes=minutes, max_steps=steps, probe_steps=probe_steps, step_s=step_s, eval_s=eval_s, probe_s=probe_s)
+    if world > 1:                       # process 0's measurement decides, so that every process runs as many steps
+        shared = [found]; dist.broadcast_object_list(shared, src=0); found = shared[0]
+    return found

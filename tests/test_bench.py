@@ -250,3 +250,30 @@ def test_data_prep_bad_input(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith('error: --corpus') and 'Traceback' not in r.stderr
     assert not (tmp_path/'x.json').exists()
+
+def test_corpus_prep(tmp_path):
+    "Tokenizer training and pretokenizing on compressed shards, one shard and all, each phase in a fresh process with its peak RSS."
+    out, res = run_bench('corpus_prep.py', tmp_path/'cp.json')
+    assert res['benchmark'] == 'corpus_prep' and 'pretokenize tok/s' in out and 'shares' in out
+    one, both = res['rows']
+    assert (one['corpus'], both['corpus'], one['shards'], both['shards']) == ('1 shard', '2 shards', 1, 2)
+    assert 0 < one['tokens'] < both['tokens'] and both['documents'] > one['documents']
+    for r in res['rows']:
+        assert r['tokenizer_s'] > 0 and r['pretokenize_s'] > 0 and r['tokenizer_peak_rss_mb'] > 50 and r['pretokenize_peak_rss_mb'] > 50
+        assert abs(r['pretokenize_tokens_per_s'] - r['tokens'] / r['pretokenize_s']) < 1e-6 * r['pretokenize_tokens_per_s']
+        assert r['vocab_learned'] <= 1000 and 1 < r['held_out_tokens_per_word'] < 3
+    assert 0 < res['vocabulary']['shared_entries'] <= 1000
+
+def test_wiki_transfer(tmp_path):
+    "The study at smoke size: budgeted pretraining on compressed shards, a control corpus, finetuned rows, bag of words, fewer labels."
+    out, res = run_bench('wiki_transfer.py', tmp_path/'wt.json', '--work', str(tmp_path/'work'))
+    assert res['benchmark'] == 'wiki_transfer' and 'bag of words' in out and res['data']['train_examples'] == 300
+    wiki = res['wikipedia']
+    assert wiki['budget']['minutes'] == 0.25 and wiki['budget']['max_steps'] == wiki['checkpoints'][-1]['step']
+    assert [r['corpus'] for r in res['rows']][0] is None and 'control' in [r['corpus'] for r in res['rows']]
+    assert all(0 <= r['summary']['matched']['mean'] <= 1 for r in res['rows'])
+    assert [l['pairs'] for l in res['labels']] == [100, 300] and Path(res['plot']).stat().st_size > 0
+    assert wiki['curve'][-1]['mlm_accuracy'] > wiki['curve'][0]['mlm_accuracy']     # it learned something on the shards
+    # a rerun reuses every finished piece: no pretraining, no finetuning
+    out2, res2 = run_bench('wiki_transfer.py', tmp_path/'wt2.json', '--work', str(tmp_path/'work'))
+    assert res2['rows'] == res['rows'] and res2['wikipedia']['budget'] == wiki['budget']

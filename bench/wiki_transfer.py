@@ -1,0 +1,214 @@
+"""Does real text transfer? `atombert pretrain`'s CPU recipe on the 65M words of Wikipedia in `../shared/data/wikipedia/`
+(the seven `xz` shards as they are), for a wall-clock budget, then MNLI on all 29,946 real train pairs.
+
+One command, resumable (every finished piece is kept in --work and reused):
+
+- **pretrained on Wikipedia**: `atombert.pretrain.pretrain(shards, budget_minutes=--minutes)` with every other setting at
+  its default (the `small` preset, its WordPiece vocabulary trained on the shards), held out on WikiText raw validation
+  (never in the shards) with the unigram references; a checkpoint every --save-every steps, and the ones nearest
+  --checkpoint-minutes of training are finetuned;
+- **pretrained on the 1.1M-token study corpus** (`common.study_corpus`: WikiText-2 raw test + the unpaired MNLI sample
+  text, the earlier studies' text) for --control-minutes with the same tokenizer: the data effect alone (0: skipped);
+- **untrained**: the same model as initialized, with the same tokenizer;
+- each finetuned with `finetune`'s defaults on the 20k MNLI train sample + `train_extra_9946.tsv` (29,946 pairs), every
+  seed of --seeds, scored on the full dev matched and mismatched sets;
+- **bag of words**: `transfer.bag_of_words` (scikit-learn's logistic regression) on the same 29,946 pairs;
+- **fewer labels**: the best pretrained and the untrained model finetuned on the first N pairs of --label-budgets.
+
+    python bench/wiki_transfer.py --out bench/studies/wiki_transfer.json                  # about 2.5 hours on 2 cores
+    python bench/wiki_transfer.py --minutes 60 --checkpoint-minutes 15,30,60 --control-minutes 0
+    python bench/wiki_transfer.py --small                                                  # CI smoke size
+"""
+import argparse, json, lzma, math, shutil, statistics, sys, time
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C
+import transfer as T
+
+MNLI_EXTRA = 'mnli/train_extra_9946.tsv'
+HELD_OUT = C.WIKITEXT_RAW[0]                       # WikiText raw validation: never in the shards
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--shards', default=None, help='folder of the Wikipedia shards (default: the shared data folder)')
+    p.add_argument('--preset', default='small')
+    p.add_argument('--minutes', type=float, default=120, help='pretraining budget on Wikipedia (minutes of training)')
+    p.add_argument('--checkpoint-minutes', default='30,60,120', help='finetune the checkpoints nearest these minutes')
+    p.add_argument('--control-minutes', type=float, default=120, help='budget on the 1.1M-token corpus (0: skip)')
+    p.add_argument('--save-every', type=int, default=500, help='pretraining checkpoint interval (steps)')
+    p.add_argument('--seeds', default='0,1', help='finetuning seeds')
+    p.add_argument('--label-budgets', default='1000,5000', help='fewer labelled pairs for the best and the untrained model ("": skip)')
+    p.add_argument('--work', default='runs/wiki_transfer')
+    p.add_argument('--out', default='bench/results/wiki_transfer.json', help='JSON results (plot beside it)')
+    p.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
+    p.add_argument('--device', choices=('cpu',), default='cpu', help='(a CPU study)')
+    p.add_argument('--small', action='store_true', help='CI smoke size: preset tiny, two tiny shards, 300 pairs, seconds of pretraining')
+    args = p.parse_args(argv)
+    try:
+        args.checkpoint_minutes = sorted({float(m) for m in args.checkpoint_minutes.split(',') if m.strip()})
+        args.seeds = [int(s) for s in args.seeds.split(',') if s.strip()]
+        args.label_budgets = sorted({int(n) for n in args.label_budgets.split(',') if n.strip()})
+    except ValueError as e: raise SystemExit(f'error: --checkpoint-minutes, --seeds and --label-budgets are comma-separated numbers ({e})')
+    if not args.minutes > 0: raise SystemExit('error: --minutes must be > 0')
+    if args.control_minutes < 0 or args.save_every < 1: raise SystemExit('error: --control-minutes must be >= 0 and --save-every >= 1')
+    if not args.seeds: raise SystemExit('error: --seeds names no seed')
+    if any(not 0 < m <= args.minutes for m in args.checkpoint_minutes):
+        raise SystemExit(f'error: --checkpoint-minutes must lie in (0, --minutes {args.minutes:g}]')
+    if args.threads is not None:
+        if args.threads < 1: raise SystemExit('error: --threads must be >= 1')
+        import torch; torch.set_num_threads(args.threads)
+    if args.small:
+        args.preset, args.minutes, args.control_minutes, args.save_every = 'tiny', 0.25, 0.25, 10
+        args.checkpoint_minutes, args.seeds, args.label_budgets = [0.1, 0.25], [0], [100]
+    return args
+
+def small_shards(work:Path) -> Path:
+    "Two xz shards of WikiText-2 raw test, as a stand-in for the Wikipedia folder (CI)."
+    folder = work/'shards'; folder.mkdir(parents=True, exist_ok=True)
+    text = C.shared_path(C.WIKITEXT_RAW[1]).read_bytes()
+    for i, part in enumerate((text[:len(text) // 2], text[len(text) // 2:])):
+        if not (folder/f'part-{i}.txt.xz').exists(): (folder/f'part-{i}.txt.xz').write_bytes(lzma.compress(part))
+    return folder
+
+def mnli_data(args):
+    "(the 29,946 train pairs, {matched, mismatched} dev sets); 300 / 200 of them with --small."
+    import datasets
+    from atombert.mnli import load_mnli
+    train = datasets.concatenate_datasets([load_mnli(str(C.shared_path(f)), 'train', verbose=False) for f in (C.MNLI_TRAIN_SAMPLE, MNLI_EXTRA)])
+    train = train.shuffle(seed=0)                    # the label budgets take the first N: a random sample of both files
+    dev = {name: load_mnli(str(C.shared_path(f)), f'validation_{name}', verbose=False) for name, f in T.SPLITS.items()}
+    if args.small: train, dev = train.select(range(300)), {k: d.select(range(200)) for k, d in dev.items()}
+    return train, dev
+
+def pretrained(args, corpus, run:Path, minutes:float, tokenizer=None) -> dict:
+    "One budgeted `pretrain` run in `run` (resumed if it was cut short); its checkpoints with their training minutes."
+    from atombert.pretrain import pretrain
+    from atombert.training import read_metrics, checkpoints
+    if not (run/'model.safetensors').exists():
+        resume = (run/'run.json').exists()
+        pretrain(str(corpus), str(run), preset=args.preset, eval_corpus=str(C.shared_path(HELD_OUT)), budget_minutes=minutes,
+                 tokenizer=tokenizer and str(tokenizer), save_every=args.save_every, eval_every=args.save_every,
+                 keep_checkpoints=10_000, cache_dir=str(Path(args.work)/'cache'), progress=False, resume=resume,
+                 **({'vocab_size': 1000, 'batch_size': 16} if args.small else {}))
+    rows = read_metrics(run)
+    seconds = {r['step']: r['time'] for r in rows if r['split'] == 'train'}
+    evals = {r['step']: r for r in rows if r['split'] == 'eval'}
+    ckpts = [dict(step=int(p.name.split('-')[1]), path=str(p)) for p in checkpoints(run)]
+    for c in ckpts: c.update(minutes=seconds.get(c['step'], float('nan')) / 60, held_out=evals.get(c['step']))
+    info = json.loads((run/'run.json').read_text())
+    return dict(run=str(run), budget=info.get('budget'), train_tokens=info['train_tokens'], checkpoints=ckpts,
+                held_out_start=evals.get(0), curve=[{k: r[k] for k in ('step', 'mlm_accuracy', 'mlm_loss', 'unigram_accuracy', 'unigram_loss')}
+                                                    | dict(minutes=seconds.get(r['step'], 0) / 60) for r in evals.values()])
+
+def nearest(ckpts:list, minutes:float) -> dict:
+    return min(ckpts, key=lambda c: abs(c['minutes'] - minutes))
+
+def main(argv=None):
+    args = parse_args(argv)
+    work = Path(args.work); work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    shards = small_shards(work) if args.small else Path(args.shards) if args.shards else C.shared_path('wikipedia')
+    train, dev = mnli_data(args)
+    print(f'bag of words on {len(train):,} pairs ...', flush=True)
+    bow = T.bag_of_words(train, dev)
+    print(f"  dev matched {bow['matched']:.2%}, mismatched {bow['mismatched']:.2%}", flush=True)
+
+    print(f'pretraining {args.preset} on {shards} for {args.minutes:g} minutes ...', flush=True)
+    wiki = pretrained(args, shards, work/'pretrain-wikipedia', args.minutes)
+    print(f"  {wiki['budget']['max_steps']:,} steps, {wiki['train_tokens']:,} tokens of text", flush=True)
+    models = [dict(name='untrained', corpus=None, minutes=0.0, step=0, path=T.untrained_model(args, Path(wiki['run']), work),
+                   held_out=wiki['held_out_start'])]
+    for m in args.checkpoint_minutes:
+        c = nearest(wiki['checkpoints'], m)
+        if c['path'] not in [x['path'] for x in models]:
+            models.append(dict(name=f"Wikipedia {c['minutes']:.3g} min", corpus='wikipedia', **c))
+    control = None
+    if args.control_minutes:
+        corpus, _ = C.study_corpus(work)
+        print(f'pretraining {args.preset} on the 1.1M-token study corpus for {args.control_minutes:g} minutes ...', flush=True)
+        control = pretrained(args, corpus, work/'pretrain-control', args.control_minutes, tokenizer=wiki['run'])
+        c = control['checkpoints'][-1]
+        models.append(dict(name=f"1.1M-token corpus {c['minutes']:.3g} min", corpus='control', **c))
+
+    def finetuned(m, seed, n=None):
+        data = train if n is None else train.select(range(min(n, len(train))))
+        r = T.finetuned_accuracy(Path(m['path']), work/'finetuned'/f"{m['corpus'] or 'untrained'}-step-{m['step']}-seed-{seed}-pairs-{len(data)}",
+                                 data, dev, seed, None)
+        print(f"  {m['name']:28s} {len(data):>6,} pairs, seed {seed}: dev matched {r['matched']:.2%}, mismatched "
+              f"{r['mismatched']:.2%} ({(r['finetune_seconds'] or 0) / 60:.1f} min)", flush=True)
+        return r
+    print(f'finetuning on {len(train):,} pairs, seeds {args.seeds} ...', flush=True)
+    rows = []
+    for m in models:
+        runs = [finetuned(m, s) for s in args.seeds]
+        rows.append(dict(model=m['name'], corpus=m['corpus'], pretrain_minutes=m['minutes'], pretrain_steps=m['step'],
+                         held_out_mlm_accuracy=(m['held_out'] or {}).get('mlm_accuracy'),
+                         most_frequent_token_accuracy=(m['held_out'] or {}).get('unigram_accuracy'), runs=runs, summary=T.summarize(runs)))
+    wiki_rows = [r for r in rows if r['corpus'] == 'wikipedia']
+    best = max(wiki_rows, key=lambda r: r['summary']['matched']['mean'])
+    best_model = next(m for m in models if m['name'] == best['model'])
+    labels = []
+    if args.label_budgets:
+        print(f"fewer labels: {best['model']} and untrained, seed {args.seeds[0]} ...", flush=True)
+        for n in args.label_budgets + [len(train)]:
+            labels.append(dict(pairs=min(n, len(train)), **{m['name']: finetuned(m, args.seeds[0], None if n >= len(train) else n)
+                                                            for m in (models[0], best_model)}))
+    out = Path(args.out)
+    untrained = rows[0]['summary']['matched']['mean']
+    result = dict(benchmark='wiki_transfer', machine=C.machine_info('cpu'), args=vars(args),
+                  data=dict(pretraining=str(shards), held_out=HELD_OUT, train=[C.MNLI_TRAIN_SAMPLE, MNLI_EXTRA], train_examples=len(train),
+                            dev={k: len(d) for k, d in dev.items()}),
+                  wikipedia=wiki, control=control, bag_of_words=bow, rows=rows, labels=labels,
+                  gain_over_untrained_points={r['model']: (r['summary']['matched']['mean'] - untrained) * 100 for r in rows[1:]},
+                  over_bag_of_words_points={r['model']: (r['summary']['matched']['mean'] - bow['matched']) * 100 for r in rows},
+                  total_minutes=(time.perf_counter() - t0) / 60)
+    result['plot'] = str(plot(result, out.with_suffix('.png')))
+    print()
+    C.print_table([dict(model=r['model'], minutes=r['pretrain_minutes'], mlm=None if r['held_out_mlm_accuracy'] is None else r['held_out_mlm_accuracy'] * 100,
+                        m=r['summary']['matched']['mean'] * 100, msd=r['summary']['matched']['sd'] * 100,
+                        mm=r['summary']['mismatched']['mean'] * 100) for r in rows]
+                  + [dict(model='bag of words (logistic regression)', m=bow['matched'] * 100, mm=bow['mismatched'] * 100)],
+                  [('model', 'model', ''), ('minutes', 'pretraining min', '.1f'), ('mlm', 'held-out MLM acc %', '.2f'),
+                   ('m', 'dev matched %', '.2f'), ('msd', '± sd', '.2f'), ('mm', 'dev mismatched %', '.2f')])
+    if labels:
+        print('\nfewer labels (dev matched %, seed ' + str(args.seeds[0]) + '): ' + '; '.join(
+            f"{l['pairs']:,} pairs: " + ', '.join(f"{k} {v['matched'] * 100:.2f}" for k, v in l.items() if k != 'pairs') for l in labels))
+    print(f"finetuning: finetune's defaults, {len(train):,} train pairs, seeds {args.seeds}; total {result['total_minutes']:.0f} minutes")
+    print(f'wrote {C.write_json(out, result)} and {result["plot"]}')
+    return result
+
+def plot(result:dict, path:Path) -> Path:
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
+    ax = axes[0]
+    for name, pre, style in (('Wikipedia (65M words)', result['wikipedia'], 'o-'), ('1.1M-token corpus', result['control'], 's--')):
+        if not pre: continue
+        curve = [c for c in pre['curve'] if c['step'] > 0]
+        ax.plot([c['minutes'] for c in curve], [c['mlm_accuracy'] * 100 for c in curve], style, label=name)
+    ref = result['wikipedia']['curve'][0]['unigram_accuracy'] * 100
+    ax.axhline(ref, color='grey', ls=':', label='most frequent token')
+    ax.set(title='held-out MLM accuracy (WikiText raw valid)', xlabel='pretraining minutes (2 CPU cores)', ylabel='%'); ax.legend(fontsize=8)
+    ax = axes[1]
+    for split, c in zip(T.SPLITS, ('C0', 'C1')):
+        for corpus, marker in (('wikipedia', 'o-'), ('control', 's')):
+            rs = [r for r in result['rows'] if r['corpus'] == corpus]
+            if rs: ax.plot([r['pretrain_minutes'] for r in rs], [r['summary'][split]['mean'] * 100 for r in rs], marker, color=c,
+                           label=f"{'Wikipedia' if corpus == 'wikipedia' else '1.1M tokens'}, {split}")
+        ax.axhline(result['rows'][0]['summary'][split]['mean'] * 100, color=c, ls=':', label=f'untrained, {split}')
+        ax.axhline(result['bag_of_words'][split] * 100, color=c, ls='--', alpha=0.6, label=f'bag of words, {split}')
+    ax.set(title=f"MNLI dev accuracy ({result['data']['train_examples']:,} train pairs)", xlabel='pretraining minutes', ylabel='%')
+    ax.legend(fontsize=7, loc='lower right')
+    ax = axes[2]
+    if result['labels']:
+        names = [k for k in result['labels'][0] if k != 'pairs']
+        for name in names:
+            ax.plot([l['pairs'] for l in result['labels']], [l[name]['matched'] * 100 for l in result['labels']], 'o-', label=name)
+        ax.set_xscale('log')
+    ax.set(title='fewer labels (dev matched)', xlabel='labelled MNLI pairs', ylabel='%'); ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
+    return path
+
+if __name__ == '__main__':
+    main()
