@@ -18,7 +18,7 @@ from .mnli import MNLI_SPLITS
 from .model import AtomBertForPreTraining, param_breakdown
 from .pretrain import PRETRAIN_ARGS, PRETRAIN_LIMITS, pretrain, plateau_summary
 from .settings import Limit, above, at_least, between, one_of, setting_limits
-from .training import TrainArgs, TrainingStopped
+from .training import TrainArgs, TrainingStopped, check_out_dir
 
 # %% ../nbs/10_cli.ipynb #74c6e37d
 def info(preset:str='atombert-8m',        # model preset (see AtomBertConfig.preset)
@@ -115,7 +115,7 @@ def predict_cmd(model:str=None,               # finetuned model directory
     if data is not None and not Path(data).is_file(): raise ValueError(f'--data {data}: not a file (a .tsv, .jsonl or .csv of pairs)')
     if out is not None and Path(out).is_dir(): raise ValueError(f'--out {out} is a directory; give a file name')
     clf, tok = load_finetuned(model, int8=int8)
-    pairs = (premise, hypothesis) if data is None else load_mnli(data, 'test_matched', verbose=False)
+    pairs = (premise, hypothesis) if data is None else load_mnli(data, 'test_matched', verbose=False, keep_unlabelled=True)
     t = time.perf_counter()
     rows = classify_pairs(clf, tok, pairs, batch_size, progress=progress and data is not None)
     seconds = time.perf_counter() - t
@@ -217,8 +217,7 @@ def run(out:str='runs/atombert',              # output folder of the whole pipel
         train = train | DEMO['train']
     train = RUN_ARGS | train
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise ValueError(f'--out {out} already holds files; pass --resume to continue that run, or choose an empty --out')
+    check_out_dir(out, resume)
     from atombert.mnli import load_mnli
     from atombert.finetuning import finetune
     mnli_data = {s: load_mnli(mnli, s) for s in ('train', 'validation_matched', 'validation_mismatched')}   # fail early

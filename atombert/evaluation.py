@@ -181,9 +181,11 @@ def write_glue_predictions(model, tokenizer, data, path, batch_size:int=128) -> 
 
 # %% ../nbs/08b_evaluation.ipynb #3d369309
 def classify_pairs(model, tokenizer, data, batch_size:int=128, max_length:int|None=None, progress:bool=False) -> list[dict]:
-    "Label name and per-label probabilities for each (premise, hypothesis) of `data` (a dataset, a list of dicts, or one pair as a tuple)."
+    """Label name and per-label probabilities for each (premise, hypothesis) of `data` (a dataset, a list of dicts, or one
+    pair as a tuple), in order, each with its `idx` (the dataset's, else its position) so that outputs join back to inputs."""
     if isinstance(data, tuple): data = [dict(premise=data[0], hypothesis=data[1])]
-    if isinstance(data, list): data = [{'label': -1, **ex} for ex in data]          # unlabelled pairs
+    if isinstance(data, list): data = [{'label': -1, 'idx': i, **ex} for i, ex in enumerate(data)]   # unlabelled pairs
     probs = mnli_logits(model, tokenizer, data, batch_size, max_length, progress).softmax(-1)
-    return [dict(label=MNLI_LABELS[int(p.argmax())], probabilities={n: round(float(x), 6) for n, x in zip(MNLI_LABELS, p)})
-            for p in probs]
+    ids = [ex['idx'] for ex in data] if isinstance(data, list) else data['idx'] if 'idx' in data.column_names else range(len(probs))
+    return [dict(idx=int(i), label=MNLI_LABELS[int(p.argmax())], probabilities={n: round(float(x), 6) for n, x in zip(MNLI_LABELS, p)})
+            for i, p in zip(ids, probs)]

@@ -15,7 +15,7 @@ from .config import dropout_overrides
 from .model import AtomBertForSequenceClassification
 from .mnli import MNLI_LABELS, PairBatches, backend_of, collate_batches, encode_mnli, load_mnli, pad_id_of
 from .evaluation import logits_of, pair_max_length, teacher_logits, tokenizer_of
-from .training import Task, TrainArgs, fit
+from .training import Task, TrainArgs, fit, check_out_dir
 
 # %% ../nbs/08c_finetuning.ipynb #cf957ba1
 def _forward(model, batch) -> torch.Tensor:
@@ -90,6 +90,7 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     `TrainArgs` field (`warmup`, `seed`, `precision`, `eval_every`, ...) passes through `train`, at `fit`'s defaults."""
     world = int(os.environ.get('WORLD_SIZE', '1'))
     args = TrainArgs.of(**train, out_dir=str(out_dir), batch_size=world)   # checked before any work; max_steps and lr below
+    check_out_dir(out_dir, resume)
     torch.manual_seed(args.seed)     # the new classification layer's initialization is part of the run
     with warnings.catch_warnings():   # a pretraining checkpoint has no classifier yet: that is what finetuning adds
         warnings.filterwarnings('ignore', message='.*newly initialized.*classifier')

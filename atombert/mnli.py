@@ -72,12 +72,12 @@ def _pick(columns, field, where):
         raise ValueError(f'{where}: no {field} column (one of {_COLUMN_NAMES[field]}); the columns are {list(columns)}')
     return found[0] if found else None
 
-def _normalize(records, columns, where, strict=True, label_names=None):
+def _normalize(records, columns, where, strict=True, label_names=None, keep_unlabelled=False):
     "Columns of the examples in `records` ((position, dict) pairs, `columns` their keys) and the counts of what was left out."
     keys = {f: _pick(columns, f, where) for f in _COLUMN_NAMES}
     out = {f: [] for f in ('premise', 'hypothesis', 'label', 'idx')} | {f: [] for f in ('genre', 'pair_id') if keys[f]}
     no_gold = malformed = 0
-    for pos, rec in records:
+    for row, (pos, rec) in enumerate(records):
         try:
             if isinstance(rec, _Malformed): raise rec
             missing = [keys[f] for f in ('premise', 'hypothesis') if not isinstance(rec.get(keys[f]), str)]
@@ -90,9 +90,9 @@ def _normalize(records, columns, where, strict=True, label_names=None):
         except _Malformed as e:
             if strict: raise ValueError(f'{where}, {pos}: {e} (pass strict=False to skip malformed rows)') from None
             malformed += 1; continue
-        if label is None: no_gold += 1; continue
+        if label is None and not keep_unlabelled: no_gold += 1; continue
         out['premise'].append(rec[keys['premise']]); out['hypothesis'].append(rec[keys['hypothesis']])
-        out['label'].append(label); out['idx'].append(len(out['idx']) if idx is None else idx)
+        out['label'].append(-1 if label is None else label); out['idx'].append(row if idx is None else idx)
         for f in ('genre', 'pair_id'):
             if f in out: out[f].append(str(rec.get(keys[f], '')))
     return out, dict(no_gold=no_gold, malformed=malformed)
@@ -217,8 +217,9 @@ def label_counts(data) -> dict:
     out = dict(zip(MNLI_LABELS, counts[1:].tolist()))
     return out | ({'unlabeled': int(counts[0])} if counts[0] else {})
 
-def load_mnli(source='hub', split:str='train', strict:bool=True, detokenize:bool|None=None, verbose:bool=True):
-    "MNLI `split` from `source` ('hub', 'builtin', a file or a folder) as a `datasets.Dataset` with GLUE label ids."
+def load_mnli(source='hub', split:str='train', strict:bool=True, detokenize:bool|None=None, verbose:bool=True,
+              keep_unlabelled:bool=False):
+    "MNLI `split` from `source` ('hub', 'builtin', a file or a folder) as a `datasets.Dataset` with GLUE label ids (-1: none; rows without a gold label are left out unless `keep_unlabelled`)."
     import datasets
     split, names = _split_name(split), None
     if isinstance(source, str) and source == 'builtin': return _builtin_split(split, verbose)
@@ -240,7 +241,7 @@ def load_mnli(source='hub', split:str='train', strict:bool=True, detokenize:bool
         elif path.suffix in ('.tsv', '.txt'): columns, records = _tsv_records(path)
         elif path.suffix == '.csv': columns, records = _csv_records(path)
         else: raise ValueError(f'{path}: unknown MNLI file type {path.suffix!r} (use .tsv, .jsonl, .csv, .arrow or a folder)')
-    cols, left_out = _normalize(records, columns, where, strict, names)
+    cols, left_out = _normalize(records, columns, where, strict, names, keep_unlabelled)
     if not cols['label']: raise ValueError(f'{where}: no examples')
     if detokenize is None: detokenize = looks_ptb_tokenized(cols['premise'][:1000] + cols['hypothesis'][:1000])
     if detokenize:

@@ -33,10 +33,10 @@ def _init_weights(module, std):
 class PretrainedModel(nn.Module):
     """What every atombert model class has besides being an `nn.Module`: saving and loading, which `atombert.checkpoint`
     does (imported when called: that module builds on this one, which stays free of file formats)."""
-    def save_pretrained(self, save_dir, tokenizer=None) -> Path:
-        "Write `config.json`, `model.safetensors` and the tokenizer to `save_dir` (`atombert.checkpoint.save_model`)."
+    def save_pretrained(self, save_dir, tokenizer=None, max_shard_size=None) -> Path:
+        "Write `config.json`, `model.safetensors` (or shards of at most `max_shard_size`) and the tokenizer to `save_dir` (`atombert.checkpoint.save_model`)."
         from atombert.checkpoint import save_model
-        return save_model(self, save_dir, tokenizer)
+        return save_model(self, save_dir, tokenizer, max_shard_size)
 
     @classmethod
     def from_pretrained(cls, path_or_name, **config_overrides):
@@ -61,7 +61,8 @@ class AtomBertModel(PretrainedModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> ModelOutput:
         mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # no padding: no mask, so SDPA may pick flash; asked only of a CPU mask (on a GPU the question waits for the device)
+        if attention_mask is not None and (attention_mask.device.type != 'cpu' or not bool(attention_mask.all())):
             mask = attention_mask.bool()[:, None, None, :]   # broadcast over heads and queries
         h = self.encoder(self.embeddings(input_ids, token_type_ids), mask)
         return ModelOutput(h, torch.tanh(self.pooler(h[:, 0])))

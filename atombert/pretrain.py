@@ -21,7 +21,7 @@ from .files import atomic_dir
 from .tokenizer import KINDS, SPECIAL_TOKENS, train_tokenizer, load_tokenizer, save_tokenizer, tokenizer_fingerprint
 from .settings import Limit, above, at_least, between, check_values, one_of
 from .data import load_corpus, pretokenize, PretrainingDataset, MaskingCollator
-from .training import Task, TrainArgs, budget_steps, fit, init_distributed, checkpoints, resolve_precision
+from .training import Task, TrainArgs, budget_steps, check_out_dir, fit, init_distributed, checkpoints, resolve_precision
 
 # %% ../nbs/07_pretraining.ipynb #cbb6ae8a
 def unigram_log_probs(corpus, vocab_size:int=None) -> torch.Tensor:
@@ -199,11 +199,6 @@ def _budget(out:Path, resume:bool, minutes:float, measure) -> dict:
                          f"({recorded['max_steps']} steps); resume it with the same budget")
     return recorded
 
-def _check_out_dir(out:Path, resume:bool):
-    if out.exists() and not out.is_dir(): raise ValueError(f'--out {out} exists and is not a directory')
-    if not resume and out.is_dir() and any(out.iterdir()):
-        raise ValueError(f'--out {out} already holds files (another run?); pass --resume to continue it, or choose an empty --out')
-
 def _config(preset:str, objective:str, dropout=None, overrides=None) -> AtomBertConfig:
     "The preset's config with the objective, dropout and other overrides applied (and validated)."
     if isinstance(overrides, str):
@@ -279,7 +274,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     if seq_len > config.max_position_embeddings:
         raise ValueError(f'--seq-len {seq_len} must be in 8..{config.max_position_embeddings} '
                          f'(max_position_embeddings of preset {preset})')
-    _check_out_dir(out, resume)
+    check_out_dir(out, resume)
     if taken := {'out_dir', 'betas'} & set(train): raise ValueError(f'pretrain sets {", ".join(sorted(taken))} itself, from out and beta2')
     if budget_minutes and (epochs or 'max_steps' in train):
         raise ValueError('--budget-minutes sets the number of steps: give it or --epochs / --max-steps, not both')
@@ -291,7 +286,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
             raise ValueError(f'the checkpoint in {out} was trained with another configuration than preset {preset!r}')
     train_corpus = load_corpus(corpus, 'train', text_column)                 # missing / empty / binary fail here
     eval_spec = eval_corpus if eval_corpus is not None else (corpus if corpus in _HELD_OUT else None)
-    held_out = load_corpus(eval_spec, 'validation' if eval_corpus is None else 'train', text_column) if eval_spec else None
+    held_out = load_corpus(eval_spec, 'validation' if eval_spec in _HELD_OUT else 'train', text_column) if eval_spec else None   # a file has one split
 
     rank, world, dev = init_distributed(args.device)
     if rank == 0: out.mkdir(parents=True, exist_ok=True)
@@ -301,8 +296,8 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     if resume and checkpoints(out) and saved_config.vocab_size != config.vocab_size:
         raise ValueError(f'the tokenizer has {config.vocab_size} tokens but the checkpoint in {out} has {saved_config.vocab_size}')
     tokens = {}
-    for turn in ([0, 1] if world > 1 else [rank]):                          # process 0 fills the cache first
-        if turn == rank or world == 1:
+    for turn in ([0, 1] if world > 1 else [0]):          # process 0 fills the cache first, then every other reads it
+        if (turn == 0) == (rank == 0):
             tokens = {name: pretokenize(c, tok, cache, show_progress=progress and rank == 0)
                       for name, c in (('train', train_corpus), ('eval', held_out)) if c is not None}
         if world > 1: dist.barrier()

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'PRECISIONS', 'PEAK_FLOPS', 'TrainingStopped', 'Task', 'native_bf16', 'resolve_precision', 'TrainArgs',
-           'make_optimizer', 'make_schedule', 'init_distributed', 'autocast_for', 'checkpoints', 'save_checkpoint',
-           'load_checkpoint', 'micro_batches', 'read_metrics', 'plot_metrics', 'evaluate', 'backward', 'optimizer_step',
-           'peak_flops', 'train_row', 'Callback', 'fit', 'budget_steps']
+           'make_optimizer', 'make_schedule', 'init_distributed', 'autocast_for', 'check_out_dir', 'checkpoints',
+           'save_checkpoint', 'load_checkpoint', 'micro_batches', 'read_metrics', 'plot_metrics', 'evaluate',
+           'backward', 'optimizer_step', 'peak_flops', 'train_row', 'Callback', 'fit', 'budget_steps']
 
 # %% ../nbs/06_training.ipynb #67225ffe
 import atexit, contextlib, copy, hashlib, json, math, os, random, re, shutil, time
@@ -152,6 +152,13 @@ def _set_rng_state(s:dict):
     v, state, gauss = s['python']; random.setstate((v, tuple(state), gauss))
     n = s['numpy']; np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
 
+def check_out_dir(out, resume:bool):
+    "Refuse an `out` that is a file, or a folder holding another run's files when not resuming (two runs would mix)."
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise ValueError(f'--out {out} exists and is not a directory')
+    if not resume and out.is_dir() and any(out.iterdir()):
+        raise ValueError(f'--out {out} already holds files (another run?); pass --resume to continue it, or choose an empty --out')
+
 def checkpoints(out_dir) -> list[Path]:
     "Complete checkpoints in `out_dir`, oldest first."
     return sorted((Path(out_dir)/'checkpoints').glob('step-*[0-9]'))
@@ -259,7 +266,7 @@ def _stats_to_metrics(losses:dict, stats:dict) -> dict:
 @torch.no_grad()
 def evaluate(model, data, collate, task:Task, batch_size:int=32, precision:str='fp32', seed:int=0,
              device=None, rank:int=0, world:int=1, max_batches:int=0) -> dict:
-    "Mean losses and statistics of `task` over `data` (in order, fixed `prepare` randomness)."
+    "Mean losses and statistics of `task` over `data` (in order, fixed `prepare` randomness); `batch_size` examples a batch over all processes."
     device = device or next(model.parameters()).device
     was_training = model.training; model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -389,7 +396,7 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
             with open(out/'metrics.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
 
     def run_eval():
-        return evaluate(model, eval_data, eval_collate or collate, task, args.batch_size // world, args.precision, args.seed, device,
+        return evaluate(model, eval_data, eval_collate or collate, task, args.batch_size, args.precision, args.seed, device,
                         rank, world, eval_batches)
 
     if eval_data is not None and args.eval_every and state['step'] == 0:   # where the curves start
@@ -461,7 +468,7 @@ def budget_steps(minutes:float, model, train_data, collate, task:Task, args:Trai
     if eval_data is not None:
         precision = resolve_precision(args.precision, device, probe)
         t = time.perf_counter()
-        evaluate(probe, eval_data, eval_collate or collate, task, args.batch_size // world, precision, args.seed, device, rank,
+        evaluate(probe, eval_data, eval_collate or collate, task, args.batch_size, precision, args.seed, device, rank,
                  world, eval_batches)
         if device.type == 'cuda': torch.cuda.synchronize(device)
         eval_s = time.perf_counter() - t

@@ -119,7 +119,7 @@ def main(argv=None):
     from atombert.mnli import load_mnli, encode_mnli, pad_id_of
     from atombert.model import AtomBertForSequenceClassification
     from atombert.tokenizer import load_tokenizer
-    data_path = args.data or str(C.shared_path('mnli'))
+    data_path = args.data or str(C.shared_path(C.MNLI_TRAIN_SAMPLE))     # the 20k sample, as the help says (the folder holds more)
     train = load_mnli(data_path, 'train')
     tok = load_tokenizer(args.tokenizer) if args.tokenizer else C.wikitext_tokenizer(AtomBertConfig.preset(args.preset).vocab_size, args.seq_len)
     encoded = encode_mnli(tok, train, args.seq_len)

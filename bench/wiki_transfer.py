@@ -35,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument('--minutes', type=float, default=120, help='pretraining budget on Wikipedia (minutes of training)')
     p.add_argument('--checkpoint-minutes', default='30,60,120', help='finetune the checkpoints nearest these minutes')
     p.add_argument('--control-minutes', type=float, default=120, help='budget on the 1.1M-token corpus (0: skip)')
+    p.add_argument('--tokenizer', default=None, help='a tokenizer folder for every model (default: trained on the shards by pretrain); '
+                   'bench/studies/wiki_tokenizer is the one this study trained, so that a later run compares like with like')
     p.add_argument('--save-every', type=int, default=500, help='pretraining checkpoint interval (steps)')
     p.add_argument('--seeds', default='0,1', help='finetuning seeds')
     p.add_argument('--label-budgets', default='1000,5000', help='fewer labelled pairs for the best and the untrained model ("": skip)')
@@ -114,7 +116,8 @@ def main(argv=None):
     print(f"  dev matched {bow['matched']:.2%}, mismatched {bow['mismatched']:.2%}", flush=True)
 
     print(f'pretraining {args.preset} on {shards} for {args.minutes:g} minutes ...', flush=True)
-    wiki = pretrained(args, shards, work/'pretrain-wikipedia', args.minutes)
+    if args.tokenizer and not (Path(args.tokenizer)/'tokenizer.json').is_file(): raise SystemExit(f'error: --tokenizer {args.tokenizer}: no tokenizer.json there')
+    wiki = pretrained(args, shards, work/'pretrain-wikipedia', args.minutes, tokenizer=args.tokenizer)
     print(f"  {wiki['budget']['max_steps']:,} steps, {wiki['train_tokens']:,} tokens of text", flush=True)
     models = [dict(name='untrained', corpus=None, minutes=0.0, step=0, path=T.untrained_model(args, Path(wiki['run']), work),
                    held_out=wiki['held_out_start'])]
@@ -180,7 +183,7 @@ def main(argv=None):
 def plot(result:dict, path:Path) -> Path:
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
+    fig, axes = plt.subplots(1, 3 if result['labels'] else 2, figsize=(17 if result['labels'] else 12, 4.6))
     ax = axes[0]
     for name, pre, style in (('Wikipedia (65M words)', result['wikipedia'], 'o-'), ('1.1M-token corpus', result['control'], 's--')):
         if not pre: continue
@@ -198,14 +201,13 @@ def plot(result:dict, path:Path) -> Path:
         ax.axhline(result['rows'][0]['summary'][split]['mean'] * 100, color=c, ls=':', label=f'untrained, {split}')
         ax.axhline(result['bag_of_words'][split] * 100, color=c, ls='--', alpha=0.6, label=f'bag of words, {split}')
     ax.set(title=f"MNLI dev accuracy ({result['data']['train_examples']:,} train pairs)", xlabel='pretraining minutes', ylabel='%')
-    ax.legend(fontsize=7, loc='lower right')
-    ax = axes[2]
+    ax.set_xlim(left=0); ax.legend(fontsize=7, loc='center left')
     if result['labels']:
-        names = [k for k in result['labels'][0] if k != 'pairs']
-        for name in names:
+        ax = axes[2]
+        for name in [k for k in result['labels'][0] if k != 'pairs']:
             ax.plot([l['pairs'] for l in result['labels']], [l[name]['matched'] * 100 for l in result['labels']], 'o-', label=name)
         ax.set_xscale('log')
-    ax.set(title='fewer labels (dev matched)', xlabel='labelled MNLI pairs', ylabel='%'); ax.legend(fontsize=8)
+        ax.set(title='fewer labels (dev matched)', xlabel='labelled MNLI pairs', ylabel='%'); ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
     return path

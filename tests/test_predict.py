@@ -56,12 +56,24 @@ def test_pairs_from_a_file(tmp_path, classifier, kind):
     assert '3 pair(s)' in r.stderr and 'pairs/s' in r.stderr
 
 
+def test_one_line_per_input_row_in_order(tmp_path, classifier):
+    "A row without a gold label ('-', as MNLI marks them) is still a pair to label: three rows in, three lines out, each with its row."
+    data = tmp_path/'labelled.tsv'
+    labels = ['entailment', '-', 'neutral']
+    data.write_text('premise\thypothesis\tlabel\n' + ''.join(f'{p}\t{h}\t{l}\n' for (p, h), l in zip(PAIRS, labels)))
+    r = atombert('predict', '--model', classifier, '--data', data, '--no-progress')
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(l) for l in r.stdout.splitlines()]
+    assert [row['idx'] for row in rows] == [0, 1, 2]
+    plain = atombert('predict', '--model', classifier, '--data', write_pairs(tmp_path/'p.tsv', 'tsv'), '--no-progress')
+    assert rows == [json.loads(l) for l in plain.stdout.splitlines()]        # the labels change nothing
+
 def test_one_pair_and_int8_agree_with_the_file(tmp_path, classifier):
     r = atombert('predict', '--model', classifier, '--data', write_pairs(tmp_path/'p.tsv', 'tsv'), '--no-progress')
     first = json.loads(r.stdout.splitlines()[1])
     one = atombert('predict', '--model', classifier, '--premise', PAIRS[1][0], '--hypothesis', PAIRS[1][1])
     assert one.returncode == 0, one.stderr
-    assert json.loads(one.stdout) == first
+    assert json.loads(one.stdout) == {**first, 'idx': 0} and first['idx'] == 1
     q = atombert('predict', '--model', classifier, '--premise', PAIRS[1][0], '--hypothesis', PAIRS[1][1], '--int8')
     assert q.returncode == 0 and 'int8' in q.stderr, q.stderr
     assert abs(json.loads(q.stdout)['probabilities']['neutral'] - first['probabilities']['neutral']) < 0.05

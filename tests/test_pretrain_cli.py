@@ -70,15 +70,17 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path, tokenizer_dir):
     assert steps == sorted(set(steps))                   # the log has no duplicated steps after resuming
 
 
-@pytest.mark.parametrize('token_objective', ['mlm', 'rtd'])
-def test_ddp_two_processes_match_one(tmp_path, tokenizer_dir, token_objective):
+@pytest.mark.parametrize('token_objective,processes', [('mlm', 2), ('rtd', 2), ('mlm', 4), ('rtd', 4)])
+def test_ddp_processes_match_one(tmp_path, tokenizer_dir, token_objective, processes):
+    # 4 processes: the third and fourth used to find no token cache of their own (KeyError: 'train')
     # no dropout: its masks are drawn per process, so they cannot match a single process's. RTD: the generator's
     # samples come from each example's seed (MaskingCollator(sample_uniforms=True)), so they match too
     args = common(tmp_path, '--tokenizer', tokenizer_dir, '--max-steps', 6, '--batch-size', 8, '--objective', 'sop', '--dropout', 0,
-                  '--precision', 'fp32', '--token-objective', token_objective)   # exact math: bf16 rounds the two processes' sums differently
+                  '--precision', 'fp32', '--token-objective', token_objective,   # exact math: bf16 rounds the processes' sums differently
+                  '--eval-corpus', VALID, '--eval-every', 3, '--eval-batches', 2)   # the held-out examples must not depend on the processes
     one = atombert(*args, '--out', tmp_path/'one')
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+    two = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(processes),
                           ATOMBERT, *map(str, args), '--out', str(tmp_path/'two')],
                          capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert two.returncode == 0, two.stderr[-3000:]
@@ -86,6 +88,11 @@ def test_ddp_two_processes_match_one(tmp_path, tokenizer_dir, token_objective):
         a, b = weights(tmp_path/'one'/model), weights(tmp_path/'two'/model)
         worst = max((a[k] - b[k]).abs().max().item() for k in a)
         assert worst < 1e-5, (model, worst)
+    evals = [[r for r in map(json.loads, (tmp_path/run/'metrics.jsonl').read_text().splitlines()) if r['split'] == 'eval']
+             for run in ('one', 'two')]
+    assert [r['step'] for r in evals[0]] == [r['step'] for r in evals[1]] == [0, 3, 6]
+    for a, b in zip(*evals):
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-5 for k in a if k not in ('split', 'time')), (a, b)
 
 
 @pytest.mark.parametrize('case', ['empty', 'binary', 'missing', 'seq_len', 'tokenizer'])
