@@ -13,7 +13,7 @@ text (WikiText raw validation): whether a sample (one shard) would have given th
     python bench/corpus_prep.py                      # about 10 minutes on 2 cores
     python bench/corpus_prep.py --small              # CI smoke size: two tiny compressed shards made here, vocabulary 1,000
 """
-import argparse, json, os, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -87,7 +87,7 @@ def main(argv=None):
             folder = Path(args.shards) if args.shards else C.shared_path('wikipedia')
             shards = sorted(folder.glob('*.xz'))
             if not shards: raise SystemExit(f'error: no .xz shards in {folder}')
-        for name, files in ((f'1 shard', shards[:1]), (f'{len(shards)} shards', shards)):
+        for name, files in (('1 shard', shards[:1]), (f'{len(shards)} shards', shards)):
             workdir, cache = Path(tmp)/name.replace(' ', '_'), Path(tmp)/'cache'
             workdir.mkdir()
             (workdir/'settings.json').write_text(json.dumps(dict(vocab_size=args.vocab_size)))
@@ -104,7 +104,7 @@ def main(argv=None):
                              tokenizer_tokens_per_s=pre_run['tokens'] / tok_run['seconds'],
                              total_min=(tok_run['seconds'] + pre_run['seconds']) / 60,
                              held_out_tokens_per_word=tokens_per_word(tokenizers[name], held_out)))
-            shutil_rmtree(cache)
+            shutil.rmtree(cache, ignore_errors=True)     # the next corpus tokenizes afresh
     one, all_ = (set(t.get_vocab()) for t in tokenizers.values())
     comparison = dict(shared_entries=len(one & all_), entries_one_shard=len(one), entries_all=len(all_),
                       shared_share=len(one & all_) / len(all_))
@@ -119,9 +119,6 @@ def main(argv=None):
     res = dict(benchmark='corpus_prep', args=vars(args), machine=C.machine_info('cpu'), rows=rows, vocabulary=comparison,
                held_out=str(held_out))
     print(f'wrote {C.write_json(args.out, res)}')
-
-def shutil_rmtree(path):
-    import shutil; shutil.rmtree(path, ignore_errors=True)
 
 if __name__ == '__main__':
     main()

@@ -19,7 +19,7 @@ One command, resumable (every finished piece is kept in --work and reused):
     python bench/wiki_transfer.py --minutes 60 --checkpoint-minutes 15,30,60 --control-minutes 0
     python bench/wiki_transfer.py --small                                                  # CI smoke size
 """
-import argparse, json, lzma, math, shutil, statistics, sys, time
+import argparse, json, lzma, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C
