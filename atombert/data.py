@@ -153,9 +153,11 @@ def _check_text_file(path):
 def _file_identity(files):
     return [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
+def _is_glob(spec) -> bool: return isinstance(spec, str) and re.search(r'[*?[]', spec) is not None and not Path(spec).exists()
+
 def _text_files(path) -> list:
     "The text files of a file, a folder (its text files, at any depth) or a glob pattern, in sorted order."
-    if isinstance(path, str) and re.search(r'[*?[]', path) and not Path(path).exists():
+    if _is_glob(path):
         files = sorted(Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file())
         if not files: raise FileNotFoundError(f'corpus not found: no file matches {path}')
         return files
@@ -226,7 +228,7 @@ def load_corpus(spec, split='train', text_column='text') -> Corpus:
     if isinstance(spec, str) and spec in HUB_CORPORA: return _hub_corpus(spec, split)._check_not_empty()
     if isinstance(spec, str) and spec == 'builtin': return _builtin_corpus(split)._check_not_empty()
     path = Path(spec)
-    if isinstance(spec, str) and re.search(r'[*?[]', spec) and not path.exists(): return _text_corpus(spec)._check_not_empty()
+    if _is_glob(spec): return _text_corpus(spec)._check_not_empty()
     if not path.exists():
         if isinstance(spec, str) and not re.search(r'[/\\.]', spec):
             raise ValueError(f"unknown corpus {spec!r}: use 'wikitext-103', 'wikitext-2', 'builtin' or a path "
