@@ -12,6 +12,7 @@ from pathlib import Path
 from fastcore.imports import in_ipython
 from fastcore.docments import docments
 import torch
+from .checkpoint import resolve_model_dir
 from .config import AtomBertConfig
 from .files import atomic_write
 from .mnli import MNLI_SPLITS
@@ -64,6 +65,7 @@ def finetune_cmd(model:str=None,              # pretrained model directory (atom
     from atombert.finetuning import finetune
     if task != 'mnli': raise ValueError(f"--task {task!r}: only 'mnli' is supported")
     if model is None: raise ValueError('--model is required (a pretrained model directory)')
+    model = resolve_model_dir(model)                   # what is local first: a missing model is named before any data is read
     metrics = finetune(model, load_mnli(data, 'train'), load_mnli(data, 'validation_matched'), out, max_steps=max_steps or None,
                        epochs=epochs, batch_size=batch_size, lr=lr, dropout=dropout, max_length=max_length, teacher=teacher,
                        alpha=alpha, temperature=temperature, resume=resume, progress=progress, **train)
@@ -94,7 +96,7 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
         r['plot'] = str(plot_confusion(r['confusion'], out/f'confusion_{split}.png', title=f'{split}: {r["accuracy"]:.1%}'))
         results[split] = r
         print(f"{split:24s} accuracy {r['accuracy']:.4f}  (majority class {r['majority']:.4f}, n={r['n']:,})")
-    (out/'results.json').write_text(json.dumps(results, indent=2) + '\n')
+    atomic_write(out/'results.json', json.dumps(results, indent=2) + '\n')
     return results
 
 # %% ../nbs/10_cli.ipynb #bc6368d1
@@ -175,7 +177,7 @@ def write_report(out, info:dict) -> Path:
         lines += ['', '## Reference points (MNLI dev matched)', '', _table([['model', 'params', 'MNLI-m'],
                   ['prior AtomBERT, 2 epochs WikiText-103', '8M core', '66.33'], ['ALBERT-base (paper)', '12M', '81.6'],
                   ['ELECTRA-Small (paper)', '14M', '81.3'], ['ALBERT-style ELECTRA', '4M', '78.2']]), '']
-    (out/'report.md').write_text('\n'.join(lines))
+    atomic_write(out/'report.md', '\n'.join(lines))
     return out/'report.md'
 
 # %% ../nbs/10_cli.ipynb #d3b89186

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from fastcore.basics import patch
+from .files import atomic_write
 
 # %% ../nbs/01_config.ipynb #fe2291f8
 SHARING_MODES = ('all', 'groups', 'attention', 'ffn', 'none')
@@ -132,7 +133,7 @@ def from_dict(cls:AtomBertConfig, d:dict) -> AtomBertConfig:
 def to_json(self:AtomBertConfig, path=None) -> str:
     "The config as JSON text, also written to `path` when given."
     s = json.dumps(self.to_dict(), indent=2) + '\n'
-    if path is not None: Path(path).write_text(s)
+    if path is not None: atomic_write(path, s)
     return s
 
 @patch(cls_method=True)

@@ -560,6 +560,9 @@ class MaskingCollator:
         uniforms, picks = torch.ones(3, B, T), torch.zeros(B, T, dtype=torch.long)
         sample_u = torch.zeros(B, T) if self.sample_uniforms else None
         g = torch.Generator()
+        worker = torch.utils.data.get_worker_info()   # each DataLoader worker holds a copy of this generator: reseed it per worker
+        if worker is not None and getattr(self, '_worker_seed', None) != worker.seed:
+            self._worker_seed = worker.seed; self.generator.manual_seed(_example_seed(self.seed, worker.seed))
         for i, (e, n) in enumerate(zip(examples, lengths.tolist())):
             s = e.get('seed')
             if s is None: s = int(torch.randint(1 << 62, (1,), generator=self.generator))

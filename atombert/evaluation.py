@@ -176,7 +176,7 @@ def write_glue_predictions(model, tokenizer, data, path, batch_size:int=128) -> 
     index = column(data, 'idx')
     pred = mnli_logits(model, tokenizer, data, batch_size).argmax(-1).tolist()
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text('index\tprediction\n' + ''.join(f'{i}\t{MNLI_LABELS[p]}\n' for i, p in sorted(zip(index, pred))))
+    atomic_write(path, 'index\tprediction\n' + ''.join(f'{i}\t{MNLI_LABELS[p]}\n' for i, p in sorted(zip(index, pred))))
     return path
 
 # %% ../nbs/08b_evaluation.ipynb #3d369309

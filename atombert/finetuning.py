@@ -52,22 +52,21 @@ def kd_loss(student_logits:torch.Tensor, teacher_logits:torch.Tensor, labels:tor
 
 # %% ../nbs/08c_finetuning.ipynb #fefebde2
 class DistillationTask(ClassificationTask):
-    "`kd_loss` against the batch's `teacher_logits`; logs accuracy, agreement with the teacher, and the soft and hard parts."
+    "`kd_loss` against the batch's `teacher_logits`, as its two parts; logs accuracy and agreement with the teacher."
     def __init__(self, alpha:float=0.5, temperature:float=2.0):
         kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), alpha, temperature)  # check them now
         store_attr()
-    def counts(self, batch): return {'loss': len(batch['labels'])}
+        self.weights = {'soft_loss': alpha, 'hard_loss': 1 - alpha}
+    def counts(self, batch):
+        if 'teacher_logits' not in batch: return super().counts(batch)
+        return {'soft_loss': len(batch['labels']), 'hard_loss': int((batch['labels'] >= 0).sum())}
     def loss(self, model, batch):
         if 'teacher_logits' not in batch: return super().loss(model, batch)
         s, t, y = _forward(model, batch).float(), batch['teacher_logits'], batch['labels']
-        n, pred = len(y), s.argmax(-1)
-        with torch.no_grad():
-            soft = float(kd_loss(s, t, alpha=1.0, temperature=self.temperature)) * n
-            known = y >= 0
-            hard = float(F.cross_entropy(s[known], y[known], reduction='sum')) if known.any() else 0.0
-        return ({'loss': kd_loss(s, t, y, self.alpha, self.temperature)},
-                {'accuracy': (((pred == y) & known).sum(), int(known.sum())), 'agreement': ((pred == t.argmax(-1)).sum(), n),
-                 'soft_loss': (soft, n), 'hard_loss': (hard, int(known.sum()))})
+        known, pred = y >= 0, s.argmax(-1)
+        return ({'soft_loss': kd_loss(s, t, alpha=1.0, temperature=self.temperature),     # T²·KL over every row
+                 'hard_loss': kd_loss(s, t, y, alpha=0.0)},                                # cross-entropy over the labelled rows
+                {'accuracy': (((pred == y) & known).sum(), int(known.sum())), 'agreement': ((pred == t.argmax(-1)).sum(), len(y))})
 
 # %% ../nbs/08c_finetuning.ipynb #61eed9da
 def _examples(data, split):

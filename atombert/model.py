@@ -113,6 +113,9 @@ class AtomBertForPreTraining(PretrainedModel):
         self.sentence_dropout = nn.Dropout(config.classifier_dropout)
         for head in (self.mlm, self.rtd_head, self.sentence_head):
             head and head.apply(lambda m: _init_weights(m, config.initializer_range))
+        # no sentence head, nothing trains the pooler: frozen, so that the optimizer and DDP skip it (DDP waits for a
+        # gradient of every trainable weight); kept, so that the weights keep ALBERT's layout for finetuning and transformers
+        if self.sentence_head is None: self.model.pooler.requires_grad_(False)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, sentence_label=None, replaced=None,
                 masked_positions=None):

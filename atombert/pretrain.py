@@ -17,7 +17,7 @@ from torch import nn
 from .config import AtomBertConfig, PRESETS, SENTENCE_OBJECTIVES, TOKEN_OBJECTIVES, dropout_overrides
 from .model import AtomBertForPreTraining, pretrain_step_flops
 from .checkpoint import load_pretrained_state
-from .files import atomic_dir
+from .files import atomic_dir, atomic_write
 from .tokenizer import KINDS, SPECIAL_TOKENS, train_tokenizer, load_tokenizer, save_tokenizer, tokenizer_fingerprint
 from .settings import Limit, above, at_least, between, check_values, one_of
 from .data import load_corpus, pretokenize, PretrainingDataset, MaskingCollator
@@ -119,8 +119,7 @@ class Electra(nn.Module):
         self.discriminator = AtomBertForPreTraining(self.config)
         self.generator = AtomBertForPreTraining(generator_config(self.config, generator_size))
         d, g = self.discriminator.model.embeddings, self.generator.model.embeddings
-        g.word, g.position, g.token_type, g.norm = d.word, d.position, d.token_type, d.norm
-        self.generator.model.pooler.requires_grad_(False)   # no head reads it: frozen, so DDP meets no unused parameter
+        g.word, g.position, g.token_type, g.norm = d.word, d.position, d.token_type, d.norm   # (its pooler: frozen, no sentence head)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, sentence_label=None, sample_u=None):
         gen = self.generator(input_ids, attention_mask, token_type_ids, labels=labels)
@@ -212,14 +211,20 @@ def _trained_tokenizer(corpus, vocab_size:int, kind:str, cache:Path):
     """A tokenizer trained on `corpus`, or the one an earlier run trained with the same corpus files and settings.
     tokenizers' trainers break ties in hash-map order, which changes from process to process (upstream
     huggingface/tokenizers#1794): two trainings differ in a few tokens at the cutoff and in many ids. Kept in the
-    cache, the first one makes every rerun on this machine a rerun."""
-    import tokenizers
-    key = hashlib.sha256(json.dumps([corpus.identity, vocab_size, kind, tokenizers.__version__]).encode()).hexdigest()[:16]
+    cache, the first one makes every rerun on this machine a rerun. The key holds everything that shapes the result:
+    the corpus files (path, size, modification time: a touched file retrains, a safe miss), every setting of
+    `train_tokenizer` as it is called, and the versions of tokenizers and atombert."""
+    import inspect, tokenizers, atombert
+    settings = {k: p.default for k, p in inspect.signature(train_tokenizer).parameters.items()
+                if p.default is not p.empty and k != 'show_progress'} | dict(vocab_size=vocab_size, kind=kind)
+    key = _cache_key(corpus.identity, settings, tokenizers.__version__, atombert.__version__)
     saved = cache/'tokenizers'/f'{kind}-{vocab_size}-{key}'
     if (saved/'tokenizer.json').is_file(): return load_tokenizer(saved)
     tok = train_tokenizer(corpus.texts(), vocab_size=vocab_size, kind=kind, show_progress=False)
     with atomic_dir(saved, exist_ok=True) as tmp: save_tokenizer(tok, tmp)   # another process may save it first: the same role
     return tok
+
+def _cache_key(*parts) -> str: return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 def _tokenizer_for(out:Path, tokenizer, resume:bool, corpus, vocab_size:int, kind:str, rank:int, world:int, cache:Path):
     "The run's tokenizer: given, resumed, or trained (on process 0, or from the cache) and saved in `out`."
@@ -316,7 +321,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
                          eval_data, held_out_masking, eval_batches))
         args.max_steps = budget['max_steps']
     if rank == 0:   # the arguments, with the precision `fit` resolves `auto` to
-        (out/'run.json').write_text(json.dumps(dict(command='pretrain', corpus=str(corpus), preset=preset, seq_len=seq_len,
+        atomic_write(out/'run.json', json.dumps(dict(command='pretrain', corpus=str(corpus), preset=preset, seq_len=seq_len,
             objective=objective, token_objective=token_objective, **(dict(generator_size=generator_size, rtd_weight=rtd_weight) if rtd else {}),
             mlm_probability=mlm_probability, ngram=ngram, whole_word=whole_word, eval_corpus=eval_spec, train_examples=len(train_data),
             train_tokens=tokens['train'].num_tokens, tokenizer=tokenizer_fingerprint(tok), **({'budget': budget} if budget else {}),

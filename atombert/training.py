@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'PRECISIONS', 'PEAK_FLOPS', 'TrainingStopped', 'Task', 'native_bf16', 'resolve_precision', 'TrainArgs',
-           'make_optimizer', 'make_schedule', 'init_distributed', 'autocast_for', 'check_out_dir', 'checkpoints',
-           'save_checkpoint', 'load_checkpoint', 'micro_batches', 'read_metrics', 'plot_metrics', 'evaluate',
-           'backward', 'optimizer_step', 'peak_flops', 'train_row', 'Callback', 'fit', 'budget_steps']
+           'make_optimizer', 'make_schedule', 'init_distributed', 'autocast_for', 'rank_rng_states', 'check_out_dir',
+           'checkpoints', 'save_checkpoint', 'load_checkpoint', 'micro_batches', 'read_metrics', 'plot_metrics',
+           'evaluate', 'backward', 'optimizer_step', 'peak_flops', 'train_row', 'Callback', 'fit', 'budget_steps']
 
 # %% ../nbs/06_training.ipynb #67225ffe
 import atexit, contextlib, copy, hashlib, json, math, os, random, re, shutil, time
@@ -152,6 +152,21 @@ def _set_rng_state(s:dict):
     v, state, gauss = s['python']; random.setstate((v, tuple(state), gauss))
     n = s['numpy']; np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
 
+def rank_rng_states(world:int=1) -> list[dict]:
+    "Every process's torch RNG states (`cpu`, `cuda`), in rank order: what a checkpoint needs to resume each stream."
+    mine = dict(cpu=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+    if world == 1: return [mine]
+    every = [None] * world
+    dist.all_gather_object(every, mine)
+    return every
+
+def _set_rank_rng_state(states:list[dict], rank:int):
+    "Restore process `rank`'s stream; a process the checkpoint did not have (more processes now) gets a stream of its own."
+    own = states[rank] if rank < len(states) else states[0]
+    torch.set_rng_state(own['cpu'])
+    if own['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(own['cuda'])
+    if rank >= len(states): torch.manual_seed(int(torch.randint(1 << 62, (1,))) + rank)
+
 def check_out_dir(out, resume:bool):
     "Refuse an `out` that is a file, or a folder holding another run's files when not resuming (two runs would mix)."
     out = Path(out)
@@ -163,16 +178,16 @@ def checkpoints(out_dir) -> list[Path]:
     "Complete checkpoints in `out_dir`, oldest first."
     return sorted((Path(out_dir)/'checkpoints').glob('step-*[0-9]'))
 
-def save_checkpoint(out_dir, model, opt, sched, scaler, state:dict, tokenizer=None, keep:int=2) -> Path:
-    "Write a checkpoint atomically (`atombert.files.atomic_dir`: all of it under its name, or nothing); keep the newest `keep`."
+def save_checkpoint(out_dir, model, opt, sched, scaler, state:dict, tokenizer=None, keep:int=2, rng_states=None) -> Path:
+    """Write a checkpoint atomically (`atombert.files.atomic_dir`: all of it under its name, or nothing); keep the newest
+    `keep`. `rng_states`: every process's (`rank_rng_states`); default this process's."""
     final = Path(out_dir)/'checkpoints'/f"step-{state['step']:08d}"
     for stale in final.parent.glob('.step-*.tmp'): shutil.rmtree(stale, ignore_errors=True)   # left by a killed run
     try:
         with atomic_dir(final, replace=True) as tmp:
             model.save_pretrained(tmp, tokenizer=tokenizer)
             torch.save(dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict(),
-                            torch_rng=torch.get_rng_state(),
-                            cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []), tmp/'trainer_state.pt')
+                            rank_rng=rng_states or rank_rng_states()), tmp/'trainer_state.pt')
             (tmp/'trainer_state.json').write_text(json.dumps({**state, 'rng': _rng_state(),
                                                               'sha256': _sha256(tmp/'trainer_state.pt')}))
     except OSError as e:      # e.g. a full disk: what was written before stays as it was
@@ -188,8 +203,8 @@ def _sha256(path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
     return h.hexdigest()
 
-def load_checkpoint(path, model, opt, sched, scaler, tokenizer=None) -> dict:
-    "Restore weights, optimizer, schedule, scaler and RNG states from checkpoint `path`; returns the loop state."
+def load_checkpoint(path, model, opt, sched, scaler, tokenizer=None, rank:int=0) -> dict:
+    "Restore weights, optimizer, schedule, scaler and RNG states (process `rank`'s) from checkpoint `path`; returns the loop state."
     path = Path(path)
     try: state = json.loads((path/'trainer_state.json').read_text())
     except (OSError, json.JSONDecodeError) as e: raise ValueError(f'{path/"trainer_state.json"} is unreadable ({e})') from None
@@ -203,8 +218,7 @@ def load_checkpoint(path, model, opt, sched, scaler, tokenizer=None) -> dict:
     model.load_state_dict({k: v for k, v in sd.items() if k in own})
     ts = torch.load(path/'trainer_state.pt', map_location='cpu', weights_only=True)
     opt.load_state_dict(ts['optimizer']); sched.load_state_dict(ts['scheduler']); scaler.load_state_dict(ts['scaler'])
-    torch.set_rng_state(ts['torch_rng'])
-    if ts['cuda_rng'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(ts['cuda_rng'])
+    _set_rank_rng_state(ts['rank_rng'], rank)
     _set_rng_state(state.pop('rng')); state.pop('sha256')
     return state
 
@@ -373,13 +387,13 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
     args = dataclasses.replace(args, precision=resolve_precision(args.precision, device, model))
     if args.batch_size % world: raise ValueError(f'batch_size {args.batch_size} is not divisible by the {world} processes')
     out = Path(args.out_dir)
-    random.seed(args.seed); np.random.seed(args.seed); torch.manual_seed(args.seed)
+    random.seed(args.seed); np.random.seed(args.seed); torch.manual_seed(args.seed + rank)   # dropout: a stream per process
     model.to(device).train()
     opt, scaler = make_optimizer(model, args), torch.amp.GradScaler(device.type, enabled=args.precision == 'fp16')
     sched = make_schedule(opt, args)
     state = dict(step=0, epoch=0, batch=0, bad_steps=0, skipped_steps=0)
     if resume and checkpoints(out):
-        state.update(load_checkpoint(checkpoints(out)[-1], model, opt, sched, scaler, tokenizer))
+        state.update(load_checkpoint(checkpoints(out)[-1], model, opt, sched, scaler, tokenizer, rank))
         if rank == 0 and (out/'metrics.jsonl').exists():   # drop what was logged after that checkpoint
             keep = [r for r in read_metrics(out) if r['step'] <= state['step']]
             atomic_write(out/'metrics.jsonl', ''.join(json.dumps(r) + '\n' for r in keep))
@@ -412,6 +426,7 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
             micro.append(task.prepare(b))
         tokens += sum(map(_tokens, micro)) * world; flops += sum(task.flops(model, b) or 0 for b in micro) * world
         backward(ddp, run, micro, task, args, scaler, device, world, window)
+        lr = sched.get_last_lr()[0]                                  # this step's rate (stepping moves it on)
         gnorm, bad = optimizer_step(opt, scaler, sched, params, args)
         bad_run, skipped = torch.where(bad, bad_run + 1, 0), skipped + bad.long()
         state['step'] += 1; pbar.update(1)
@@ -427,12 +442,13 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
                                   f"stopping. The last good checkpoint is kept in {out/'checkpoints'}")
         if logging:
             now = time.perf_counter()
-            row = train_row(state, sched.get_last_lr()[0], gnorm, window, tokens, flops, now - t_window, peak, now - t0)
+            row = train_row(state, lr, gnorm, window, tokens, flops, now - t_window, peak, now - t0)
             log(row); pbar.set_postfix({k: f'{v:.3f}' for k, v in row.items() if k.endswith('loss')})
             window, tokens, flops, t_window = {}, 0, 0, now
         if evaluating: metrics = run_eval(); log(dict(step=step, split='eval', **metrics))
         if saving:
-            if rank == 0: save_checkpoint(out, model, opt, sched, scaler, state, tokenizer, args.keep_checkpoints)
+            rngs = rank_rng_states(world)                                       # every process takes part
+            if rank == 0: save_checkpoint(out, model, opt, sched, scaler, state, tokenizer, args.keep_checkpoints, rngs)
             if world > 1: dist.barrier()
         if stop: break
     pbar.close()

@@ -1,18 +1,19 @@
 """Pretraining recipes side by side at the same wall-clock budget: which one leaves the unigram plateau on 2 CPU cores?
 
-Every recipe pretrains `--preset` (default small) from the same initialization on the same text (WikiText-2 raw test
-+ the text of the 20k MNLI train sample, see `common.study_corpus`) with the same tokenizer, for `--minutes` of
-training each. Held out on WikiText-2 raw validation, always scored the same way (15% single-token masking, the
-same masked tokens for every recipe: `atombert.pretrain.HELD_OUT_MASKING`), beside the unigram references: the
-cross-entropy of the training text's token frequencies and the accuracy of always predicting its most frequent
-token. A model that has learned only word frequencies sits on those lines.
+Every recipe pretrains `--preset` (default small) from the same initialization on the same text with the same
+tokenizer, for `--minutes` of training each (`pretrain(budget_minutes=)`: a probe of the same loop turns the minutes
+into a step count, recorded in the run). The text is `--corpus`: `study` (default: the 1.1M-token study corpus,
+WikiText-2 raw test + the text of the 20k MNLI train sample, `common.study_corpus`) or any corpus `pretrain` reads,
+such as the Wikipedia shards. Held out on WikiText-2 raw validation (WikiText-103's too, never in either corpus),
+always scored the same way (15% single-token masking, the same masked tokens for every recipe:
+`atombert.pretrain.HELD_OUT_MASKING`), beside the unigram references: the cross-entropy of the training text's token
+frequencies and the accuracy of always predicting its most frequent token. A model that has learned only word
+frequencies sits on those lines.
 
-Equal wall-clock, reproducibly: a short probe measures each recipe's seconds per step first, and the budget becomes
-a number of steps (so a rerun trains the same steps, whatever else the machine is doing; the minutes it reports
-are measured).
-
-    python bench/pretrain_recipe.py                       # every recipe, 5 minutes each (about 40 minutes on 2 cores)
-    python bench/pretrain_recipe.py --recipes base,mask40 --minutes 3
+    python bench/pretrain_recipe.py                       # the MLM recipes, 5 minutes each (about 40 minutes on 2 cores)
+    python bench/pretrain_recipe.py --recipes base,mask30-single --minutes 3
+    python bench/pretrain_recipe.py --corpus ../shared/data/wikipedia --tokenizer bench/studies/wiki_tokenizer \\
+        --recipes base,no-sharing --minutes 12             # on 65M words of Wikipedia
     python bench/pretrain_recipe.py --small               # CI smoke size: preset tiny, a few steps, two recipes
 """
 import argparse, json, os, shutil, sys, time
@@ -21,34 +22,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 import common as C
 
-# The base is the recipe today's defaults describe; each other recipe changes one or two knobs of it (pretrain's
-# arguments). `config` entries are config overrides.
-BASE = dict(seq_len=128, batch_size=32, grad_accum=1, lr=1e-3, schedule='linear', warmup=0.1, beta2=0.999,
+# The base is the recipe today's defaults describe (pretrain's CPU recipe); each other recipe changes one or two knobs
+# of it (pretrain's arguments). `config` entries are config overrides, applied over the base's.
+BASE = dict(seq_len=64, batch_size=64, grad_accum=1, lr=1e-3, schedule='linear', warmup=0.1, beta2=0.999,
             weight_decay=0.01, clip_grad=1.0, mlm_probability=0.15, ngram=3, objective='sop', token_objective='mlm',
             config={'norm': 'pre', 'initializer_range': 0.05})
 RECIPES = {
     'base': {},
     'post-ln': dict(config={'norm': 'post', 'initializer_range': 0.02}),           # ALBERT's own layout and init
+    'no-sharing': dict(config={'sharing': 'none'}),                                 # BERT's layers: 4× the weights, same compute
+    'emb128': dict(config={'embedding_size': 128}),                                 # ALBERT's embedding width (the MLM head's too)
+    'lr3e-3': dict(lr=3e-3),                                                        # a faster optimizer
     'mask30-single': dict(mlm_probability=0.3, ngram=1),                            # twice the predictions, no spans
     'no-sop': dict(objective='none'),                                               # every gradient to MLM
-    'seq64-batch64': dict(seq_len=64, batch_size=64),                               # shorter rows, more of them
+    'seq128-batch32': dict(seq_len=128, batch_size=32),                             # longer rows, fewer of them
     'batch128-lr2e-3': dict(grad_accum=4, lr=2e-3),                                 # 4× the tokens per step
-    'combined': dict(lr=2e-3, beta2=0.98, warmup=0.06, mlm_probability=0.3, ngram=1, seq_len=64, batch_size=64),
+    'combined': dict(lr=2e-3, beta2=0.98, warmup=0.06, mlm_probability=0.3, ngram=1),
     # ELECTRA's replaced-token detection at the CPU recipe's shape: with 3-token spans (pretrain's default) or single tokens
-    'rtd': dict(seq_len=64, batch_size=64, token_objective='rtd'),
-    'rtd-single': dict(seq_len=64, batch_size=64, token_objective='rtd', ngram=1),
+    'rtd': dict(token_objective='rtd'),
+    'rtd-single': dict(token_objective='rtd', ngram=1),
 }
-MLM_RECIPES = [name for name, r in RECIPES.items() if r.get('token_objective', 'mlm') == 'mlm']   # the default set
+MLM_RECIPES = ['base', 'post-ln', 'mask30-single', 'no-sop', 'seq128-batch32', 'batch128-lr2e-3', 'combined']   # the default set
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--recipes', default=','.join(MLM_RECIPES), help=f'comma-separated, from: {", ".join(RECIPES)} (default: the MLM ones)')
     p.add_argument('--minutes', type=float, default=5.0, help='training minutes per recipe')
     p.add_argument('--preset', default='small')
+    p.add_argument('--corpus', default='study', help="study (the 1.1M-token study corpus) or a corpus pretrain reads: a file, folder, glob")
+    p.add_argument('--tokenizer', default=None, help='tokenizer directory (default: trained on the corpus, once, kept in --work)')
+    p.add_argument('--cache', default=None, help='token cache (default: --work/cache); reuse one to skip pretokenizing')
     p.add_argument('--vocab-size', type=int, default=8000)
-    p.add_argument('--evals', type=int, default=6, help='held-out evaluations per recipe (besides step 0)')
+    p.add_argument('--eval-every', type=int, default=250, help='steps between held-out evaluations')
     p.add_argument('--eval-batches', type=int, default=30, help='held-out batches of 32 per evaluation')
-    p.add_argument('--probe-steps', type=int, default=30, help='steps that measure a recipe\'s speed')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=os.cpu_count())
     p.add_argument('--device', choices=('cpu',), default='cpu')
@@ -59,12 +65,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.replot: return args
     if args.small:
-        args.preset, args.vocab_size, args.minutes, args.evals, args.eval_batches, args.probe_steps = 'tiny', 1000, 0.05, 2, 2, 4
+        args.preset, args.vocab_size, args.minutes, args.eval_every, args.eval_batches = 'tiny', 1000, 0.05, 10, 2
         if args.recipes == ','.join(MLM_RECIPES): args.recipes = 'base,mask30-single'
     args.recipes = [r.strip() for r in args.recipes.split(',') if r.strip()]
     if unknown := [r for r in args.recipes if r not in RECIPES]:
         raise SystemExit(f'error: unknown recipe(s) {unknown}; choose from {list(RECIPES)}')
-    for name in ('minutes', 'vocab_size', 'evals', 'eval_batches', 'probe_steps', 'threads'):
+    for name in ('minutes', 'vocab_size', 'eval_every', 'eval_batches', 'threads'):
         if not getattr(args, name) > 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be > 0, got {getattr(args, name)}')
     from atombert.config import PRESETS
     if args.preset not in PRESETS: raise SystemExit(f'error: --preset {args.preset!r} is not one of {list(PRESETS)}')
@@ -75,7 +81,7 @@ def recipe_kwargs(name:str, preset:str) -> dict:
     "`pretrain` arguments of recipe `name` (sequence length capped at the preset's positions)."
     from atombert.config import AtomBertConfig
     r = {**BASE, **RECIPES[name]}
-    r['config_overrides'] = r.pop('config')
+    r['config_overrides'] = {**BASE['config'], **r.pop('config')}
     r['seq_len'] = min(r['seq_len'], AtomBertConfig.preset(preset).max_position_embeddings)
     return r
 
@@ -85,19 +91,26 @@ def minutes_at(step:int, train:list) -> float:
     return float(np.interp(step, [0] + [r['step'] for r in train], [0.0] + [r['time'] / 60 for r in train]))
 
 def run_recipe(name, args, tokenizer, corpus, held_out, work:Path) -> dict:
-    "Probe the speed, then pretrain for the budget; the held-out curve with the minutes each point took."
+    "Pretrain for the budget (its probe fixes the steps); the held-out curve with the minutes each point took."
     from atombert.pretrain import pretrain
     from atombert.training import read_metrics
     kw = recipe_kwargs(name, args.preset)
-    common = dict(preset=args.preset, tokenizer=str(tokenizer), eval_corpus=str(held_out), seed=args.seed,
-                  cache_dir=str(work/'cache'), progress=False, device=args.device, **kw)
-    sec_per_step = C.seconds_per_step(corpus, work/f'probe-{name}', args.probe_steps, **common)
-    steps = max(args.evals, round(args.minutes * 60 / sec_per_step))
-    run = work/name; shutil.rmtree(run, ignore_errors=True)
-    t0 = time.perf_counter()
-    pretrain(str(corpus), str(run), max_steps=steps, eval_every=max(1, steps // args.evals), eval_batches=args.eval_batches,
-             log_every=max(1, steps // 100), **common)
-    wall = time.perf_counter() - t0
+    run, spec = work/name, dict(recipe=name, kwargs=kw, minutes=args.minutes, corpus=str(corpus), held_out=str(held_out),
+                                preset=args.preset, tokenizer=str(tokenizer), seed=args.seed, eval_every=args.eval_every,
+                                eval_batches=args.eval_batches)
+    done = run/'recipe.json'                       # a finished run of the same recipe is reused: the study resumes
+    if done.exists() and json.loads(done.read_text())['spec'] == json.loads(json.dumps(spec)):
+        wall = json.loads(done.read_text())['wall_seconds']
+    else:
+        shutil.rmtree(run, ignore_errors=True)
+        t0 = time.perf_counter()
+        pretrain(str(corpus), str(run), preset=args.preset, tokenizer=str(tokenizer), eval_corpus=str(held_out), seed=args.seed,
+                 cache_dir=args.cache or str(work/'cache'), progress=False, device=args.device, budget_minutes=args.minutes,
+                 eval_every=args.eval_every, eval_batches=args.eval_batches, log_every=10, **kw)
+        wall = time.perf_counter() - t0
+        C.write_json(done, dict(spec=spec, wall_seconds=wall))
+    budget = json.loads((run/'run.json').read_text())['budget']
+    sec_per_step, steps = budget['step_s'], budget['max_steps']
     rows = read_metrics(run)
     train = [r for r in rows if r['split'] == 'train']
     curve = [dict(step=r['step'], minutes=minutes_at(r['step'], train), **{k: v for k, v in r.items() if k not in ('step', 'split')})
@@ -140,11 +153,13 @@ def main(argv=None):
         return res
     from atombert.tokenizer import train_tokenizer, save_tokenizer
     work = Path(args.work); work.mkdir(parents=True, exist_ok=True)
-    corpus, held_out = C.study_corpus(work)
-    tokenizer = work/f'tokenizer-{args.vocab_size}'
+    if args.corpus == 'study': corpus, held_out = C.study_corpus(work)
+    else: corpus, held_out = Path(args.corpus), C.shared_path(C.WIKITEXT_RAW[0])
+    tokenizer = Path(args.tokenizer) if args.tokenizer else work/f'tokenizer-{args.vocab_size}'
     if not (tokenizer/'tokenizer.json').exists():   # trained once: every recipe (and a rerun) uses the same ids
-        save_tokenizer(train_tokenizer([str(p) for p in sorted(corpus.iterdir())], vocab_size=args.vocab_size,
-                                       show_progress=False), tokenizer)
+        if args.tokenizer: raise SystemExit(f'error: --tokenizer {tokenizer} holds no tokenizer.json')
+        from atombert.data import load_corpus
+        save_tokenizer(train_tokenizer(load_corpus(str(corpus)).texts(), vocab_size=args.vocab_size, show_progress=False), tokenizer)
     print(f'{len(args.recipes)} recipes × {args.minutes:g} min, preset {args.preset}, {args.threads} threads; '
           f'corpus {corpus}, held out {held_out}', flush=True)
     results = []

@@ -32,6 +32,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--shards', default=None, help='folder of the Wikipedia shards (default: the shared data folder)')
     p.add_argument('--preset', default='small')
+    p.add_argument('--config-overrides', default=None, help='config fields over the preset\'s, as pretrain takes them (JSON), e.g. \'{"sharing": "none"}\'')
     p.add_argument('--minutes', type=float, default=120, help='pretraining budget on Wikipedia (minutes of training)')
     p.add_argument('--checkpoint-minutes', default='30,60,120', help='finetune the checkpoints nearest these minutes')
     p.add_argument('--control-minutes', type=float, default=120, help='budget on the 1.1M-token corpus (0: skip)')
@@ -88,7 +89,7 @@ def pretrained(args, corpus, run:Path, minutes:float, tokenizer=None) -> dict:
     from atombert.training import read_metrics, checkpoints
     if not (run/'model.safetensors').exists():
         resume = (run/'run.json').exists()
-        pretrain(str(corpus), str(run), preset=args.preset, eval_corpus=str(C.shared_path(HELD_OUT)), budget_minutes=minutes,
+        pretrain(str(corpus), str(run), preset=args.preset, config_overrides=args.config_overrides, eval_corpus=str(C.shared_path(HELD_OUT)), budget_minutes=minutes,
                  tokenizer=tokenizer and str(tokenizer), save_every=args.save_every, eval_every=args.save_every,
                  keep_checkpoints=10_000, cache_dir=str(Path(args.work)/'cache'), progress=False, resume=resume,
                  **({'vocab_size': 1000, 'batch_size': 16} if args.small else {}))

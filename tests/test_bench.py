@@ -129,9 +129,24 @@ def test_pretrain_recipe(tmp_path):
     assert base['final']['unigram_accuracy'] == pytest.approx(other['final']['unigram_accuracy'])
     assert other['kwargs']['mlm_probability'] == 0.3 and other['kwargs']['ngram'] == 1
     for r in res['results']:
-        assert r['steps'] >= res['args']['evals'] and r['curve'][0]['step'] == 0 and r['curve'][-1]['step'] == r['steps']
+        assert r['steps'] > 0 and r['curve'][0]['step'] == 0 and r['curve'][-1]['step'] == r['steps']
         assert r['accuracy_over_unigram'] == pytest.approx(r['final']['mlm_accuracy'] / r['final']['unigram_accuracy'])
     assert Path(res['plot']).stat().st_size > 0 and res['best'] in ('base', 'mask30-single')
+
+def test_pretrain_recipe_on_a_corpus_resumes(tmp_path):
+    "--corpus takes any corpus pretrain reads (here an xz shard); a rerun reuses the finished recipes instead of training them again."
+    import lzma
+    shard = tmp_path/'shards'/'part-0.txt.xz'; shard.parent.mkdir()
+    shard.write_bytes(lzma.compress((ROOT.parent/'shared'/'data'/'wikitext'/'wikitext-2-raw'/'wiki.test.raw').read_bytes()))
+    argv = ('--work', str(tmp_path/'work'), '--corpus', str(shard.parent), '--recipes', 'base,no-sharing')
+    out, res = run_bench('pretrain_recipe.py', tmp_path/'first.json', *argv)
+    assert res['corpus']['train'] == str(shard.parent) and [r['recipe'] for r in res['results']] == ['base', 'no-sharing']
+    assert res['results'][1]['kwargs']['config_overrides'] == {'norm': 'pre', 'initializer_range': 0.05, 'sharing': 'none'}
+    weights = tmp_path/'work'/'base'/'model.safetensors'
+    before = weights.stat().st_mtime_ns
+    _, again = run_bench('pretrain_recipe.py', tmp_path/'again.json', *argv)
+    assert weights.stat().st_mtime_ns == before                                   # not trained again
+    assert [r['final'] for r in again['results']] == [r['final'] for r in res['results']]
 
 def test_pretrain_recipe_rtd(tmp_path):
     "ELECTRA recipes: the discriminator's held-out statistics in the table and the JSON."

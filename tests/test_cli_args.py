@@ -172,3 +172,11 @@ def test_runtime_errors_stay_exit_1(tmp_path):
     "A value that is well-formed but wrong for this run (a missing file) is known only when running: exit 1, one line."
     r = atombert([ATOMBERT], 'pretrain', '--corpus', str(tmp_path/'nope.txt'), '--preset', 'tiny', '--out', str(tmp_path/'run'))
     assert r.returncode == 1 and r.stderr.startswith('atombert: error: ') and r.stderr.count('\n') == 1, r.stderr
+
+
+def test_a_missing_model_is_named_before_the_data(tmp_path):
+    "`finetune --model MISSING` with the data at its default (the hub): the error is about the model, not the hub's data."
+    r = atombert([ATOMBERT], 'finetune', '--model', str(tmp_path/'no-model'), '--out', str(tmp_path/'run'))
+    assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr
+    assert f"no model directory {str(tmp_path/'no-model')!r}" in r.stderr and 'MNLI' not in r.stderr, r.stderr
+    assert not (tmp_path/'run').exists()

@@ -70,12 +70,14 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path, tokenizer_dir):
     assert steps == sorted(set(steps))                   # the log has no duplicated steps after resuming
 
 
-@pytest.mark.parametrize('token_objective,processes', [('mlm', 2), ('rtd', 2), ('mlm', 4), ('rtd', 4)])
-def test_ddp_processes_match_one(tmp_path, tokenizer_dir, token_objective, processes):
-    # 4 processes: the third and fourth used to find no token cache of their own (KeyError: 'train')
+@pytest.mark.parametrize('token_objective,objective,processes', [('mlm', 'sop', 2), ('rtd', 'sop', 2), ('mlm', 'sop', 4), ('rtd', 'sop', 4),
+                                                                 ('mlm', 'nsp', 2), ('rtd', 'nsp', 4), ('mlm', 'none', 4), ('rtd', 'none', 2)])
+def test_ddp_processes_match_one(tmp_path, tokenizer_dir, token_objective, objective, processes):
+    # 4 processes: the third and fourth used to find no token cache of their own (KeyError: 'train'). objective none:
+    # the pooler gets no gradient, which DDP tolerates only when told (find_unused_parameters)
     # no dropout: its masks are drawn per process, so they cannot match a single process's. RTD: the generator's
     # samples come from each example's seed (MaskingCollator(sample_uniforms=True)), so they match too
-    args = common(tmp_path, '--tokenizer', tokenizer_dir, '--max-steps', 6, '--batch-size', 8, '--objective', 'sop', '--dropout', 0,
+    args = common(tmp_path, '--tokenizer', tokenizer_dir, '--max-steps', 6, '--batch-size', 8, '--objective', objective, '--dropout', 0,
                   '--precision', 'fp32', '--token-objective', token_objective,   # exact math: bf16 rounds the processes' sums differently
                   '--eval-corpus', VALID, '--eval-every', 3, '--eval-batches', 2)   # the held-out examples must not depend on the processes
     one = atombert(*args, '--out', tmp_path/'one')
