@@ -218,7 +218,7 @@ def load_checkpoint(path, model, opt, sched, scaler, tokenizer=None, rank:int=0)
     model.load_state_dict({k: v for k, v in sd.items() if k in own})
     ts = torch.load(path/'trainer_state.pt', map_location='cpu', weights_only=True)
     opt.load_state_dict(ts['optimizer']); sched.load_state_dict(ts['scheduler']); scaler.load_state_dict(ts['scaler'])
-    _set_rank_rng_state(ts['rank_rng'], rank)
+    _set_rank_rng_state(ts.get('rank_rng') or [dict(cpu=ts['torch_rng'], cuda=ts['cuda_rng'])], rank)   # or one state, as written before
     _set_rng_state(state.pop('rng')); state.pop('sha256')
     return state
 
