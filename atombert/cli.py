@@ -15,6 +15,7 @@ import torch
 from .checkpoint import resolve_model_dir
 from .config import AtomBertConfig
 from .files import atomic_write
+from .glue import GLUE_TASKS
 from .mnli import MNLI_SPLITS
 from .model import AtomBertForPreTraining, param_breakdown
 from .pretrain import PRETRAIN_ARGS, PRETRAIN_LIMITS, pretrain, plateau_summary
@@ -45,10 +46,10 @@ def info(preset:str='atombert-8m',        # model preset (see AtomBertConfig.pre
 
 # %% ../nbs/10_cli.ipynb #1a455cd3
 def finetune_cmd(model:str=None,              # pretrained model directory (atombert or transformers ALBERT) or hub name
-                 data:str='hub',              # hub | builtin | a folder or file of MNLI (GLUE TSV, MultiNLI JSONL, Arrow)
+                 data:str='hub',              # hub | builtin (MNLI) | a folder or file: MNLI's layouts, GLUE's TSVs for the other tasks
                  out:str='runs/mnli',         # output directory (becomes a from_pretrained directory)
-                 task:str='mnli',             # the task (mnli)
-                 epochs:float=3,              # passes over the training set (unless --max-steps)
+                 task:str='mnli',             # the GLUE task: its labels (STS-B: a score), metrics and epochs
+                 epochs:float=None,           # passes over the training set (unless --max-steps; default: the task's, 3, or 10 for RTE and STS-B)
                  max_steps:int=0,             # optimizer steps (0: from --epochs)
                  batch_size:int=32,           # examples per batch
                  lr:float=0,                  # peak learning rate (0: by model width, 3e-4 up to hidden size 256, else 1e-4)
@@ -60,16 +61,19 @@ def finetune_cmd(model:str=None,              # pretrained model directory (atom
                  resume:bool=False,           # continue the run in --out
                  progress:bool=True,          # show a progress bar
                  **train):                    # any other TrainArgs field: warmup, seed, precision, eval_every, ...
-    "Finetune a pretrained model on MNLI (matched dev set held out); the result loads with `from_pretrained`."
+    "Finetune a pretrained model on a GLUE task (default MNLI; its first dev set held out); the result loads with `from_pretrained`."
     from atombert.mnli import load_mnli
+    from atombert.glue import glue_task, load_glue
     from atombert.finetuning import finetune
-    if task != 'mnli': raise ValueError(f"--task {task!r}: only 'mnli' is supported")
     if model is None: raise ValueError('--model is required (a pretrained model directory)')
-    model = resolve_model_dir(model)                   # what is local first: a missing model is named before any data is read
-    metrics = finetune(model, load_mnli(data, 'train'), load_mnli(data, 'validation_matched'), out, max_steps=max_steps or None,
+    model, t = resolve_model_dir(model), glue_task(task)   # what is local first: a missing model is named before any data is read
+    train_data, dev = ((load_mnli(data, 'train'), load_mnli(data, 'validation_matched')) if t.name == 'mnli'
+                       else (load_glue(t, data, 'train'), load_glue(t, data, t.dev[0])))
+    metrics = finetune(model, train_data, dev, out, task=t.name, max_steps=max_steps or None,
                        epochs=epochs, batch_size=batch_size, lr=lr, dropout=dropout, max_length=max_length, teacher=teacher,
                        alpha=alpha, temperature=temperature, resume=resume, progress=progress, **train)
-    print(f"held-out (matched) accuracy {metrics.get('accuracy', float('nan')):.4f}")
+    print(f"held-out {t.dev[0]} " + (f"loss {metrics.get('loss', float('nan')):.4f}" if t.is_regression else
+                                      f"accuracy {metrics.get('accuracy', float('nan')):.4f}"))
     return metrics
 
 # %% ../nbs/10_cli.ipynb #810bab68
@@ -269,7 +273,7 @@ LIMITS = PRETRAIN_LIMITS | {   # pretraining's own settings (preset, seq_len, dr
     ('finetune', 'lr'): Limit(lambda v: v >= 0, '>= 0 (0: by model width)', (-1e-4,)),
     'finetune_lr': Limit(lambda v: v >= 0, '>= 0 (0: by model width)', (-1e-4,)),
     # data and distillation
-    'alpha': between(0, 1), 'temperature': above(0), 'task': one_of('mnli'),
+    'alpha': between(0, 1), 'temperature': above(0), 'task': one_of(*GLUE_TASKS),
     'config_overrides': Limit(_is_json_object, 'a JSON object, e.g. {"norm": "pre"}', ('{norm', '[1]')),
     'splits': Limit(_are_splits, 'comma-separated MNLI splits: ' + ', '.join(MNLI_SPLITS), ('nope', 'train,nope', ',')),
 }

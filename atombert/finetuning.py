@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from fastcore.basics import store_attr
 from .config import dropout_overrides
 from .model import AtomBertForSequenceClassification
-from .mnli import MNLI_LABELS, PairBatches, backend_of, collate_batches, encode_mnli, load_mnli, pad_id_of
+from .glue import GlueTask, glue_task, load_glue
+from .mnli import PairBatches, backend_of, collate_batches, encode_mnli, load_mnli, pad_id_of
 from .evaluation import logits_of, pair_max_length, teacher_logits, tokenizer_of
 from .training import Task, TrainArgs, fit, check_out_dir
 
@@ -28,6 +29,9 @@ class ClassificationTask(Task):
     def loss(self, model, batch):
         logits, labels = _forward(model, batch).float(), batch['labels']
         known = labels >= 0
+        if logits.shape[-1] == 1:   # a regression (transformers' convention for one output)
+            scores = logits.squeeze(-1)
+            return {'loss': F.mse_loss(scores[known], labels[known].float()) if known.any() else scores.sum() * 0}, {}
         loss = F.cross_entropy(logits[known], labels[known]) if known.any() else logits.sum() * 0
         return {'loss': loss}, {'accuracy': (((logits.argmax(-1) == labels) & known).sum(), int(known.sum()))}
 
@@ -69,9 +73,11 @@ class DistillationTask(ClassificationTask):
                 {'accuracy': (((pred == y) & known).sum(), int(known.sum())), 'agreement': ((pred == t.argmax(-1)).sum(), len(y))})
 
 # %% ../nbs/08c_finetuning.ipynb #61eed9da
-def _examples(data, split):
-    "A dataset given as examples, or as a `load_mnli` source."
-    return load_mnli(data, split) if isinstance(data, (str, os.PathLike)) else data
+def _examples(data, split, task:GlueTask):
+    "A dataset given as examples, or as a source: `load_mnli`'s for MNLI, `load_glue`'s for the other tasks."
+    if not isinstance(data, (str, os.PathLike)): return data
+    if task.name == 'mnli': return load_mnli(data, split)
+    return load_glue(task, data, 'train' if split == 'train' else task.dev[0])
 
 def finetune_lr(config) -> float:
     """The finetuning LR when none is given: ELECTRA's by model width. 3e-4 up to hidden size 256 (ELECTRA-Small's; for
@@ -80,26 +86,29 @@ def finetune_lr(config) -> float:
     return 3e-4 if config.hidden_size <= 256 else 1e-4
 
 def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokenizer=None, max_steps:int|None=None,
-             epochs:float=3.0, batch_size:int=32, lr:float|None=None, max_length:int=128, dropout:float|None=None,
+             epochs:float|None=None, batch_size:int=32, lr:float|None=None, max_length:int=128, dropout:float|None=None,
              freeze_embeddings:bool=False, bucket:bool=True, teacher=None, teacher_tokenizer=None, alpha:float=0.5,
-             temperature:float=2.0, teacher_cache=None, resume:bool=False, progress:bool=True, **train) -> dict:
+             temperature:float=2.0, teacher_cache=None, resume:bool=False, progress:bool=True, task:str='mnli', **train) -> dict:
     """Finetune `model_dir` on MNLI-style `train_data` (optionally distilling `teacher`) with `fit`; returns the final
-    held-out metrics. `lr=None` picks `finetune_lr`; `dropout=None` keeps the model's own (else hidden, attention and
+    held-out metrics. `task`: a GLUE task's name (`atombert.glue.GLUE_TASKS`); `epochs=None` takes the task's.
+    `lr=None` picks `finetune_lr`; `dropout=None` keeps the model's own (else hidden, attention and
     classifier dropout all become `dropout`); `freeze_embeddings` keeps the word embeddings as they come. Any other
     `TrainArgs` field (`warmup`, `seed`, `precision`, `eval_every`, ...) passes through `train`, at `fit`'s defaults."""
-    world = int(os.environ.get('WORLD_SIZE', '1'))
+    world, task = int(os.environ.get('WORLD_SIZE', '1')), glue_task(task)
+    if teacher is not None and task.is_regression: raise ValueError(f'distillation needs class labels; {task.name} is a regression')
+    epochs = task.epochs if epochs is None else epochs
     args = TrainArgs.of(**train, out_dir=str(out_dir), batch_size=world)   # checked before any work; max_steps and lr below
     check_out_dir(out_dir, resume)
     torch.manual_seed(args.seed)     # the new classification layer's initialization is part of the run
     with warnings.catch_warnings():   # a pretraining checkpoint has no classifier yet: that is what finetuning adds
         warnings.filterwarnings('ignore', message='.*newly initialized.*classifier')
-        model = AtomBertForSequenceClassification.from_pretrained(model_dir, num_labels=len(MNLI_LABELS), label_names=MNLI_LABELS,
+        model = AtomBertForSequenceClassification.from_pretrained(model_dir, num_labels=task.num_labels, label_names=task.labels,
                                                                   **dropout_overrides(dropout))
     model.model.embeddings.word.requires_grad_(not freeze_embeddings)      # the optimizer takes trainable parameters only
     tokenizer = tokenizer or tokenizer_of(model_dir)
     if (v := backend_of(tokenizer).get_vocab_size()) > model.config.vocab_size:
         raise ValueError(f'the tokenizer has {v} tokens, the model only {model.config.vocab_size} embeddings: not its tokenizer?')
-    train_data, eval_data = _examples(train_data, 'train'), (None if eval_data is None else _examples(eval_data, 'validation_matched'))
+    train_data, eval_data = _examples(train_data, 'train', task), (None if eval_data is None else _examples(eval_data, 'validation_matched', task))
     max_length, pad_id = pair_max_length(model, tokenizer, max_length), pad_id_of(tokenizer)
     task, soft = ClassificationTask(), {}
     if teacher is not None:

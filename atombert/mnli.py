@@ -333,10 +333,19 @@ def pad_id_of(tokenizer) -> int:
     tok = backend_of(tokenizer)
     return next((i for t in ('[PAD]', '<pad>') if (i := tok.token_to_id(t)) is not None), 0)
 
+def _text_columns(data) -> tuple:
+    "MNLI's (premise, hypothesis), or a GLUE example's `text_a` with `text_b` when it is a pair (`atombert.glue.read_glue`)."
+    names = set(data.column_names) if hasattr(data, 'column_names') else set(data[0]) if len(data) else {'premise'}
+    if 'premise' in names: return 'premise', 'hypothesis'
+    if 'text_a' in names: return 'text_a', 'text_b' if 'text_b' in names else None
+    raise ValueError(f'no text columns: expected premise/hypothesis or text_a[/text_b], got {sorted(names)}')
+
 def encode_mnli(tokenizer, data, max_length:int|None=128) -> dict:
-    "Token ids, token types and attention masks of `data`'s (premise, hypothesis) pairs, plus `labels`: unpadded lists."
-    premises, hypotheses, labels = (column(data, c) for c in ('premise', 'hypothesis', 'label'))
-    return encode_pairs(backend_of(tokenizer), premises, hypotheses, max_length=max_length) | {'labels': labels}
+    """Token ids, token types and attention masks of `data`'s (premise, hypothesis) pairs, plus `labels`: unpadded lists.
+    GLUE examples (`text_a`, and `text_b` for a pair task) are encoded the same way, one sentence or two."""
+    first, second = _text_columns(data)
+    texts = encode_pairs(backend_of(tokenizer), column(data, first), second and column(data, second), max_length=max_length)
+    return texts | {'labels': column(data, 'label')}
 
 def pad_pairs(rows:list, pad_id:int=0) -> dict:
     "Collate encoded examples (dicts) into a batch of tensors padded to the longest row; other keys are stacked."

@@ -155,7 +155,9 @@ class AtomBertForSequenceClassification(PretrainedModel):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> ClassifierOutput:
         logits = self.classifier(self.dropout(self.model(input_ids, attention_mask, token_type_ids).pooler_output))
-        return ClassifierOutput(F.cross_entropy(logits.float(), labels) if labels is not None else None, logits)
+        if labels is None: return ClassifierOutput(None, logits)
+        if self.config.num_labels == 1: return ClassifierOutput(F.mse_loss(logits.float().squeeze(-1), labels.float()), logits)
+        return ClassifierOutput(F.cross_entropy(logits.float(), labels), logits)
 
 # %% ../nbs/03_heads.ipynb #edb58ab5
 def count_params(module) -> int: return sum(p.numel() for p in module.parameters()) if module is not None else 0

@@ -69,7 +69,7 @@ def test_out_of_range(capsys, command, flag, value):
     (['pretrain', '--num-workers', '-1'], '>= 0'), (['pretrain', '--seed', '-1'], 'in [0, 4294967295]'),
     (['evaluate', '--splits', 'validation_matched,nope'], 'comma-separated MNLI splits'), (['pretrain', '--device', 'gpu'], 'cpu, cuda'),
     (['run', '--config-overrides', '{norm: pre}'], 'a JSON object'), (['finetune', '--max-length', '3'], "0 (the tokenizer's own) or >= 5"),
-    (['finetune', '--task', 'sst2'], 'one of mnli'), (['pretrain', '--batch_size', '0'], '>= 1'),   # the underscore spelling too
+    (['finetune', '--task', 'squad'], 'one of cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli'), (['pretrain', '--batch_size', '0'], '>= 1'),   # the underscore spelling too
 ])
 def test_the_issue_examples(capsys, argv, says):
     flag = argv[1].replace('_', '-')

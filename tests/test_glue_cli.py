@@ -1,0 +1,44 @@
+"""`atombert finetune --task` on GLUE's files as they are: a regression (STS-B) and a classification (CoLA, no header)."""
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE = Path(os.environ.get('ATOMBERT_SHARED_DATA', ROOT.parent/'shared'/'data'))/'glue'
+ENV = {**os.environ, 'HF_DATASETS_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '1'}
+ATOMBERT = str(Path(sys.executable).parent/'atombert')
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory):
+    "An untrained tiny model with a tokenizer trained on STS-B and CoLA text, as `pretrain` would leave one."
+    import torch
+    from atombert.config import AtomBertConfig
+    from atombert.glue import read_glue
+    from atombert.model import AtomBertForPreTraining
+    from atombert.tokenizer import train_tokenizer
+    d = tmp_path_factory.mktemp('pretrained')
+    texts = [t for ex in read_glue('stsb', GLUE/'STS-B'/'train.tsv') for t in (ex['text_a'], ex['text_b'])]
+    tok = train_tokenizer(texts + [ex['text_a'] for ex in read_glue('cola', GLUE/'CoLA'/'train.tsv')], vocab_size=1000, show_progress=False)
+    torch.manual_seed(0)
+    AtomBertForPreTraining(AtomBertConfig.preset('tiny', vocab_size=tok.get_vocab_size())).save_pretrained(d, tokenizer=tok)
+    return d
+
+
+@pytest.mark.parametrize('task,head', [('stsb', 1), ('cola', 2)])
+def test_finetune_a_glue_task(tmp_path, pretrained, task, head):
+    r = subprocess.run([ATOMBERT, 'finetune', '--model', str(pretrained), '--task', task, '--data', str(GLUE), '--out', str(tmp_path/'run'),
+                        '--max-steps', '6', '--batch-size', '16', '--no-progress'], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert ('held-out dev loss' if head == 1 else 'held-out dev accuracy') in r.stdout, r.stdout
+    config = json.loads((tmp_path/'run'/'config.json').read_text())
+    assert len(config['id2label']) == config['atombert']['num_labels'] == head          # transformers reads id2label
+    assert config['atombert']['label_names'] == ([] if head == 1 else ['unacceptable', 'acceptable'])
+
+
+def test_a_task_without_its_files_is_one_line(tmp_path, pretrained):
+    r = subprocess.run([ATOMBERT, 'finetune', '--model', str(pretrained), '--task', 'qqp', '--data', str(GLUE), '--out', str(tmp_path/'run')],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'qqp: no file' in r.stderr, r.stderr
+    assert not (tmp_path/'run').exists()
