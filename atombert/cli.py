@@ -78,17 +78,26 @@ def finetune_cmd(model:str=None,              # pretrained model directory (atom
 
 # %% ../nbs/10_cli.ipynb #810bab68
 def evaluate_cmd(model:str=None,              # finetuned model directory
-                 data:str='hub',              # hub | builtin | a folder or file of MNLI
-                 splits:str='validation_matched,validation_mismatched', # comma-separated splits (test_* → GLUE predictions)
+                 data:str='hub',              # hub | builtin (MNLI) | a folder or file: MNLI's layouts, GLUE's TSVs for the other tasks
+                 task:str='mnli',             # the GLUE task the model was finetuned on (its dev sets are scored)
+                 splits:str='validation_matched,validation_mismatched', # MNLI: comma-separated splits (test_* → GLUE predictions)
                  out:str=None,                # where results.json and plots go (default: MODEL/eval)
                  batch_size:int=128,          # examples per forward pass
                  int8:bool=False):            # dynamic int8 quantization of the linear layers (CPU)
-    "Accuracy, per-genre accuracy and a confusion-matrix plot per split; GLUE prediction files for test splits."
+    "MNLI: accuracy, per-genre accuracy and a confusion-matrix plot per split, GLUE prediction files for test splits; another GLUE task: its metrics on its dev sets."
     from atombert.mnli import load_mnli
-    from atombert.evaluation import evaluate_mnli, plot_confusion, write_glue_predictions, load_finetuned
+    from atombert.glue import glue_task, load_glue
+    from atombert.evaluation import evaluate_glue, evaluate_mnli, plot_confusion, write_glue_predictions, load_finetuned
     if model is None: raise ValueError('--model is required (a finetuned model directory)')
     clf, tok = load_finetuned(model, int8=int8)
     out = Path(out) if out else Path(model)/'eval'
+    t = glue_task(task)
+    if t.name != 'mnli':
+        results = {split: evaluate_glue(clf, tok, t, load_glue(t, data, split), batch_size) for split in t.dev}
+        for split, r in results.items():
+            print(f"{t.name} {split:8s} " + '  '.join(f'{m} {r[m]:.2f}' for m in t.metrics) + f"  (score {r['score']:.2f}, n={r['n']:,})")
+        atomic_write(out/'results.json', json.dumps(results, indent=2) + '\n')
+        return results
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for split in [s.strip() for s in splits.split(',') if s.strip()]:

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['logits_of', 'pair_max_length', 'predict', 'quantize_int8', 'load_finetuned', 'tokenizer_of', 'mnli_logits',
            'data_fingerprint', 'teacher_logits', 'evaluate_mnli', 'plot_confusion', 'write_glue_predictions',
-           'classify_pairs']
+           'evaluate_glue', 'classify_pairs']
 
 # %% ../nbs/08b_evaluation.ipynb #3fedc42b
 import hashlib, os, warnings
@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .model import AtomBertForSequenceClassification
 from .checkpoint import load_pretrained_state
 from .files import atomic_write
+from .glue import GlueTask, glue_metrics, glue_task, task_score
 from .mnli import MNLI_LABELS, PairBatches, backend_of, column, encode_mnli, pad_id_of
 from .tokenizer import load_tokenizer, tokenizer_fingerprint
 
@@ -178,6 +179,24 @@ def write_glue_predictions(model, tokenizer, data, path, batch_size:int=128) -> 
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, 'index\tprediction\n' + ''.join(f'{i}\t{MNLI_LABELS[p]}\n' for i, p in sorted(zip(index, pred))))
     return path
+
+# %% ../nbs/08b_evaluation.ipynb #5cedc135
+def evaluate_glue(model, tokenizer, task, data, batch_size:int=128, max_length:int|None=None) -> dict:
+    "GLUE's metrics (percent) of `model` on the labelled examples of `data` for GLUE task `task`, its task `score` and `n`."
+    task = task if isinstance(task, GlueTask) else glue_task(task)
+    if isinstance(model, (str, os.PathLike)): model, tokenizer = load_finetuned(model, tokenizer)
+    if (heads := model.config.num_labels) != task.num_labels:
+        raise ValueError(f'the model has {heads} output(s); {task.name} needs {task.num_labels}: a model finetuned for another task?')
+    names = tuple(getattr(model.config, 'label_names', ()) or ())
+    if names and sorted(names) != sorted(task.labels):     # (MNLI's may come in another order: `mnli_logits` reorders them)
+        raise ValueError(f"the model's labels {names} are not {task.name}'s {task.labels}: a model finetuned for another task?")
+    gold = column(data, 'label')
+    known = [i for i, g in enumerate(gold) if g >= 0]
+    if not known: raise ValueError('the data has no gold labels (a test set?): use write_glue_predictions')
+    logits = (mnli_logits if task.name == 'mnli' else predict)(model, tokenizer, data, batch_size, max_length)
+    pred = logits[:, 0] if task.is_regression else logits.argmax(-1)
+    metrics = glue_metrics(task, pred[known].tolist(), [gold[i] for i in known])
+    return dict(metrics, score=task_score(metrics), n=len(known))
 
 # %% ../nbs/08b_evaluation.ipynb #3d369309
 def classify_pairs(model, tokenizer, data, batch_size:int=128, max_length:int|None=None, progress:bool=False) -> list[dict]:

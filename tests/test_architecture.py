@@ -62,7 +62,7 @@ ALLOWED = {
     'cli': {'pretrain', 'finetuning', 'evaluation', 'glue', 'mnli', 'training', 'checkpoint', 'model', 'tokenizer', 'config', 'settings', 'files'},
     'pretrain': {'training', 'data', 'checkpoint', 'model', 'tokenizer', 'config', 'settings', 'files'},
     'finetuning': {'evaluation', 'glue', 'mnli', 'training', 'model', 'config'},
-    'evaluation': {'mnli', 'checkpoint', 'model', 'tokenizer', 'files'},
+    'evaluation': {'glue', 'mnli', 'checkpoint', 'model', 'tokenizer', 'files'},
     'mnli': {'tokenizer'},
     'glue': set(),
     'training': {'checkpoint', 'settings', 'files'},

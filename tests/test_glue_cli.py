@@ -35,6 +35,15 @@ def test_finetune_a_glue_task(tmp_path, pretrained, task, head):
     config = json.loads((tmp_path/'run'/'config.json').read_text())
     assert len(config['id2label']) == config['atombert']['num_labels'] == head          # transformers reads id2label
     assert config['atombert']['label_names'] == ([] if head == 1 else ['unacceptable', 'acceptable'])
+    e = subprocess.run([ATOMBERT, 'evaluate', '--model', str(tmp_path/'run'), '--task', task, '--data', str(GLUE)],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert e.returncode == 0, e.stderr[-3000:]
+    res = json.loads((tmp_path/'run'/'eval'/'results.json').read_text())['dev']
+    assert set(res) == ({'pearson', 'spearman', 'score', 'n'} if head == 1 else {'mcc', 'score', 'n'})
+    assert res['n'] == (1500 if head == 1 else 1043) and f"{task} dev" in e.stdout
+    other = subprocess.run([ATOMBERT, 'evaluate', '--model', str(tmp_path/'run'), '--task', 'rte', '--data', str(GLUE)],
+                           capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert other.returncode == 1 and ('rte needs 2' if head == 1 else "are not rte's") in other.stderr, other.stderr
 
 
 def test_a_task_without_its_files_is_one_line(tmp_path, pretrained):
