@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['DEMO', 'RUN_ARGS', 'RUN_SHARED', 'NOT_FLAGS', 'LIMITS', 'FREE', 'TRAIN_DEFAULTS', 'COMMANDS', 'info', 'finetune_cmd',
-           'evaluate_cmd', 'predict_cmd', 'write_report', 'run', 'limit_of', 'flags_of', 'command_parser', 'main']
+           'evaluate_cmd', 'glue_cmd', 'predict_cmd', 'write_report', 'run', 'limit_of', 'flags_of', 'command_parser',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #cded841c
 import argparse, dataclasses, inspect, json, math, os, re, shutil, sys, time, typing, warnings
@@ -111,6 +112,62 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
         print(f"{split:24s} accuracy {r['accuracy']:.4f}  (majority class {r['majority']:.4f}, n={r['n']:,})")
     atomic_write(out/'results.json', json.dumps(results, indent=2) + '\n')
     return results
+
+# %% ../nbs/10_cli.ipynb #7de346c0
+def glue_cmd(model:str=None,                  # pretrained model directory (atombert or transformers ALBERT) or hub name
+             data:str='hub',                  # hub | a folder of GLUE's files (one folder per task, as GLUE's download has them)
+             out:str='runs/glue',             # the suite's folder: one finetuned model per task, results and the report
+             tasks:str='all',                 # comma-separated GLUE tasks, or all
+             max_steps:int=0,                 # optimizer steps per task (0: from the task's epochs)
+             batch_size:int=32,               # examples per batch
+             lr:float=0,                      # peak learning rate (0: by model width)
+             progress:bool=True,              # show a progress bar
+             **train):                        # any other TrainArgs field: warmup, seed, precision, ...
+    "Finetune and score every GLUE task with train data in `data`; `OUT/report.md` with the table, GLUE's score and a plot."
+    from atombert.glue import GLUE_TASKS, glue_score, glue_task, load_glue
+    from atombert.evaluation import evaluate_glue, load_finetuned
+    from atombert.finetuning import finetune
+    from atombert.mnli import load_mnli
+    if model is None: raise ValueError('--model is required (a pretrained model directory)')
+    model, out = resolve_model_dir(model), Path(out)
+    names = list(GLUE_TASKS) if tasks == 'all' else [glue_task(n).name for n in tasks.split(',') if n.strip()]
+    def source(t, split):
+        if t.name != 'mnli': return load_glue(t, data, split)
+        mnli = data if str(data) == 'hub' else Path(data)/t.folder
+        return load_mnli(mnli, {'train': 'train', 'dev_matched': 'validation_matched', 'dev_mismatched': 'validation_mismatched'}[split])
+    results, skipped = {}, {}
+    for name in names:
+        t, run = glue_task(name), out/name
+        done = run/'eval'/'results.json'
+        if done.is_file(): results[name] = json.loads(done.read_text()); continue
+        try: train_data, devs = source(t, 'train'), {split: source(t, split) for split in t.dev}
+        except (FileNotFoundError, ValueError) as e: skipped[name] = str(e).splitlines()[0]; print(f'{name}: skipped ({skipped[name]})'); continue
+        print(f'{name}: finetuning on {len(train_data):,} examples ...', flush=True)
+        resume = run.is_dir() and any(run.iterdir())
+        finetune(model, train_data, devs[t.dev[0]], run, task=name, max_steps=max_steps or None, batch_size=batch_size, lr=lr,
+                 resume=resume, progress=progress, **train)
+        clf, tok = load_finetuned(run)
+        results[name] = {split: evaluate_glue(clf, tok, t, d) for split, d in devs.items()}
+        atomic_write(done, json.dumps(results[name], indent=2) + '\n')
+    scores = {n: sum(r['score'] for r in res.values()) / len(res) for n, res in results.items()}   # MNLI: its two dev sets
+    lines = [f'# GLUE: {model}', '', '| task | dev set | ' + ' | '.join(['metrics', 'score']) + ' |', '|---|---|---|---|']
+    for n, res in results.items():
+        for split, r in res.items():
+            lines.append(f"| {n} | {split} | {', '.join(f'{m} {r[m]:.2f}' for m in glue_task(n).metrics)} | {r['score']:.2f} |")
+    if scores: lines += ['', f'GLUE score over {len(scores)} task(s) ({", ".join(scores)}), dev sets: **{glue_score(scores):.2f}**']
+    if skipped: lines += ['', 'Skipped: ' + '; '.join(f'{n} ({why})' for n, why in skipped.items())]
+    if scores:
+        import matplotlib; matplotlib.use('Agg', force=False)
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(1.2 * len(scores) + 2, 3.5))
+        ax.bar(list(scores), list(scores.values()), color='tab:blue')
+        for i, v in enumerate(scores.values()): ax.text(i, v, f'{v:.1f}', ha='center', va='bottom')
+        ax.set(ylabel='task score (dev)', title=f'GLUE dev: {glue_score(scores):.1f} over {len(scores)} task(s)')
+        fig.tight_layout(); out.mkdir(parents=True, exist_ok=True); fig.savefig(out/'glue.png', dpi=100); plt.close(fig)
+        lines += ['', '![task scores](glue.png)']
+    atomic_write(out/'report.md', '\n'.join(lines) + '\n')
+    print('\n'.join(lines[2:]))
+    return dict(results=results, scores=scores, skipped=skipped)
 
 # %% ../nbs/10_cli.ipynb #bc6368d1
 def predict_cmd(model:str=None,               # finetuned model directory
@@ -266,6 +323,10 @@ def _is_json_object(text:str) -> bool:
     try: return isinstance(json.loads(text), dict)
     except json.JSONDecodeError: return False
 
+def _are_tasks(text:str) -> bool:
+    names = [s.strip() for s in text.split(',') if s.strip()]
+    return text == 'all' or (bool(names) and set(names) <= set(GLUE_TASKS))
+
 def _are_splits(text:str) -> bool:
     names = [s.strip() for s in text.split(',') if s.strip()]
     return bool(names) and set(names) <= set(MNLI_SPLITS)
@@ -276,13 +337,15 @@ LIMITS = PRETRAIN_LIMITS | {   # pretraining's own settings (preset, seq_len, dr
     'max_length': Limit(lambda v: v == 0 or v >= 5, "0 (the tokenizer's own) or >= 5", (-1, 4)),
     # how long and how often (0: from the other flag, at the end only, or all; eval_every, save_every, log_every,
     # keep_checkpoints: TrainArgs')
-    ('finetune', 'max_steps'): at_least(0),
+    ('finetune', 'max_steps'): at_least(0), ('glue', 'max_steps'): at_least(0),
     'pretrain_steps': at_least(0), 'pretrain_epochs': at_least(0), 'finetune_epochs': above(0),
     # optimization (lr, warmup, weight_decay, clip_grad, schedule, precision, device: TrainArgs')
     ('finetune', 'lr'): Limit(lambda v: v >= 0, '>= 0 (0: by model width)', (-1e-4,)),
+    ('glue', 'lr'): Limit(lambda v: v >= 0, '>= 0 (0: by model width)', (-1e-4,)),
     'finetune_lr': Limit(lambda v: v >= 0, '>= 0 (0: by model width)', (-1e-4,)),
     # data and distillation
     'alpha': between(0, 1), 'temperature': above(0), 'task': one_of(*GLUE_TASKS),
+    'tasks': Limit(_are_tasks, 'all, or comma-separated GLUE tasks: ' + ', '.join(GLUE_TASKS), ('nope', 'cola,nope', ',')),
     'config_overrides': Limit(_is_json_object, 'a JSON object, e.g. {"norm": "pre"}', ('{norm', '[1]')),
     'splits': Limit(_are_splits, 'comma-separated MNLI splits: ' + ', '.join(MNLI_SPLITS), ('nope', 'train,nope', ',')),
 }
@@ -352,7 +415,8 @@ def command_parser(command:str) -> argparse.ArgumentParser:
     parser.error = lambda message: parser.exit(2, f'{parser.prog}: error: {message}; see {parser.prog} --help\n')
     return parser
 
-COMMANDS = {'info': info, 'pretrain': pretrain, 'finetune': finetune_cmd, 'evaluate': evaluate_cmd, 'predict': predict_cmd, 'run': run}
+COMMANDS = {'info': info, 'pretrain': pretrain, 'finetune': finetune_cmd, 'evaluate': evaluate_cmd, 'predict': predict_cmd, 'glue': glue_cmd,
+            'run': run}
 
 def main(argv=None):
     "Entry point of the `atombert` command: `atombert COMMAND [options]`."

@@ -51,3 +51,18 @@ def test_a_task_without_its_files_is_one_line(tmp_path, pretrained):
                        capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'qqp: no file' in r.stderr, r.stderr
     assert not (tmp_path/'run').exists()
+
+
+def test_the_suite_in_one_command_resumes_task_by_task(tmp_path, pretrained):
+    argv = [ATOMBERT, 'glue', '--model', str(pretrained), '--data', str(GLUE), '--tasks', 'stsb,cola,qqp', '--max-steps', '3',
+            '--batch-size', '16', '--out', str(tmp_path/'glue'), '--no-progress']
+    r = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = (tmp_path/'glue'/'report.md').read_text()
+    assert '| stsb | dev | pearson' in report and '| cola | dev | mcc' in report and 'GLUE score over 2 task(s) (stsb, cola)' in report
+    assert 'Skipped: qqp (qqp: no file' in report and (tmp_path/'glue'/'glue.png').stat().st_size > 5_000
+    done = tmp_path/'glue'/'stsb'/'eval'/'results.json'
+    before = done.stat().st_mtime_ns
+    again = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert again.returncode == 0 and 'finetuning' not in again.stdout, again.stdout       # every task kept
+    assert done.stat().st_mtime_ns == before and (tmp_path/'glue'/'report.md').read_text() == report
