@@ -171,23 +171,29 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
 
 # %% ../nbs/10_cli.ipynb #bc6368d1
 def predict_cmd(model:str=None,               # finetuned model directory
-                data:str=None,                # a file of pairs: .tsv, .jsonl or .csv with premise and hypothesis columns
-                premise:str=None,             # or one pair: its premise
-                hypothesis:str=None,          # ... and its hypothesis
+                data:str=None,                # a file: MNLI's .tsv, .jsonl or .csv of premise and hypothesis columns; another task's GLUE TSV
+                premise:str=None,             # or one example: its premise (its sentence, for a one-sentence task)
+                hypothesis:str=None,          # ... and its hypothesis (its second sentence)
+                task:str='mnli',              # the GLUE task of the model (which columns a --data file holds)
                 out:str=None,                 # JSON-lines file to write (default: print)
                 batch_size:int=128,           # pairs per forward pass
                 int8:bool=False,              # dynamic int8 quantization of the linear layers (CPU)
                 progress:bool=True):          # show a progress bar
-    "Label premise/hypothesis pairs with a finetuned model: one JSON line per pair with the label and each label's probability."
+    "Label examples with a finetuned model: one JSON line per input row with the label and each label's probability (STS-B: the score)."
     from atombert.evaluation import load_finetuned, classify_pairs
+    from atombert.glue import glue_task, read_glue
     from atombert.mnli import load_mnli
     if model is None: raise ValueError('--model is required (a finetuned model directory)')
-    if (premise is None) != (hypothesis is None): raise ValueError('--premise and --hypothesis go together (one pair)')
-    if (data is None) == (premise is None): raise ValueError('give pairs: --data FILE, or --premise TEXT --hypothesis TEXT')
+    t = glue_task(task)
+    if premise is not None and (hypothesis is None) != (len(t.text) == 1):
+        raise ValueError(f'{t.name} takes ' + ('one sentence: --premise TEXT alone' if len(t.text) == 1 else 'a pair: --premise and --hypothesis go together'))
+    if hypothesis is not None and premise is None: raise ValueError('--hypothesis needs --premise')
+    if (data is None) == (premise is None): raise ValueError('give examples: --data FILE, or --premise TEXT [--hypothesis TEXT]')
     if data is not None and not Path(data).is_file(): raise ValueError(f'--data {data}: not a file (a .tsv, .jsonl or .csv of pairs)')
     if out is not None and Path(out).is_dir(): raise ValueError(f'--out {out} is a directory; give a file name')
     clf, tok = load_finetuned(model, int8=int8)
-    pairs = (premise, hypothesis) if data is None else load_mnli(data, 'test_matched', verbose=False, keep_unlabelled=True)
+    if data is None: pairs = (premise, hypothesis) if hypothesis is not None else (premise,)
+    else: pairs = load_mnli(data, 'test_matched', verbose=False, keep_unlabelled=True) if t.name == 'mnli' else read_glue(t, data)
     t = time.perf_counter()
     rows = classify_pairs(clf, tok, pairs, batch_size, progress=progress and data is not None)
     seconds = time.perf_counter() - t

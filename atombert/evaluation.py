@@ -199,12 +199,23 @@ def evaluate_glue(model, tokenizer, task, data, batch_size:int=128, max_length:i
     return dict(metrics, score=task_score(metrics), n=len(known))
 
 # %% ../nbs/08b_evaluation.ipynb #3d369309
+def _is_mnli(model) -> bool:
+    "Whether `model` is an MNLI classifier: MNLI's label names in any order, or three unnamed labels."
+    names = sorted(str(n).lower() for n in (getattr(model.config, 'label_names', ()) or ()))
+    return names == sorted(MNLI_LABELS) or (not names and model.config.num_labels == len(MNLI_LABELS))
+
 def classify_pairs(model, tokenizer, data, batch_size:int=128, max_length:int|None=None, progress:bool=False) -> list[dict]:
-    """Label name and per-label probabilities for each (premise, hypothesis) of `data` (a dataset, a list of dicts, or one
-    pair as a tuple), in order, each with its `idx` (the dataset's, else its position) so that outputs join back to inputs."""
-    if isinstance(data, tuple): data = [dict(premise=data[0], hypothesis=data[1])]
-    if isinstance(data, list): data = [{'label': -1, 'idx': i, **ex} for i, ex in enumerate(data)]   # unlabelled pairs
-    probs = mnli_logits(model, tokenizer, data, batch_size, max_length, progress).softmax(-1)
-    ids = [ex['idx'] for ex in data] if isinstance(data, list) else data['idx'] if 'idx' in data.column_names else range(len(probs))
-    return [dict(idx=int(i), label=MNLI_LABELS[int(p.argmax())], probabilities={n: round(float(x), 6) for n, x in zip(MNLI_LABELS, p)})
-            for i, p in zip(ids, probs)]
+    """Label name and per-label probabilities (a `score` for a regression, STS-B) for each example of `data` (a dataset,
+    a list of dicts, or one example as a tuple: (premise, hypothesis) for MNLI, (sentence,) or a pair for another GLUE
+    task), in order, each with its `idx` (the dataset's, else its position) so that outputs join back to inputs. An MNLI
+    model's labels come in GLUE's order; another model's in its own (`label_names`)."""
+    mnli = _is_mnli(model)
+    if isinstance(data, tuple):
+        data = [dict(premise=data[0], hypothesis=data[1]) if mnli else dict(text_a=data[0], **({'text_b': data[1]} if data[1:] else {}))]
+    if isinstance(data, list): data = [{'label': -1, 'idx': i, **ex} for i, ex in enumerate(data)]   # unlabelled examples
+    logits = (mnli_logits if mnli else predict)(model, tokenizer, data, batch_size, max_length, progress=progress)
+    ids = [ex['idx'] for ex in data] if isinstance(data, list) else data['idx'] if 'idx' in data.column_names else range(len(logits))
+    if model.config.num_labels == 1: return [dict(idx=int(i), score=round(float(x[0]), 6)) for i, x in zip(ids, logits)]
+    names = MNLI_LABELS if mnli else tuple(model.config.label_names or (f'LABEL_{k}' for k in range(logits.shape[-1])))
+    return [dict(idx=int(i), label=names[int(p.argmax())], probabilities={n: round(float(x), 6) for n, x in zip(names, p)})
+            for i, p in zip(ids, logits.softmax(-1))]

@@ -41,6 +41,16 @@ def test_finetune_a_glue_task(tmp_path, pretrained, task, head):
     res = json.loads((tmp_path/'run'/'eval'/'results.json').read_text())['dev']
     assert set(res) == ({'pearson', 'spearman', 'score', 'n'} if head == 1 else {'mcc', 'score', 'n'})
     assert res['n'] == (1500 if head == 1 else 1043) and f"{task} dev" in e.stdout
+    # predict: a GLUE TSV (here the dev file), one JSON line per row with its index; or one example
+    pred = subprocess.run([ATOMBERT, 'predict', '--model', str(tmp_path/'run'), '--task', task, '--data',
+                           str(GLUE/('STS-B' if head == 1 else 'CoLA')/'dev.tsv'), '--out', str(tmp_path/'pred.jsonl'), '--no-progress'],
+                          capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    rows = [json.loads(l) for l in (tmp_path/'pred.jsonl').read_text().splitlines()]
+    assert [r['idx'] for r in rows] == list(range(res['n'])) and set(rows[0]) == ({'idx', 'score'} if head == 1 else {'idx', 'label', 'probabilities'})
+    one = subprocess.run([ATOMBERT, 'predict', '--model', str(tmp_path/'run'), '--task', task, '--premise', 'A man is playing.',
+                          *(['--hypothesis', 'A man plays.'] if head == 1 else [])], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert one.returncode == 0 and len(one.stdout.splitlines()) == 1, one.stderr
     other = subprocess.run([ATOMBERT, 'evaluate', '--model', str(tmp_path/'run'), '--task', 'rte', '--data', str(GLUE)],
                            capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert other.returncode == 1 and ('rte needs 2' if head == 1 else "are not rte's") in other.stderr, other.stderr
