@@ -125,7 +125,7 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
              **train):                        # any other TrainArgs field: warmup, seed, precision, ...
     "Finetune and score every GLUE task with train data in `data`; `OUT/report.md` with the table, GLUE's score and a plot."
     from atombert.glue import GLUE_TASKS, glue_score, glue_task, load_glue
-    from atombert.evaluation import evaluate_glue, load_finetuned
+    from atombert.evaluation import evaluate_glue, load_finetuned, write_glue_predictions
     from atombert.finetuning import finetune
     from atombert.mnli import load_mnli
     if model is None: raise ValueError('--model is required (a pretrained model directory)')
@@ -134,7 +134,7 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
     def source(t, split):
         if t.name != 'mnli': return load_glue(t, data, split)
         mnli = data if str(data) == 'hub' else Path(data)/t.folder
-        return load_mnli(mnli, {'train': 'train', 'dev_matched': 'validation_matched', 'dev_mismatched': 'validation_mismatched'}[split])
+        return load_mnli(mnli, {'train': 'train', 'dev_matched': 'validation_matched', 'dev_mismatched': 'validation_mismatched'}.get(split, split))
     results, skipped = {}, {}
     for name in names:
         t, run = glue_task(name), out/name
@@ -148,6 +148,11 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
                  resume=resume, progress=progress, **train)
         clf, tok = load_finetuned(run)
         results[name] = {split: evaluate_glue(clf, tok, t, d) for split, d in devs.items()}
+        tests = {'test_matched': 'MNLI-m', 'test_mismatched': 'MNLI-mm'} if name == 'mnli' else {'test': t.folder}
+        for split, file in tests.items():                  # GLUE's submission files, where the data has test sets
+            try: test_data = source(t, split)
+            except (FileNotFoundError, ValueError): continue
+            write_glue_predictions(clf, tok, test_data, out/'submission'/f'{file}.tsv', task=t)
         atomic_write(done, json.dumps(results[name], indent=2) + '\n')
     scores = {n: sum(r['score'] for r in res.values()) / len(res) for n, res in results.items()}   # MNLI: its two dev sets
     lines = [f'# GLUE: {model}', '', '| task | dev set | ' + ' | '.join(['metrics', 'score']) + ' |', '|---|---|---|---|']

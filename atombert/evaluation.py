@@ -171,13 +171,18 @@ def plot_confusion(cm, path, title:str='', labels=MNLI_LABELS) -> Path:
     fig.savefig(path, dpi=100); plt.close(fig)
     return path
 
-def write_glue_predictions(model, tokenizer, data, path, batch_size:int=128) -> Path:
-    "Write GLUE's submission file for `data` (a test set): a header `index\\tprediction`, then one `idx\\tlabel name` row per example."
+def write_glue_predictions(model, tokenizer, data, path, batch_size:int=128, task='mnli') -> Path:
+    """Write GLUE's submission file for `data` (a test set of GLUE task `task`): a header `index\\tprediction`, then one
+    row per example, its label as GLUE's files write it (a word for MNLI, QNLI and RTE, else its id; STS-B: the score,
+    clipped to GLUE's 0-5)."""
+    task = task if isinstance(task, GlueTask) else glue_task(task)
     if isinstance(model, (str, os.PathLike)): model, tokenizer = load_finetuned(model, tokenizer)
     index = column(data, 'idx')
-    pred = mnli_logits(model, tokenizer, data, batch_size).argmax(-1).tolist()
+    logits = (mnli_logits if task.name == 'mnli' else predict)(model, tokenizer, data, batch_size)
+    if task.is_regression: pred = [f'{x:.3f}' for x in logits[:, 0].clamp(0, 5).tolist()]
+    else: pred = [task.labels[k] if task.word_labels else str(k) for k in logits.argmax(-1).tolist()]
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, 'index\tprediction\n' + ''.join(f'{i}\t{MNLI_LABELS[p]}\n' for i, p in sorted(zip(index, pred))))
+    atomic_write(path, 'index\tprediction\n' + ''.join(f'{i}\t{p}\n' for i, p in sorted(zip(index, pred))))
     return path
 
 # %% ../nbs/08b_evaluation.ipynb #5cedc135

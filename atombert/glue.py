@@ -24,6 +24,7 @@ class GlueTask:
     epochs: int = 3                  # finetuning epochs (ELECTRA: 3, and 10 for RTE and STS-B)
     columns: tuple = ()              # field names by position, for files without a header (CoLA)
     hub_text: tuple = ()             # the text column(s) in the hub's `nyu-mll/glue` config, where they differ from the file's
+    word_labels: bool = False        # GLUE's files (and its submissions) write labels as words (MNLI, QNLI, RTE), else as ids
 
     @property
     def is_regression(self): return not self.labels
@@ -39,9 +40,9 @@ GLUE_TASKS = {t.name: t for t in (
     GlueTask('stsb', 'STS-B', ('sentence1', 'sentence2'), 'score', (), ('pearson', 'spearman'), epochs=10),
     GlueTask('qqp', 'QQP', ('question1', 'question2'), 'is_duplicate', ('not_duplicate', 'duplicate'), ('f1', 'accuracy')),
     GlueTask('mnli', 'MNLI', ('sentence1', 'sentence2'), 'gold_label', ('entailment', 'neutral', 'contradiction'),
-             dev=('dev_matched', 'dev_mismatched'), hub_text=('premise', 'hypothesis')),
-    GlueTask('qnli', 'QNLI', ('question', 'sentence'), 'label', ('entailment', 'not_entailment')),
-    GlueTask('rte', 'RTE', ('sentence1', 'sentence2'), 'label', ('entailment', 'not_entailment'), epochs=10),
+             dev=('dev_matched', 'dev_mismatched'), hub_text=('premise', 'hypothesis'), word_labels=True),
+    GlueTask('qnli', 'QNLI', ('question', 'sentence'), 'label', ('entailment', 'not_entailment'), word_labels=True),
+    GlueTask('rte', 'RTE', ('sentence1', 'sentence2'), 'label', ('entailment', 'not_entailment'), epochs=10, word_labels=True),
     GlueTask('wnli', 'WNLI', ('sentence1', 'sentence2'), 'label', ('not_entailment', 'entailment')),
 )}
 

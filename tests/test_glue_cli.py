@@ -64,13 +64,20 @@ def test_a_task_without_its_files_is_one_line(tmp_path, pretrained):
 
 
 def test_the_suite_in_one_command_resumes_task_by_task(tmp_path, pretrained):
-    argv = [ATOMBERT, 'glue', '--model', str(pretrained), '--data', str(GLUE), '--tasks', 'stsb,cola,qqp', '--max-steps', '3',
+    data = tmp_path/'data'; (data/'CoLA').mkdir(parents=True)              # GLUE's layout, with a test set for CoLA
+    (data/'STS-B').symlink_to(GLUE/'STS-B')
+    for f in ('train.tsv', 'dev.tsv'): (data/'CoLA'/f).symlink_to(GLUE/'CoLA'/f)
+    (data/'CoLA'/'test.tsv').write_text('index\tsentence\n0\tThe cat sat.\n1\tSat the cat the.\n')
+    argv = [ATOMBERT, 'glue', '--model', str(pretrained), '--data', str(data), '--tasks', 'stsb,cola,qqp', '--max-steps', '3',
             '--batch-size', '16', '--out', str(tmp_path/'glue'), '--no-progress']
     r = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     report = (tmp_path/'glue'/'report.md').read_text()
     assert '| stsb | dev | pearson' in report and '| cola | dev | mcc' in report and 'GLUE score over 2 task(s) (stsb, cola)' in report
     assert 'Skipped: qqp (qqp: no file' in report and (tmp_path/'glue'/'glue.png').stat().st_size > 5_000
+    submission = (tmp_path/'glue'/'submission'/'CoLA.tsv').read_text().splitlines()
+    assert submission[0] == 'index\tprediction' and [l.split('\t')[0] for l in submission[1:]] == ['0', '1']
+    assert sorted(p.name for p in (tmp_path/'glue'/'submission').iterdir()) == ['CoLA.tsv']   # STS-B has no test set here
     done = tmp_path/'glue'/'stsb'/'eval'/'results.json'
     before = done.stat().st_mtime_ns
     again = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT)
