@@ -95,7 +95,7 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     classifier dropout all become `dropout`); `freeze_embeddings` keeps the word embeddings as they come. Any other
     `TrainArgs` field (`warmup`, `seed`, `precision`, `eval_every`, ...) passes through `train`, at `fit`'s defaults."""
     world, task = int(os.environ.get('WORLD_SIZE', '1')), glue_task(task)
-    if teacher is not None and task.is_regression: raise ValueError(f'distillation needs class labels; {task.name} is a regression')
+    if teacher is not None and task.name != 'mnli': raise ValueError(f'distillation is built for MNLI so far, not {task.name}')
     epochs = task.epochs if epochs is None else epochs
     args = TrainArgs.of(**train, out_dir=str(out_dir), batch_size=world)   # checked before any work; max_steps and lr below
     check_out_dir(out_dir, resume)
