@@ -460,26 +460,27 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
 
 # %% ../nbs/06_training.ipynb #49add26d
 class _StepClock(Callback):
-    "Wall-clock times after optimizer steps `marks` (the device synchronized first, so queued work is counted)."
-    def __init__(self, marks, device): self.marks, self.device, self.times = set(marks), device, {}
+    "Wall-clock time after every optimizer step (device synchronized); stops once it has `min_steps` steps over `seconds`."
+    def __init__(self, device, min_steps:int, seconds:float): self.device, self.min_steps, self.seconds, self.times = device, min_steps, seconds, []
     def after_step(self, state):
-        if state['step'] in self.marks:
-            if self.device.type == 'cuda': torch.cuda.synchronize(self.device)
-            self.times[state['step']] = time.perf_counter()
-        return False
+        if self.device.type == 'cuda': torch.cuda.synchronize(self.device)
+        self.times.append(time.perf_counter())
+        return len(self.times) >= self.min_steps and self.times[-1] - self.times[0] >= self.seconds
 
 def budget_steps(minutes:float, model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, eval_collate=None,
-                 eval_batches:int=0, probe_steps:int=30) -> dict:
-    "The number of `fit` steps that fill `minutes` of wall clock, from a probe of `probe_steps` steps on a copy of `model`."
+                 eval_batches:int=0, probe_steps:int=30, probe_seconds:float|None=None) -> dict:
+    """The number of `fit` steps that fill `minutes` of wall clock, from a probe on a copy of `model`: at least `probe_steps`
+    steps and `probe_seconds` (default 2% of the budget, at most 60), timed over its second half."""
     if not minutes > 0: raise ValueError(f'budget_minutes={minutes}: must be > 0')
-    if probe_steps < 4: raise ValueError(f'probe_steps={probe_steps}: must be >= 4 (the first steps are not timed)')
+    if probe_steps < 4: raise ValueError(f'probe_steps={probe_steps}: must be >= 4 (the first half is not timed)')
+    probe_seconds = min(60.0, 0.02 * minutes * 60) if probe_seconds is None else probe_seconds
     t0 = time.perf_counter()
     rank, world, device = init_distributed(args.device)
-    probe_dir, warm = Path(args.out_dir)/'.budget-probe', max(2, probe_steps // 5)
-    probe, clock = copy.deepcopy(model), _StepClock((warm, probe_steps), device)
-    fit(probe, train_data, collate, task, dataclasses.replace(args, out_dir=str(probe_dir), max_steps=probe_steps, eval_every=0,
-        save_every=0, log_every=probe_steps, keep_checkpoints=1), progress=False, callbacks=[clock])
-    step_s = (clock.times[probe_steps] - clock.times[warm]) / (probe_steps - warm)
+    probe_dir, probe, clock = Path(args.out_dir)/'.budget-probe', copy.deepcopy(model), _StepClock(device, probe_steps, probe_seconds)
+    fit(probe, train_data, collate, task, dataclasses.replace(args, out_dir=str(probe_dir), max_steps=10**9, eval_every=0,
+        save_every=0, log_every=10**9, keep_checkpoints=1), progress=False, callbacks=[clock])
+    timed = clock.times[len(clock.times) // 2:]                  # the second half: the machine under sustained load
+    step_s = (timed[-1] - timed[0]) / (len(timed) - 1)
     eval_s = 0.0
     if eval_data is not None:
         precision = resolve_precision(args.precision, device, probe)
@@ -493,7 +494,7 @@ def budget_steps(minutes:float, model, train_data, collate, task:Task, args:Trai
     probe_s = time.perf_counter() - t0
     left = minutes * 60 - probe_s - (2 if args.eval_every else 1) * eval_s
     steps = max(1, math.floor(left / (step_s + (eval_s / args.eval_every if args.eval_every else 0))))
-    found = dict(minutes=minutes, max_steps=steps, probe_steps=probe_steps, step_s=step_s, eval_s=eval_s, probe_s=probe_s)
+    found = dict(minutes=minutes, max_steps=steps, probe_steps=len(clock.times), step_s=step_s, eval_s=eval_s, probe_s=probe_s)
     if world > 1:                       # process 0's measurement decides, so that every process runs as many steps
         shared = [found]; dist.broadcast_object_list(shared, src=0); found = shared[0]
     return found
