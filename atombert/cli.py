@@ -63,13 +63,11 @@ def finetune_cmd(model:str=None,              # pretrained model directory (atom
                  progress:bool=True,          # show a progress bar
                  **train):                    # any other TrainArgs field: warmup, seed, precision, eval_every, ...
     "Finetune a pretrained model on a GLUE task (default MNLI; its first dev set held out); the result loads with `from_pretrained`."
-    from atombert.mnli import load_mnli
-    from atombert.glue import glue_task, load_glue
-    from atombert.finetuning import finetune
+    from atombert.glue import glue_task
+    from atombert.finetuning import finetune, task_examples
     if model is None: raise ValueError('--model is required (a pretrained model directory)')
     model, t = resolve_model_dir(model), glue_task(task)   # what is local first: a missing model is named before any data is read
-    train_data, dev = ((load_mnli(data, 'train'), load_mnli(data, 'validation_matched')) if t.name == 'mnli'
-                       else (load_glue(t, data, 'train'), load_glue(t, data, t.dev[0])))
+    train_data, dev = task_examples(t, data, 'train'), task_examples(t, data, t.dev[0])
     metrics = finetune(model, train_data, dev, out, task=t.name, max_steps=max_steps or None,
                        epochs=epochs, batch_size=batch_size, lr=lr, dropout=dropout, max_length=max_length, teacher=teacher,
                        alpha=alpha, temperature=temperature, resume=resume, progress=progress, **train)
@@ -87,14 +85,15 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
                  int8:bool=False):            # dynamic int8 quantization of the linear layers (CPU)
     "MNLI: accuracy, per-genre accuracy and a confusion-matrix plot per split, GLUE prediction files for test splits; another GLUE task: its metrics on its dev sets."
     from atombert.mnli import load_mnli
-    from atombert.glue import glue_task, load_glue
+    from atombert.glue import glue_task
+    from atombert.finetuning import task_examples
     from atombert.evaluation import evaluate_glue, evaluate_mnli, plot_confusion, write_glue_predictions, load_finetuned
     if model is None: raise ValueError('--model is required (a finetuned model directory)')
     clf, tok = load_finetuned(model, int8=int8)
     out = Path(out) if out else Path(model)/'eval'
     t = glue_task(task)
     if t.name != 'mnli':
-        results = {split: evaluate_glue(clf, tok, t, load_glue(t, data, split), batch_size) for split in t.dev}
+        results = {split: evaluate_glue(clf, tok, t, task_examples(t, data, split), batch_size) for split in t.dev}
         for split, r in results.items():
             print(f"{t.name} {split:8s} " + '  '.join(f'{m} {r[m]:.2f}' for m in t.metrics) + f"  (score {r['score']:.2f}, n={r['n']:,})")
         atomic_write(out/'results.json', json.dumps(results, indent=2) + '\n')
@@ -124,17 +123,13 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
              progress:bool=True,              # show a progress bar
              **train):                        # any other TrainArgs field: warmup, seed, precision, ...
     "Finetune and score every GLUE task with train data in `data`; `OUT/report.md` with the table, GLUE's score and a plot."
-    from atombert.glue import GLUE_TASKS, glue_score, glue_task, load_glue
+    from atombert.glue import GLUE_TASKS, glue_score, glue_task
     from atombert.evaluation import evaluate_glue, load_finetuned, write_glue_predictions
-    from atombert.finetuning import finetune
-    from atombert.mnli import load_mnli
+    from atombert.finetuning import finetune, task_examples
     if model is None: raise ValueError('--model is required (a pretrained model directory)')
     model, out = resolve_model_dir(model), Path(out)
     names = list(GLUE_TASKS) if tasks == 'all' else [glue_task(n).name for n in tasks.split(',') if n.strip()]
-    def source(t, split):
-        if t.name != 'mnli': return load_glue(t, data, split)
-        mnli = data if str(data) == 'hub' else Path(data)/t.folder
-        return load_mnli(mnli, {'train': 'train', 'dev_matched': 'validation_matched', 'dev_mismatched': 'validation_mismatched'}.get(split, split))
+    source = lambda t, split: task_examples(t, data, split)
     results, skipped = {}, {}
     for name in names:
         t, run = glue_task(name), out/name
