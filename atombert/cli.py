@@ -310,7 +310,7 @@ def run(out:str='runs/atombert',              # output folder of the whole pipel
                  batch_size=finetune_batch_size, lr=finetune_lr, progress=progress, resume=resume and (out/'mnli').exists(),
                  **{k: v for k, v in train.items() if k in RUN_SHARED})
     t2 = time.time()
-    results = evaluate_cmd(str(out/'mnli'), mnli, 'validation_matched,validation_mismatched', str(out/'mnli'/'eval'))
+    results = evaluate_cmd(str(out/'mnli'), mnli, out=str(out/'mnli'/'eval'))
     config = AtomBertConfig.from_json(json.dumps(json.loads((out/'pretrain'/'config.json').read_text())['atombert']))
     run_args = json.loads((out/'pretrain'/'run.json').read_text())['args']
     device = f'{torch.get_num_threads()} CPU threads' if not torch.cuda.is_available() else torch.cuda.get_device_name()

@@ -163,6 +163,15 @@ def forwarded_argv(args) -> list:
 
 # ---------------------------------------------------------------- output
 
+def finetune_defaults(*names:str, task:str='mnli') -> dict:
+    "`finetune`'s defaults for `names`, as it runs them on `task` (its `epochs=None` means the task's own epochs)."
+    import inspect
+    from atombert.finetuning import finetune
+    from atombert.glue import glue_task
+    defaults = {k: v.default for k, v in inspect.signature(finetune).parameters.items() if k in names}
+    if defaults.get('epochs', 0) is None: defaults['epochs'] = glue_task(task).epochs
+    return defaults
+
 def write_json(path, obj) -> Path:
     path = Path(path)
     if not path.is_absolute(): path = Path.cwd() / path

@@ -69,10 +69,8 @@ def parse_args(argv=None):
 
 def recipe_of(variant:str, scale:float=1.0) -> dict:
     "`finetune`'s recipe arguments for `variant`: its defaults but for what `variant` changes (epochs scaled by `scale`)."
-    import inspect
-    from atombert.finetuning import finetune
     from atombert.training import TrainArgs
-    defaults = {k: v.default for k, v in inspect.signature(finetune).parameters.items() if k in ('epochs', 'batch_size', 'dropout', 'freeze_embeddings')}
+    defaults = C.finetune_defaults('epochs', 'batch_size', 'dropout', 'freeze_embeddings')
     defaults['warmup'] = TrainArgs().warmup             # a training setting: fit's default
     kw = defaults | VARIANTS[variant]
     kw['epochs'] *= scale

@@ -60,9 +60,7 @@ def parse_args(argv=None):
 
 def finetune_defaults() -> dict:
     "`finetune`'s default epochs and batch size."
-    import inspect
-    from atombert.finetuning import finetune
-    return {k: v.default for k, v in inspect.signature(finetune).parameters.items() if k in ('epochs', 'batch_size')}
+    return C.finetune_defaults('epochs', 'batch_size')
 
 def epochs_for(pairs:int, min_steps:int, default:dict) -> float:
     "The default epochs, or more where they make fewer than `min_steps` optimizer steps on `pairs` pairs."

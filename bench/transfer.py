@@ -276,9 +276,7 @@ def main(argv=None):
                          held_out_mlm_accuracy=(m['held_out'] or {}).get('mlm_accuracy'),
                          most_frequent_token_accuracy=(m['held_out'] or {}).get('unigram_accuracy'),
                          runs=runs, summary=summarize(runs)))
-    from atombert.finetuning import finetune
-    import inspect
-    defaults = {k: v.default for k, v in inspect.signature(finetune).parameters.items() if k in ('epochs', 'lr', 'batch_size', 'warmup')}
+    defaults = C.finetune_defaults('epochs', 'lr', 'batch_size', 'warmup')
     recipe = {**defaults, 'lr': best_lr, **{k: v for k, v in dict(epochs=args.finetune_epochs, batch_size=args.finetune_batch_size).items() if v is not None}}
     out = Path(args.out)
     result = dict(benchmark='transfer', token_objective=args.token_objective, machine=C.machine_info(args.device), args=vars(args), finetune_recipe=recipe,
