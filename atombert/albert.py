@@ -127,7 +127,9 @@ def albert_config_dict(config:AtomBertConfig, arch:str='AtomBertForPreTraining')
                 classifier_dropout_prob=c.classifier_dropout, max_position_embeddings=c.max_position_embeddings,
                 type_vocab_size=c.type_vocab_size, initializer_range=c.initializer_range, layer_norm_eps=c.layer_norm_eps,
                 pad_token_id=c.pad_token_id, id2label={str(i): n for i, n in enumerate(names)},
-                label2id={n: i for i, n in enumerate(names)}, atombert=c.to_dict())
+                label2id={n: i for i, n in enumerate(names)}, atombert=c.to_dict(),
+                # one output is a regression (STS-B): transformers' pipeline then shows the raw score, not its sigmoid
+                **({'problem_type': 'regression'} if arch != 'AtomBertForPreTraining' and c.num_labels == 1 else {}))
 
 def config_from_albert(d:dict) -> AtomBertConfig:
     "An `AtomBertConfig` from a transformers ALBERT config dict."

@@ -292,3 +292,23 @@ def test_wiki_transfer(tmp_path):
     # a rerun reuses every finished piece: no pretraining, no finetuning
     out2, res2 = run_bench('wiki_transfer.py', tmp_path/'wt2.json', '--work', str(tmp_path/'work'))
     assert res2['rows'] == res['rows'] and res2['wikipedia']['budget'] == wiki['budget']
+
+def test_glue_transfer(tmp_path):
+    "GLUE at smoke size: both models through the suite on three tasks over two seeds, bag of words beside them, resumable."
+    out, res = run_bench('glue_transfer.py', tmp_path/'gt.json', '--work', str(tmp_path/'work'))
+    assert res['benchmark'] == 'glue_transfer' and [r['task'] for r in res['table']] == ['cola', 'stsb', 'rte']
+    assert sorted((r['model'], r['task'], r['seed']) for r in res['rows']) == sorted(
+        (m, t, s) for m in ('untrained', 'pretrained') for t in ('cola', 'stsb', 'rte') for s in (0, 1))
+    stsb = res['bag_of_words']['stsb']['dev']['dev']
+    assert {'pearson', 'spearman', 'score', 'n'} <= set(stsb) and stsb['n'] == 1500 and stsb['pearson'] > 5   # word overlap tracks similarity
+    assert set(res['bag_of_words']['cola']['dev']['dev']) >= {'mcc', 'score'}
+    for r in res['table']: assert r['untrained']['n'] == 2 and r['gain'] == r['pretrained']['mean'] - r['untrained']['mean']
+    assert Path(res['plot']).stat().st_size > 0 and 'bag of words' in out
+    # a rerun finetunes nothing: every task's results come back from the suites' folders
+    out2, res2 = run_bench('glue_transfer.py', tmp_path/'gt2.json', '--work', str(tmp_path/'work'))
+    assert res2['rows'] == res['rows'] and 'finetuning on' not in out2
+
+def test_glue_transfer_unknown_task(tmp_path):
+    r = subprocess.run([sys.executable, 'bench/glue_transfer.py', '--tasks', 'cola,squad', '--out', str(tmp_path/'x.json')],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --tasks: unknown GLUE task 'squad'")

@@ -103,3 +103,35 @@ def test_transformers_pipeline_shows_label_names(classifier):
     clf = pipeline('text-classification', model=str(classifier), device='cpu')
     out = clf({'text': PAIRS[0][0], 'text_pair': PAIRS[0][1]}, top_k=None)
     assert sorted(o['label'] for o in out) == sorted(MNLI_LABELS)
+
+
+@pytest.mark.parametrize('task', ['stsb', 'cola'])
+def test_transformers_pipeline_matches_a_glue_model(tmp_path, task):
+    """A GLUE model saved by atombert answers the same in transformers' pipeline: STS-B's raw score (the config says
+    `problem_type='regression'`, so the pipeline applies no sigmoid) and CoLA's label probabilities, both within 1e-5 (relative, for scores past 1)."""
+    import torch
+    from transformers import pipeline
+    from atombert.config import AtomBertConfig
+    from atombert.evaluation import classify_pairs
+    from atombert.glue import glue_task
+    from atombert.model import AtomBertForSequenceClassification
+    from atombert.tokenizer import load_tokenizer, train_tokenizer
+    t = glue_task(task)
+    tok = train_tokenizer([s for p in PAIRS for s in p] * 20, vocab_size=200, show_progress=False)
+    torch.manual_seed(0)
+    model = AtomBertForSequenceClassification(AtomBertConfig.preset('tiny', vocab_size=tok.get_vocab_size(), num_labels=t.num_labels,
+                                                                    label_names=t.labels, initializer_range=0.5)).eval()
+    model.save_pretrained(tmp_path, tokenizer=tok)
+    ours = classify_pairs(model, load_tokenizer(tmp_path), [dict(text_a=p, **({'text_b': h} if len(t.text) == 2 else {})) for p, h in PAIRS])
+    clf = pipeline('text-classification', model=str(tmp_path), device='cpu')
+    inputs = [{'text': p, 'text_pair': h} if len(t.text) == 2 else p for p, h in PAIRS]
+    theirs = [clf(x, top_k=None) for x in inputs]
+    if t.is_regression:
+        assert json.loads((tmp_path/'config.json').read_text())['problem_type'] == 'regression'
+        got = [o[0]['score'] for o in theirs]
+        assert len({round(g, 3) for g in got}) == 3                        # the inputs score differently: a real comparison
+        assert all(abs(g - o['score']) < 1e-5 * max(1, abs(g)) for g, o in zip(got, ours))   # float32: relative past 1
+    else:
+        for o, th in zip(ours, theirs):
+            assert {x['label'] for x in th} == set(t.labels)
+            assert max(abs(x['score'] - o['probabilities'][x['label']]) for x in th) < 1e-5
