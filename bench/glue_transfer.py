@@ -126,8 +126,8 @@ def main(argv=None):
         task = glue_task(t)
         print(f'{t}: bag of words on {sizes[t]:,} examples ...', flush=True)
         bow[t] = bag_of_words_task(task, task_examples(task, str(data), 'train'), {s: task_examples(task, str(data), s) for s in task.dev})
-    for name, path in models.items():
-        for seed in sorted(set(args.seeds) | set(args.large_seeds)):
+    for seed in sorted(set(args.seeds) | set(args.large_seeds)):      # seed by seed: a stopped run has both models at the first seeds
+        for name, path in models.items():
             tasks = [t for t in args.tasks if seed in (args.seeds if sizes[t] < SMALL_TASK else args.large_seeds)]
             if not tasks: continue
             print(f'{name}, seed {seed}: {", ".join(tasks)} ...', flush=True)
