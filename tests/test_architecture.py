@@ -57,7 +57,7 @@ def test_one_atomic_write():
         assert 'os.replace(' not in text and 'os.rename(' not in text, f'{module} renames files itself'
 
 
-# the README's module table (index notebook, "Architecture"): a new import between modules must be a decision, made here too
+# the module table in DEVELOPING.md ("Architecture"): a new import between modules must be a decision, made here too
 ALLOWED = {
     'cli': {'pretrain', 'finetuning', 'evaluation', 'glue', 'mnli', 'training', 'checkpoint', 'model', 'tokenizer', 'config', 'settings', 'files'},
     'pretrain': {'training', 'data', 'checkpoint', 'model', 'tokenizer', 'config', 'settings', 'files'},
@@ -80,5 +80,5 @@ ALLOWED = {
 
 @pytest.mark.parametrize('module', MODULES)
 def test_imports_match_the_architecture_table(module):
-    assert module in ALLOWED, f'atombert.{module} is new: add it to the architecture table (index notebook) and ALLOWED'
+    assert module in ALLOWED, f'atombert.{module} is new: add it to the architecture table (DEVELOPING.md) and ALLOWED'
     assert atombert_imports(module) <= ALLOWED[module], f'{module} imports {atombert_imports(module) - ALLOWED[module]}'
