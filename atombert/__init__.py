@@ -9,3 +9,4 @@ __all__ = []
 # %% ../nbs/index.ipynb #c998b4e4
 from .config import AtomBertConfig, PRESETS
 from .model import AtomBertModel, AtomBertForPreTraining, AtomBertForSequenceClassification, param_breakdown
+from . import checkpoint as _checkpoint   # gives the model classes save_pretrained / from_pretrained, whichever module comes first

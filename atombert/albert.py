@@ -57,9 +57,9 @@ def _rename(key, pairs):
 
 # %% ../nbs/04_albert_format.ipynb #869ba923
 def is_base_model(model_or_class) -> bool:
-    "Whether a model (or class) is the bare `AtomBertModel`, whose keys lack the `model.` prefix (known by name, as `ARCHITECTURES` is)."
+    "Whether a model (or class) is the bare `AtomBertModel`, whose keys lack the `model.` prefix."
     cls = model_or_class if isinstance(model_or_class, type) else type(model_or_class)
-    return issubclass(cls, AtomBertModel) or cls.__name__ == 'AtomBertModel'
+    return issubclass(cls, AtomBertModel)
 
 def full_state_dict(model) -> dict:
     "`model.state_dict()` with atombert's full names: a bare `AtomBertModel`'s keys get the `model.` prefix its heads' classes give them."

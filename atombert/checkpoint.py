@@ -13,8 +13,10 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file, load_file
+from fastcore.basics import patch
 from .config import AtomBertConfig
 from .files import atomic_write
+from .model import PretrainedModel
 from .albert import (is_base_model, albert_incompatibility, albert_config_dict, config_from_albert, full_state_dict,
                              to_albert_state_dict, from_albert_state_dict)
 from .tokenizer import save_tokenizer, load_tokenizer, tokenizer_fingerprint
@@ -168,3 +170,19 @@ def check_tokenizer(path, tokenizer):
     if tokenizer is None or not (Path(path)/'tokenizer.json').exists(): return
     saved, given = tokenizer_fingerprint(load_tokenizer(path)), tokenizer_fingerprint(getattr(tokenizer, 'backend_tokenizer', tokenizer))
     if saved != given: raise ValueError(f'checkpoint {path} was trained with another tokenizer than this run\'s ({saved} vs {given})')
+
+# %% ../nbs/04_checkpoint.ipynb #24149fe8
+@patch
+def save_pretrained(self:PretrainedModel, save_dir, tokenizer=None, max_shard_size=None) -> Path:
+    "Write `config.json`, `model.safetensors` (or shards of at most `max_shard_size`) and the tokenizer to `save_dir` (`save_model`)."
+    return save_model(self, save_dir, tokenizer, max_shard_size)
+
+@patch(cls_method=True)
+def from_pretrained(cls:PretrainedModel, path_or_name, **config_overrides):
+    "Load an atombert or transformers ALBERT directory, or hub name, into this class (`load_model`)."
+    return load_model(cls, path_or_name, **config_overrides)
+
+@patch
+def checkpoint_state(self:PretrainedModel, path) -> dict:
+    "The weights saved in `path`, named as `self.state_dict()` names them (`saved_state`)."
+    return saved_state(self, path)

@@ -31,23 +31,8 @@ def _init_weights(module, std):
     if isinstance(module, nn.LayerNorm): nn.init.ones_(module.weight); nn.init.zeros_(module.bias)
 
 class PretrainedModel(nn.Module):
-    """What every atombert model class has besides being an `nn.Module`: saving and loading, which `atombert.checkpoint`
-    does (imported when called: that module builds on this one, which stays free of file formats)."""
-    def save_pretrained(self, save_dir, tokenizer=None, max_shard_size=None) -> Path:
-        "Write `config.json`, `model.safetensors` (or shards of at most `max_shard_size`) and the tokenizer to `save_dir` (`atombert.checkpoint.save_model`)."
-        from atombert.checkpoint import save_model
-        return save_model(self, save_dir, tokenizer, max_shard_size)
-
-    @classmethod
-    def from_pretrained(cls, path_or_name, **config_overrides):
-        "Load an atombert or transformers ALBERT directory, or hub name, into this class (`atombert.checkpoint.load_model`)."
-        from atombert.checkpoint import load_model
-        return load_model(cls, path_or_name, **config_overrides)
-
-    def checkpoint_state(self, path) -> dict:
-        "The weights saved in `path`, named as `self.state_dict()` names them (`atombert.checkpoint.saved_state`)."
-        from atombert.checkpoint import saved_state
-        return saved_state(self, path)
+    """The base of every atombert model class. `atombert.checkpoint` gives it `save_pretrained`, `from_pretrained` and
+    `checkpoint_state` (fastcore's `patch`): that module knows the file formats, and this one stays the model alone."""
 
 class AtomBertModel(PretrainedModel):
     "Factorized embeddings → shared encoder → pooler."
