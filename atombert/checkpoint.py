@@ -171,7 +171,7 @@ def check_tokenizer(path, tokenizer):
     saved, given = tokenizer_fingerprint(load_tokenizer(path)), tokenizer_fingerprint(getattr(tokenizer, 'backend_tokenizer', tokenizer))
     if saved != given: raise ValueError(f'checkpoint {path} was trained with another tokenizer than this run\'s ({saved} vs {given})')
 
-# %% ../nbs/04_checkpoint.ipynb #24149fe8
+# %% ../nbs/04_checkpoint.ipynb #78ce44b0
 @patch
 def save_pretrained(self:PretrainedModel, save_dir, tokenizer=None, max_shard_size=None) -> Path:
     "Write `config.json`, `model.safetensors` (or shards of at most `max_shard_size`) and the tokenizer to `save_dir` (`save_model`)."

@@ -108,7 +108,8 @@ def test_transformers_pipeline_shows_label_names(classifier):
 @pytest.mark.parametrize('task', ['stsb', 'cola'])
 def test_transformers_pipeline_matches_a_glue_model(tmp_path, task):
     """A GLUE model saved by atombert answers the same in transformers' pipeline: STS-B's raw score (the config says
-    `problem_type='regression'`, so the pipeline applies no sigmoid) and CoLA's label probabilities, both within 1e-5 (relative, for scores past 1)."""
+    `problem_type='regression'`, so the pipeline applies no sigmoid) and CoLA's label probabilities, CoLA within 1e-5, STS-B's score within 5e-5 (relative past 1;
+    classify_pairs rounds to 6 decimals)."""
     import torch
     from transformers import pipeline
     from atombert.config import AtomBertConfig
@@ -130,7 +131,8 @@ def test_transformers_pipeline_matches_a_glue_model(tmp_path, task):
         assert json.loads((tmp_path/'config.json').read_text())['problem_type'] == 'regression'
         got = [o[0]['score'] for o in theirs]
         assert len({round(g, 3) for g in got}) == 3                        # the inputs score differently: a real comparison
-        assert all(abs(g - o['score']) < 1e-5 * max(1, abs(g)) for g, o in zip(got, ours))   # float32: relative past 1
+        diffs = [abs(g - o['score']) / max(1, abs(g)) for g, o in zip(got, ours)]
+        assert max(diffs) < 5e-5, diffs                                   # float32 through two attention kernels: relative past 1
     else:
         for o, th in zip(ours, theirs):
             assert {x['label'] for x in th} == set(t.labels)
