@@ -9,7 +9,7 @@ __all__ = ['TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'HUB_CORPORA', 'SPLITS', 'FORMAT_V
            'word_start_flags', 'MaskingCollator']
 
 # %% ../nbs/05_data.ipynb #f139c08d
-import array, ast, glob, hashlib, itertools, json, os, random, re, sys, sysconfig
+import array, ast, functools, glob, hashlib, itertools, json, os, random, re, sys, sysconfig
 from pathlib import Path
 import numpy as np
 import torch
@@ -93,16 +93,18 @@ def _docstring_document(path):
     nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
     return [p for n in nodes for p in _prose_paragraphs(ast.get_docstring(n) or '')]
 
-def builtin_documents():
-    "The `builtin` corpus: Python's `pydoc` topics, then the docstrings of the standard library, one document per topic/module."
+@functools.cache
+def _builtin_document_list() -> tuple:
+    "Read once a process: parsing the standard library's sources is most of the time reading the corpus takes."
     try: from pydoc_data.topics import topics
     except ImportError: topics = {}
-    for name in sorted(topics):
-        doc = _prose_paragraphs(topics[name])
-        if doc: yield doc
-    for path in _stdlib_sources()[1]:
-        doc = _docstring_document(path)
-        if len(doc) >= 2: yield doc  # one-liners make poor documents
+    docs = [doc for doc in (_prose_paragraphs(topics[name]) for name in sorted(topics)) if doc]
+    docs += [doc for doc in map(_docstring_document, _stdlib_sources()[1]) if len(doc) >= 2]   # one-liners make poor documents
+    return tuple(docs)
+
+def builtin_documents():
+    "The `builtin` corpus: Python's `pydoc` topics, then the docstrings of the standard library, one document per topic/module."
+    yield from _builtin_document_list()
 
 def _builtin_identity():
     root, files = _stdlib_sources()

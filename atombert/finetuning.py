@@ -97,11 +97,12 @@ def finetune_lr(config) -> float:
 def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokenizer=None, max_steps:int|None=None,
              epochs:float|None=None, batch_size:int=32, lr:float|None=None, max_length:int=128, dropout:float|None=None,
              freeze_embeddings:bool=False, bucket:bool=True, teacher=None, teacher_tokenizer=None, alpha:float=0.5,
-             temperature:float=2.0, teacher_cache=None, resume:bool=False, progress:bool=True, task:str='mnli', **train) -> dict:
+             temperature:float=2.0, teacher_cache=None, resume:bool=False, progress:bool=True, task:str='mnli', callbacks=(), **train) -> dict:
     """Finetune `model_dir` on MNLI-style `train_data` (optionally distilling `teacher`) with `fit`; returns the final
     held-out metrics. `task`: a GLUE task's name (`atombert.glue.GLUE_TASKS`); `epochs=None` takes the task's.
     `lr=None` picks `finetune_lr`; `dropout=None` keeps the model's own (else hidden, attention and
-    classifier dropout all become `dropout`); `freeze_embeddings` keeps the word embeddings as they come. Any other
+    classifier dropout all become `dropout`); `freeze_embeddings` keeps the word embeddings as they come; `callbacks` go to
+    `fit`. Any other
     `TrainArgs` field (`warmup`, `seed`, `precision`, `eval_every`, ...) passes through `train`, at `fit`'s defaults."""
     world, task = int(os.environ.get('WORLD_SIZE', '1')), glue_task(task)
     if teacher is not None and task.name != 'mnli': raise ValueError(f'distillation is built for MNLI so far, not {task.name}')
@@ -132,5 +133,6 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     args = dataclasses.replace(args, lr=lr or finetune_lr(model.config),
                                max_steps=max_steps or max(1, math.ceil(epochs * len(train_batches) / per_step)))
     held_out = None if eval_data is None else batches(eval_data, 'eval', False)
-    return fit(model, train_batches, collate_batches, task, args, eval_data=held_out, resume=resume, tokenizer=tokenizer, progress=progress)
+    return fit(model, train_batches, collate_batches, task, args, eval_data=held_out, resume=resume, tokenizer=tokenizer, progress=progress,
+               callbacks=callbacks)
 

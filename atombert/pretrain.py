@@ -7,7 +7,7 @@ __all__ = ['PRESET_CONFIG', 'PRETRAIN_ARGS', 'PRETRAIN_LIMITS', 'HELD_OUT_MASKIN
            'plateau_summary', 'generator_config', 'ElectraOutput', 'sample_tokens', 'Electra', 'RTDTask', 'pretrain']
 
 # %% ../nbs/07_pretraining.ipynb #aa067ff4
-import hashlib, json, math, os
+import hashlib, json, math, os, time
 from pathlib import Path
 from typing import NamedTuple, Optional
 import numpy as np
@@ -268,6 +268,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
              cache_dir:str=None,          # token and tokenizer cache (default: $ATOMBERT_CACHE or ~/.cache/atombert)
              text_column:str='text',      # text column of .jsonl/.parquet/.arrow corpora
              progress:bool=True,          # show a progress bar
+             callbacks:tuple=(),          # `atombert.training.Callback`s for `fit` (Python only: no flag)
              **train                      # any other `TrainArgs` field: max_steps, batch_size, lr, seed, ... (`PRETRAIN_ARGS`, else fit's)
             ) -> dict:
     "Pretrain an atombert model with MLM or RTD, and SOP/NSP, on `corpus`; `out` becomes a `from_pretrained` directory."
@@ -296,7 +297,8 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     rank, world, dev = init_distributed(args.device)
     if rank == 0: out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir else _default_cache()
-    tok = _tokenizer_for(out, tokenizer, resume, train_corpus, vocab_size, tokenizer_kind, rank, world, cache)
+    t = time.perf_counter(); tok = _tokenizer_for(out, tokenizer, resume, train_corpus, vocab_size, tokenizer_kind, rank, world, cache)
+    timings = dict(tokenizer_s=time.perf_counter() - t)                      # run.json records how long preparing the data took
     config = config.replace(vocab_size=tok.get_vocab_size())
     if resume and checkpoints(out) and saved_config.vocab_size != config.vocab_size:
         raise ValueError(f'the tokenizer has {config.vocab_size} tokens but the checkpoint in {out} has {saved_config.vocab_size}')
@@ -306,6 +308,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
             tokens = {name: pretokenize(c, tok, cache, show_progress=progress and rank == 0)
                       for name, c in (('train', train_corpus), ('eval', held_out)) if c is not None}
         if world > 1: dist.barrier()
+    timings['pretokenize_s'] = time.perf_counter() - t - timings['tokenizer_s']
     train_data = PretrainingDataset(tokens['train'], tok, seq_len, objective, seed=seed)
     eval_data = PretrainingDataset(tokens['eval'], tok, seq_len, objective, seed=seed + 1) if 'eval' in tokens else None
     if epochs: args.max_steps = max(1, math.ceil(epochs * len(train_data) / (args.batch_size * args.grad_accum)))
@@ -325,6 +328,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
             objective=objective, token_objective=token_objective, **(dict(generator_size=generator_size, rtd_weight=rtd_weight) if rtd else {}),
             mlm_probability=mlm_probability, ngram=ngram, whole_word=whole_word, eval_corpus=eval_spec, train_examples=len(train_data),
             train_tokens=tokens['train'].num_tokens, tokenizer=tokenizer_fingerprint(tok), **({'budget': budget} if budget else {}),
+            timings=timings,
             args=vars(args) | dict(precision=resolve_precision(args.precision, dev, model))), indent=2, default=str))
     return fit(model, train_data, collate, task, args, eval_data=eval_data, resume=resume,
-               tokenizer=tok, eval_batches=eval_batches, progress=progress, eval_collate=held_out_masking)
+               tokenizer=tok, eval_batches=eval_batches, progress=progress, eval_collate=held_out_masking, callbacks=callbacks)

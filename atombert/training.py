@@ -6,10 +6,11 @@
 __all__ = ['SCHEDULES', 'PRECISIONS', 'PEAK_FLOPS', 'TrainingStopped', 'Task', 'native_bf16', 'resolve_precision', 'TrainArgs',
            'make_optimizer', 'make_schedule', 'init_distributed', 'autocast_for', 'rank_rng_states', 'check_out_dir',
            'checkpoints', 'save_checkpoint', 'load_checkpoint', 'micro_batches', 'read_metrics', 'plot_metrics',
-           'evaluate', 'backward', 'optimizer_step', 'peak_flops', 'train_row', 'Callback', 'fit', 'budget_steps']
+           'evaluate', 'backward', 'optimizer_step', 'peak_flops', 'train_row', 'Callback', 'fit', 'StepClock',
+           'budget_steps']
 
 # %% ../nbs/06_training.ipynb #67225ffe
-import atexit, contextlib, copy, hashlib, json, math, os, random, re, shutil, time
+import atexit, contextlib, copy, hashlib, json, math, os, random, re, shutil, time, warnings
 import dataclasses
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
@@ -238,13 +239,18 @@ def micro_batches(data, collate, args:TrainArgs, epoch:int=0, start:int=0, rank:
         epoch, start = epoch + 1, 0
 
 # %% ../nbs/06_training.ipynb #a01b9cd0
+def _append_line(path, line:str):
+    with open(path, 'a') as f: f.write(line + '\n')
+
 def read_metrics(out_dir) -> list[dict]:
     p = Path(out_dir)/'metrics.jsonl'
     return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
 
 def plot_metrics(out_dir, show:bool=False):
-    "Plot losses, held-out statistics and the learning rate from `metrics.jsonl`; save `plots/training.png`."
-    import matplotlib
+    "Plot losses, held-out statistics and the learning rate from `metrics.jsonl`; save `plots/training.png` (None without matplotlib)."
+    try: import matplotlib
+    except ImportError:          # e.g. a GPU image without it: the run's numbers are all in metrics.jsonl
+        warnings.warn(f'matplotlib is not installed: no plot of {out_dir} (pip install matplotlib)'); return None
     if not show: matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt
     rows = read_metrics(out_dir)
@@ -359,18 +365,27 @@ def peak_flops(device, precision:str) -> float|None:
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
-def train_row(state:dict, lr:float, gnorm, window:dict, tokens:int, flops:int, seconds:float, peak:float|None, elapsed:float) -> dict:
-    "The logged row of a training step: the window's mean losses and statistics, speed and MFU (the one host sync)."
+def _meter() -> dict:
+    "A log window's counters: when it started, optimizer steps, tokens, FLOPs, and host seconds spent getting batches."
+    return dict(start=time.perf_counter(), steps=0, tokens=0, flops=0, data_s=0.0)
+
+def train_row(state:dict, lr:float, gnorm, window:dict, meter:dict, seconds:float, peak:float|None, elapsed:float) -> dict:
+    """The logged row of a training step: the window's mean losses and statistics, speed, MFU and `data_ms` (host
+    milliseconds a step spent reading, collating and preparing its batches), from `meter` over `seconds` (the one host sync)."""
     row = dict(step=state['step'], split='train', epoch=state['epoch'], lr=lr, grad_norm=float(gnorm),
                **{k: float(n) / max(float(d), 1) for k, (n, d) in window.items()},
                **({'skipped_steps': state['skipped_steps']} if state['skipped_steps'] else {}))
+    tokens, flops = meter['tokens'], meter['flops']
     if tokens: row['tokens_per_s'] = tokens / seconds
     if flops: row['model_tflops'] = flops / seconds / 1e12
     if flops and peak: row['mfu'] = flops / seconds / peak
-    return row | dict(time=elapsed)
+    return row | dict(data_ms=1e3 * meter['data_s'] / max(meter['steps'], 1), time=elapsed)
 
 class Callback:
-    "A hook into `fit`: override what you need. `after_step` returning True stops the run after that step (logged, evaluated, saved as the last)."
+    """A hook into `fit`: override what you need. `after_batch` sees each prepared micro-batch on the host, before its
+    forward; `after_step` the loop's state after each optimizer step, and returning True stops the run after that
+    step (logged, evaluated and saved as the last)."""
+    def after_batch(self, state:dict, batch:dict): pass
     def after_step(self, state:dict) -> bool: return False
 
 def _agreed_stop(votes:list, device, world:int) -> bool:
@@ -380,15 +395,9 @@ def _agreed_stop(votes:list, device, world:int) -> bool:
         t = torch.tensor(int(stop), device=device); dist.all_reduce(t, op=dist.ReduceOp.MAX); stop = bool(t)
     return stop
 
-def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, resume:bool=False,
-        tokenizer=None, eval_batches:int=0, progress:bool=True, eval_collate=None, callbacks=()) -> dict:
-    "Train `model` on `train_data` with `task`; checkpoints, logs and plots go to `args.out_dir`; `eval_collate` batches `eval_data` (default: `collate`)."
-    rank, world, device = init_distributed(args.device)
-    args = dataclasses.replace(args, precision=resolve_precision(args.precision, device, model))
-    if args.batch_size % world: raise ValueError(f'batch_size {args.batch_size} is not divisible by the {world} processes')
+def _start(model, args:TrainArgs, device, rank:int, resume:bool, tokenizer) -> tuple:
+    "(optimizer, schedule, scaler, loop state): fresh, or from the newest checkpoint in `args.out_dir` when resuming."
     out = Path(args.out_dir)
-    random.seed(args.seed); np.random.seed(args.seed); torch.manual_seed(args.seed + rank)   # dropout: a stream per process
-    model.to(device).train()
     opt, scaler = make_optimizer(model, args), torch.amp.GradScaler(device.type, enabled=args.precision == 'fp16')
     sched = make_schedule(opt, args)
     state = dict(step=0, epoch=0, batch=0, bad_steps=0, skipped_steps=0)
@@ -399,37 +408,48 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
             atomic_write(out/'metrics.jsonl', ''.join(json.dumps(r) + '\n' for r in keep))
     elif rank == 0 and (out/'metrics.jsonl').exists(): (out/'metrics.jsonl').unlink()
     if rank == 0: out.mkdir(parents=True, exist_ok=True)
+    return opt, sched, scaler, state
+
+def _next_micro_batches(batches, task:Task, args:TrainArgs, state:dict, model, world:int, meter:dict, callbacks) -> list:
+    "The prepared micro-batches of the next optimizer step, counted into `meter` and shown to the callbacks."
+    t, micro = time.perf_counter(), []
+    for _ in range(args.accum_at(state['step'])):
+        state['epoch'], state['batch'], b = next(batches)
+        micro.append(task.prepare(b))
+    meter['data_s'] += time.perf_counter() - t
+    meter['tokens'] += sum(map(_tokens, micro)) * world; meter['flops'] += sum(task.flops(model, b) or 0 for b in micro) * world
+    for cb in callbacks:
+        for b in micro: cb.after_batch(state, b)
+    return micro
+
+def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, resume:bool=False,
+        tokenizer=None, eval_batches:int=0, progress:bool=True, eval_collate=None, callbacks=()) -> dict:
+    "Train `model` on `train_data` with `task`; checkpoints, logs and plots go to `args.out_dir`; `eval_collate` batches `eval_data` (default: `collate`)."
+    rank, world, device = init_distributed(args.device)
+    args = dataclasses.replace(args, precision=resolve_precision(args.precision, device, model))
+    if args.batch_size % world: raise ValueError(f'batch_size {args.batch_size} is not divisible by the {world} processes')
+    out = Path(args.out_dir)
+    random.seed(args.seed); np.random.seed(args.seed); torch.manual_seed(args.seed + rank)   # dropout: a stream per process
+    opt, sched, scaler, state = _start(model.to(device).train(), args, device, rank, resume, tokenizer)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     run = torch.compile(ddp) if args.compile else ddp
     batches = micro_batches(train_data, collate, args, state['epoch'], state['batch'], rank, world)
     params, peak = [p for p in model.parameters() if p.requires_grad], peak_flops(device, args.precision)
     bad_run, skipped = torch.tensor(state['bad_steps'], device=device), torch.tensor(state['skipped_steps'], device=device)
-
-    def log(row):
-        if rank == 0:
-            with open(out/'metrics.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
-
-    def run_eval():
-        return evaluate(model, eval_data, eval_collate or collate, task, args.batch_size, args.precision, args.seed, device,
-                        rank, world, eval_batches)
-
-    if eval_data is not None and args.eval_every and state['step'] == 0:   # where the curves start
-        log(dict(step=0, split='eval', **run_eval()))
+    log = lambda row: rank == 0 and _append_line(out/'metrics.jsonl', json.dumps(row))
+    run_eval = lambda: evaluate(model, eval_data, eval_collate or collate, task, args.batch_size, args.precision, args.seed,
+                                device, rank, world, eval_batches)
+    if eval_data is not None and args.eval_every and state['step'] == 0: log(dict(step=0, split='eval', **run_eval()))   # where the curves start
     pbar = tqdm(total=args.max_steps, initial=state['step'], disable=not progress or rank != 0, dynamic_ncols=True,
                 mininterval=1.0, desc='train')
-    window, tokens, flops, t0, metrics = {}, 0, 0, time.perf_counter(), {}
-    t_window = t0
+    window, meter, t0, metrics = {}, _meter(), time.perf_counter(), {}
     while state['step'] < args.max_steps:
-        micro = []
-        for _ in range(args.accum_at(state['step'])):
-            state['epoch'], state['batch'], b = next(batches)
-            micro.append(task.prepare(b))
-        tokens += sum(map(_tokens, micro)) * world; flops += sum(task.flops(model, b) or 0 for b in micro) * world
+        micro = _next_micro_batches(batches, task, args, state, model, world, meter, callbacks)
         backward(ddp, run, micro, task, args, scaler, device, world, window)
         lr = sched.get_last_lr()[0]                                  # this step's rate (stepping moves it on)
         gnorm, bad = optimizer_step(opt, scaler, sched, params, args)
         bad_run, skipped = torch.where(bad, bad_run + 1, 0), skipped + bad.long()
-        state['step'] += 1; pbar.update(1)
+        state['step'] += 1; meter['steps'] += 1; pbar.update(1)
         stop = _agreed_stop([cb.after_step(state) for cb in callbacks], device, world)   # every callback sees every step
         step, last = state['step'], state['step'] == args.max_steps or stop
         logging = step % args.log_every == 0 or last
@@ -442,9 +462,9 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
                                   f"stopping. The last good checkpoint is kept in {out/'checkpoints'}")
         if logging:
             now = time.perf_counter()
-            row = train_row(state, lr, gnorm, window, tokens, flops, now - t_window, peak, now - t0)
+            row = train_row(state, lr, gnorm, window, meter, now - meter['start'], peak, now - t0)
             log(row); pbar.set_postfix({k: f'{v:.3f}' for k, v in row.items() if k.endswith('loss')})
-            window, tokens, flops, t_window = {}, 0, 0, now
+            window, meter = {}, _meter()
         if evaluating: metrics = run_eval(); log(dict(step=step, split='eval', **metrics))
         if saving:
             rngs = rank_rng_states(world)                                       # every process takes part
@@ -459,8 +479,8 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
     return metrics
 
 # %% ../nbs/06_training.ipynb #49add26d
-class _StepClock(Callback):
-    "Wall-clock time after every optimizer step (device synchronized); stops once it has `min_steps` steps over `seconds`."
+class StepClock(Callback):
+    "Wall-clock time after every optimizer step (device synchronized); asks to stop once it has `min_steps` steps over `seconds`."
     def __init__(self, device, min_steps:int, seconds:float): self.device, self.min_steps, self.seconds, self.times = device, min_steps, seconds, []
     def after_step(self, state):
         if self.device.type == 'cuda': torch.cuda.synchronize(self.device)
@@ -476,7 +496,7 @@ def budget_steps(minutes:float, model, train_data, collate, task:Task, args:Trai
     probe_seconds = min(60.0, 0.02 * minutes * 60) if probe_seconds is None else probe_seconds
     t0 = time.perf_counter()
     rank, world, device = init_distributed(args.device)
-    probe_dir, probe, clock = Path(args.out_dir)/'.budget-probe', copy.deepcopy(model), _StepClock(device, probe_steps, probe_seconds)
+    probe_dir, probe, clock = Path(args.out_dir)/'.budget-probe', copy.deepcopy(model), StepClock(device, probe_steps, probe_seconds)
     fit(probe, train_data, collate, task, dataclasses.replace(args, out_dir=str(probe_dir), max_steps=10**9, eval_every=0,
         save_every=0, log_every=10**9, keep_checkpoints=1), progress=False, callbacks=[clock])
     timed = clock.times[len(clock.times) // 2:]                  # the second half: the machine under sustained load

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from atombert.cli import COMMANDS, FREE, LIMITS, NOT_FLAGS, TRAIN_DEFAULTS, command_parser, flags_of, limit_of, main
+from atombert.cli import COMMANDS, FREE, LIMITS, NOT_FLAGS, PYTHON_ONLY, TRAIN_DEFAULTS, command_parser, flags_of, limit_of, main
 from atombert.training import TrainArgs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,8 @@ def test_the_issue_examples(capsys, argv, says):
 def test_defaults_pass_their_own_limits(command):
     "Parsing nothing gives the function's own defaults and, for the TrainArgs fields, the command's (else fit's), all valid."
     args = vars(command_parser(command).parse_args([]))
-    own = {k: p.default for k, p in inspect.signature(COMMANDS[command]).parameters.items() if p.kind is not p.VAR_KEYWORD}
+    own = {k: p.default for k, p in inspect.signature(COMMANDS[command]).parameters.items()
+           if p.kind is not p.VAR_KEYWORD and k not in PYTHON_ONLY}
     assert {k: args[k] for k in own} == own
     train = {k: v for k, v in args.items() if k not in own}
     fields = {f.name: f.default for f in dataclasses.fields(TrainArgs)}

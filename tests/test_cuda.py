@@ -40,13 +40,9 @@ def report():
 
 @pytest.fixture(autouse=True)
 def exact_fp32(monkeypatch):
-    "Full fp32 matmuls and convolutions (no TF32) for every test; a no-op plot where matplotlib is missing."
+    "Full fp32 matmuls and convolutions (no TF32) for every test."
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try: import matplotlib  # noqa: F401  (fit plots its metrics at the end)
-    except ImportError:
-        import atombert.training
-        monkeypatch.setattr(atombert.training, 'plot_metrics', lambda *a, **k: None)
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 

@@ -201,34 +201,32 @@ def step_rows(runs: dict) -> list:
 
 # ---------------------------------------------------------------- part 3: a timed pretraining run and finetuning steps
 
-class TimeUp(Exception): "The worker's time budget is spent: stop `fit` at the next loss."
-
 # the timed runs' optimizer steps: never reached in their seconds; the schedule's 10% warmup (10,000 steps) is what they train in
 MAX_STEPS = 100_000
 
 
-def stop_after(task_cls, seconds: float, clock: dict):
-    "Make `task_cls.loss` raise TimeUp once `seconds` have passed since its first call (the first training step)."
-    original = task_cls.loss
-    def loss(self, model, batch):
-        now = time.perf_counter()
-        if clock.get('start') is None: clock['start'] = now
-        elif now - clock['start'] > seconds: clock['stop'] = now; raise TimeUp()
-        return original(self, model, batch)
-    task_cls.loss = loss
-    return lambda: setattr(task_cls, 'loss', original)
+def batch_counter():
+    "A `fit` callback that counts the batches it trains on: micro-batches, rows, real and padded tokens, masked tokens, shapes."
+    from atombert.training import Callback
+    class BatchCounter(Callback):
+        def __init__(self): self.n = self.rows = self.real = self.padded = self.masked = 0; self.shapes = set()
+        def after_batch(self, state, batch):
+            am = batch['attention_mask']
+            self.n += 1; self.rows += am.shape[0]; self.real += int(am.sum()); self.padded += am.numel(); self.shapes.add(tuple(am.shape))
+            if batch['labels'].dim() == 2: self.masked += int((batch['labels'] != -100).sum())   # MLM labels (not a class per row)
+    return BatchCounter()
 
 
-def timed_run(task_cls, seconds: float, out: Path, train) -> dict:
-    "`train(out)` into a fresh `out`, stopped by `TimeUp` once `task_cls` has trained `seconds`; its clock (start, stop)."
-    clock = {}
-    restore = stop_after(task_cls, seconds, clock)
+def timed_run(seconds: float, out: Path, device: str, train) -> tuple:
+    """`train(out, callbacks)` into a fresh `out`, stopped by a `StepClock` once it has trained `seconds`: its clock
+    (the first and the last step's end) and its `batch_counter`."""
+    import torch
+    from atombert.training import StepClock
+    clock, counter = StepClock(torch.device(device), min_steps=2, seconds=seconds), batch_counter()
     shutil.rmtree(out, ignore_errors=True)
-    try:
-        train(out)
-        raise RuntimeError(f'{out.name} ended before its time budget')
-    except TimeUp: return clock
-    finally: restore()
+    train(out, [clock, counter])
+    if clock.times[-1] - clock.times[0] < seconds: raise RuntimeError(f'{out.name} ended before its time budget')
+    return dict(start=clock.times[0], stop=clock.times[-1]), counter
 
 
 def rate_from_metrics(out_dir) -> dict:
@@ -239,8 +237,9 @@ def rate_from_metrics(out_dir) -> dict:
     a, b = rows[0], rows[-1]
     steps, secs = b['step'] - a['step'], b['time'] - a['time']
     key = 'mlm_loss' if 'mlm_loss' in a else 'loss'
+    data_ms = [r['data_ms'] for r in rows[1:]]                      # host time a step spent reading and masking its batches
     return dict(steps_logged=b['step'], window_steps=steps, window_seconds=round(secs, 3), seconds_per_step=secs / steps,
-                first_loss=a.get(key), last_loss=b.get(key))
+                first_loss=a.get(key), last_loss=b.get(key), data_ms_per_step=sum(data_ms) / len(data_ms))
 
 
 def nli_pairs(n: int, seed: int = 0) -> list:
@@ -257,136 +256,99 @@ def nli_pairs(n: int, seed: int = 0) -> list:
 def pretraining_worker(spec: dict) -> dict:
     "In its own process: `pretrain` as `atombert run` calls it, stopped after `spec['pretrain_seconds']` of training; then finetuning steps."
     import torch
-    import atombert.pretrain as P, atombert.finetuning as M, atombert.training as T    # M: finetune and what it calls
-    from atombert.data import MaskingCollator, PretrainingDataset
-    from atombert.config import AtomBertConfig
-    from atombert.model import AtomBertForPreTraining, pretrain_step_flops
-    from atombert.tokenizer import load_tokenizer
+    from atombert.data import load_corpus
     t_start = time.perf_counter()
-    try: import matplotlib  # noqa: F401
-    except ImportError: T.plot_metrics = lambda *a, **k: None          # fit plots at the end; the plot is not needed here
     work, cuda = Path(spec['work']), spec['device'] == 'cuda'
-    res = dict(spec=spec)
-
-    timers = {'tokenizer_training_s': 0.0, 'pretokenize_s': 0.0}
-    def timed(fn, key):
-        def wrapper(*a, **k):
-            t = time.perf_counter()
-            try: return fn(*a, **k)
-            finally: timers[key] += time.perf_counter() - t
-        return wrapper
-    P._trained_tokenizer, P.pretokenize = timed(P._trained_tokenizer, 'tokenizer_training_s'), timed(P.pretokenize, 'pretokenize_s')
-    # Reading the builtin corpus parses Python's sources (most of what pretokenizing it takes): read it once, apart, so that
-    # the timers above measure tokenizing, what scales to WikiText-103, whose reading is a file read
-    import atombert.data as D
-    t = time.perf_counter(); documents = list(D.builtin_documents()); timers['corpus_read_s'] = time.perf_counter() - t
-    D.builtin_documents = lambda: iter(documents)
-
-    # the data pipeline, counted and timed: examples read (PretrainingDataset[i]) and batches masked (MaskingCollator)
-    batches = dict(n=0, rows=0, real=0, padded=0, masked=0, collate_s=0.0, getitem_s=0.0)
-    collate, getitem = MaskingCollator.__call__, PretrainingDataset.__getitem__
-    def counted(self, examples):
-        t = time.perf_counter()
-        b = collate(self, examples)
-        am = b['attention_mask']
-        batches.update(n=batches['n'] + 1, rows=batches['rows'] + am.shape[0], real=batches['real'] + int(am.sum()),
-                       padded=batches['padded'] + am.numel(), masked=batches['masked'] + int((b['labels'] != -100).sum()),
-                       collate_s=batches['collate_s'] + time.perf_counter() - t)
-        return b
-    def read(self, i):
-        t = time.perf_counter()
-        try: return getitem(self, i)
-        finally: batches['getitem_s'] += time.perf_counter() - t
-    MaskingCollator.__call__, PretrainingDataset.__getitem__ = counted, read
-
-    # 1. pretraining, as `atombert run` runs it, on the builtin corpus, stopped after the budget
-    def timed_pretrain(name, seconds, num_workers=0):
-        "`pretrain` as `atombert run` calls it, into `work/name`, stopped after `seconds` of training; its clock."
-        out = work/name
-        return timed_run(P.PreTrainingTask, seconds, out, lambda out: P.pretrain(
-            'builtin', str(out), spec['preset'], vocab_size=spec['vocab_size'], seq_len=spec['seq_len'], batch_size=spec['batch_size'],
-            max_steps=MAX_STEPS, epochs=0, lr=spec['lr'], token_objective='mlm', eval_every=0, seed=0, progress=False,
-            precision=spec['precision'], device=spec['device'], log_every=spec['log_every'], cache_dir=str(work/'cache'),
-            num_workers=num_workers)), out
-
+    # Reading the builtin corpus parses Python's sources (most of what pretokenizing it takes; the library reads it once a
+    # process): read it here first, apart, so that the run's timings measure tokenizing, what scales to WikiText-103,
+    # whose reading is a file read
+    t = time.perf_counter(); sum(1 for _ in load_corpus('builtin', 'train')); corpus_read_s = time.perf_counter() - t
     if cuda: torch.cuda.reset_peak_memory_stats()
-    clock, out = timed_pretrain('pretrain', spec['pretrain_seconds'])
-    run = json.loads((out/'run.json').read_text())
-    rate = rate_from_metrics(out)
-    B, per_row = spec['batch_size'], lambda k: batches[k] / max(batches['rows'], 1)
-    width, real, masked = per_row('padded'), per_row('real'), per_row('masked')
-    tok = load_tokenizer(out)
-    config = AtomBertConfig.preset(spec['preset']).replace(vocab_size=tok.get_vocab_size())
+    pre = timed_pretraining(spec, work/'pretrain', t_start)
+    res = dict(spec=spec, pretraining=dict(pre, corpus_read_s=corpus_read_s,
+                                           peak_gpu_mb=torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None))
+    log(f"pretraining: {pre['steps_logged']} steps in {pre['training_s']:.0f} s, {pre['seconds_per_step'] * 1e3:.1f} ms/step, "
+        f"{pre['tokens_per_s_real']:,.0f} real tokens/s ({pre['tokens_per_s_padded']:,.0f} padded), "
+        f"loss {pre['first_loss']:.2f} → {pre['last_loss']:.2f}")
+    # 1b. the same run with the batches read and masked in DataLoader workers (`--num-workers`): does the step approach the benchmark's?
+    if spec.get('workers_seconds'):
+        w = timed_pretraining(spec, work/'pretrain_workers', t_start, spec['workers_seconds'], spec['num_workers'])
+        res['pretraining_workers'] = dict(num_workers=spec['num_workers'], training_s=w['training_s'],
+                                          **{k: w[k] for k in ('steps_logged', 'window_steps', 'window_seconds', 'seconds_per_step',
+                                                               'first_loss', 'last_loss', 'data_ms_per_step')},
+                                          tokens_per_s_real=w['tokens_per_s_real'],
+                                          speedup_over_in_process=pre['seconds_per_step'] / w['seconds_per_step'])
+        log(f"pretraining with {spec['num_workers']} DataLoader workers: {w['seconds_per_step'] * 1e3:.1f} ms/step, "
+            f"{pre['seconds_per_step'] / w['seconds_per_step']:.2f}× the run without")
+    res['finetuning'] = timed_finetuning(spec, work, work/'pretrain')
+    return res
+
+
+def timed_pretraining(spec: dict, out: Path, t_start: float, seconds: float | None = None, num_workers: int = 0) -> dict:
+    "`pretrain` as `atombert run` calls it, into `out`, stopped after `seconds` (default the spec's) of training: its rates."
+    from atombert.config import AtomBertConfig
+    from atombert.model import pretrain_step_flops
+    from atombert.pretrain import pretrain
+    from atombert.tokenizer import load_tokenizer
+    clock, counted = timed_run(seconds or spec['pretrain_seconds'], out, spec['device'], lambda out, callbacks: pretrain(
+        'builtin', str(out), spec['preset'], vocab_size=spec['vocab_size'], seq_len=spec['seq_len'], batch_size=spec['batch_size'],
+        max_steps=MAX_STEPS, epochs=0, lr=spec['lr'], token_objective='mlm', eval_every=0, seed=0, progress=False,
+        precision=spec['precision'], device=spec['device'], log_every=spec['log_every'], cache_dir=str(Path(spec['work'])/'cache'),
+        num_workers=num_workers, callbacks=callbacks))
+    run, rate = json.loads((out/'run.json').read_text()), rate_from_metrics(out)
+    B, per_row = spec['batch_size'], lambda n: n / max(counted.rows, 1)
+    width, real, masked = per_row(counted.padded), per_row(counted.real), per_row(counted.masked)
+    config = AtomBertConfig.preset(spec['preset']).replace(vocab_size=load_tokenizer(out).get_vocab_size())
     flops = pretrain_step_flops(config, B, round(width), round(masked * B))['train_step']
     sps = rate['seconds_per_step']
-    res['pretraining'] = dict(
+    return dict(
         corpus='builtin', preset=spec['preset'], batch_size=B, seq_len=spec['seq_len'], precision=run['args']['precision'],
         vocab_size=config.vocab_size, train_tokens=run['train_tokens'], train_examples=run['train_examples'],
         corpus_tokens_per_example=run['train_tokens'] / run['train_examples'],
-        setup_s=round(clock['start'] - t_start, 1), training_s=round(clock['stop'] - clock['start'], 1), **timers, **rate,
+        setup_s=round(clock['start'] - t_start, 1), training_s=round(clock['stop'] - clock['start'], 1),
+        tokenizer_training_s=run['timings']['tokenizer_s'], pretokenize_s=run['timings']['pretokenize_s'], **rate,
         steps_per_s=1 / sps, mean_padded_width=width, mean_real_tokens_per_row=real, masked_per_row=masked,
-        data_ms_per_step=1e3 * (batches['collate_s'] + batches['getitem_s']) / max(batches['n'], 1),
-        collate_ms_per_step=1e3 * batches['collate_s'] / max(batches['n'], 1),
-        tokens_per_s_padded=B * width / sps, tokens_per_s_real=B * real / sps,
-        flops_per_step=flops, flops_per_s=flops / sps,
-        peak_gpu_mb=torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None,
+        tokens_per_s_padded=B * width / sps, tokens_per_s_real=B * real / sps, flops_per_step=flops, flops_per_s=flops / sps,
         note='tokens/s end to end: the training loop as `fit` runs it (data loading and masking in the main process, '
              'num_workers=0 as `atombert run` uses it, logging), timed between its first and last logged step')
-    log(f"pretraining: {rate['steps_logged']} steps in {clock['stop'] - clock['start']:.0f} s, {sps * 1e3:.1f} ms/step, "
-        f"{B * real / sps:,.0f} real tokens/s ({B * width / sps:,.0f} padded), loss {rate['first_loss']:.2f} → {rate['last_loss']:.2f}")
 
-    # 1b. the same run with the batches read and masked in DataLoader workers (`--num-workers`): does the step approach the benchmark's?
-    if spec.get('workers_seconds'):
-        wclock, wout = timed_pretrain('pretrain_workers', spec['workers_seconds'], spec['num_workers'])
-        wrate = rate_from_metrics(wout)
-        res['pretraining_workers'] = dict(num_workers=spec['num_workers'], training_s=round(wclock['stop'] - wclock['start'], 1), **wrate,
-                                          tokens_per_s_real=B * real / wrate['seconds_per_step'],
-                                          speedup_over_in_process=sps / wrate['seconds_per_step'])
-        log(f"pretraining with {spec['num_workers']} DataLoader workers: {wrate['seconds_per_step'] * 1e3:.1f} ms/step, "
-            f"{sps / wrate['seconds_per_step']:.2f}× the run without")
 
-    # 2. finetuning steps as `atombert run` runs them (batch 32, the LR finetune picks, bucketed pairs), on MNLI-shaped pairs
+def timed_finetuning(spec: dict, work: Path, pretrained: Path) -> dict:
+    """Finetuning steps as `atombert run` runs them (batch 32, the LR finetune picks, bucketed pairs) on MNLI-shaped pairs,
+    twice over the same batches: bucketed batches come in many widths, and the first step at each new shape pays once for
+    it (kernel selection, cuDNN's attention plans); the same seed again sees the same batches, so the second run is the
+    steady state."""
+    import torch
+    from atombert.finetuning import finetune
+    from atombert.model import AtomBertForPreTraining
+    from atombert.tokenizer import load_tokenizer
     model_dir = work/'pretrained'
     shutil.rmtree(model_dir, ignore_errors=True)
-    torch.manual_seed(0)
-    AtomBertForPreTraining(config).save_pretrained(model_dir, tokenizer=tok)
+    config = AtomBertForPreTraining.from_pretrained(pretrained).config
+    torch.manual_seed(0)          # a freshly initialized model of the pretrained one's shape, with its tokenizer: speed only
+    AtomBertForPreTraining(config).save_pretrained(model_dir, tokenizer=load_tokenizer(pretrained))
     pairs = nli_pairs(spec['finetune_pairs'])
-    fbatches = dict(n=0, rows=0, real=0, padded=0)
-    collate_pairs = M.collate_batches
-    def counted_pairs(items):
-        b = collate_pairs(items)
-        am = b['attention_mask']
-        fbatches.update(n=fbatches['n'] + 1, rows=fbatches['rows'] + am.shape[0], real=fbatches['real'] + int(am.sum()),
-                        padded=fbatches['padded'] + am.numel())
-        fbatches['shapes'].add(tuple(am.shape))
-        return b
-    M.collate_batches = counted_pairs
-    def timed_finetune(name):
-        "Finetuning steps for `finetune_seconds`, as `atombert run` runs them; their rate and batch shapes."
-        fbatches.update(n=0, rows=0, real=0, padded=0, shapes=set())
+
+    def timed(name):
         fout = work/name
-        fclock = timed_run(M.ClassificationTask, spec['finetune_seconds'], fout, lambda out: M.finetune(
+        clock, counted = timed_run(spec['finetune_seconds'], fout, spec['device'], lambda out, callbacks: finetune(
             model_dir, pairs, None, out, max_steps=MAX_STEPS, batch_size=spec['finetune_batch_size'], lr=spec['finetune_lr'],
-            seed=0, progress=False, precision=spec['precision'], device=spec['device'], log_every=spec['log_every']))
-        frate = rate_from_metrics(fout)
-        fw, fb = fbatches['padded'] / max(fbatches['rows'], 1), fbatches['rows'] / max(fbatches['n'], 1)
-        return dict(**frate, steps_per_s=1 / frate['seconds_per_step'], mean_batch_rows=fb, mean_padded_width=fw,
-                    tokens_per_s_padded=fb * fw / frate['seconds_per_step'],
-                    tokens_per_s_real=fbatches['real'] / max(fbatches['n'], 1) / frate['seconds_per_step'],
-                    training_s=round(fclock['stop'] - fclock['start'], 1), batches=fbatches['n'], distinct_shapes=len(fbatches['shapes']))
-    # Bucketed batches come in many widths, and the first step at each new shape pays once for it (kernel selection,
-    # cuDNN's attention plans): the same seed again sees the same batches, so the second run is the steady state.
-    cold = timed_finetune('finetune')
-    warm = timed_finetune('finetune_again')
-    res['finetuning'] = dict(batch_size=spec['finetune_batch_size'], pairs=len(pairs), **warm, first_run=cold,
-                             note="MNLI-shaped pairs cut from the builtin corpus (premise 8-40, hypothesis 4-18 words), "
-                                  "atombert.finetuning.finetune's bucketed batches; a freshly initialized model (speed only). "
-                                  "Run twice with the same seed: `first_run` meets each batch shape for the first time, the "
-                                  "top-level numbers are the second run's, over the same batches (a long run's steady state)")
-    frate, fw = warm, warm['mean_padded_width']
-    log(f"finetuning: {frate['steps_logged']} steps, {frate['seconds_per_step'] * 1e3:.1f} ms/step at mean padded width {fw:.1f} "
-        f"(the first run over the same batches: {cold['steps_logged']} steps, {cold['seconds_per_step'] * 1e3:.1f} ms/step)")
-    return res
+            seed=0, progress=False, precision=spec['precision'], device=spec['device'], log_every=spec['log_every'], callbacks=callbacks))
+        rate = rate_from_metrics(fout)
+        width, rows = counted.padded / max(counted.rows, 1), counted.rows / max(counted.n, 1)
+        return dict(**rate, steps_per_s=1 / rate['seconds_per_step'], mean_batch_rows=rows, mean_padded_width=width,
+                    tokens_per_s_padded=rows * width / rate['seconds_per_step'],
+                    tokens_per_s_real=counted.real / max(counted.n, 1) / rate['seconds_per_step'],
+                    training_s=round(clock['stop'] - clock['start'], 1), batches=counted.n, distinct_shapes=len(counted.shapes))
+    cold, warm = timed('finetune'), timed('finetune_again')
+    log(f"finetuning: {warm['steps_logged']} steps, {warm['seconds_per_step'] * 1e3:.1f} ms/step at mean padded width "
+        f"{warm['mean_padded_width']:.1f} (the first run over the same batches: {cold['steps_logged']} steps, "
+        f"{cold['seconds_per_step'] * 1e3:.1f} ms/step)")
+    return dict(batch_size=spec['finetune_batch_size'], pairs=len(pairs), **warm, first_run=cold,
+                note="MNLI-shaped pairs cut from the builtin corpus (premise 8-40, hypothesis 4-18 words), "
+                     "atombert.finetuning.finetune's bucketed batches; a freshly initialized model (speed only). "
+                     "Run twice with the same seed: `first_run` meets each batch shape for the first time, the "
+                     "top-level numbers are the second run's, over the same batches (a long run's steady state)")
 
 
 def extrapolate(pre: dict, fin: dict, rec: dict) -> dict:
