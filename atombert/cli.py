@@ -21,7 +21,8 @@ from .mnli import MNLI_SPLITS
 from .model import AtomBertForPreTraining, param_breakdown
 from .pretrain import PRETRAIN_ARGS, PRETRAIN_LIMITS, pretrain, plateau_summary
 from .settings import Limit, above, at_least, between, one_of, setting_limits
-from .training import TrainArgs, TrainingStopped, check_out_dir
+from .training import TrainArgs, TrainingStopped
+from .trainer_state import check_out_dir
 
 # %% ../nbs/10_cli.ipynb #74c6e37d
 def info(preset:str='atombert-8m',        # model preset (see AtomBertConfig.preset)
@@ -218,7 +219,7 @@ def _objective_name(run_json:dict) -> str:
 def write_report(out, info:dict) -> Path:
     "Write `report.md`: what ran, the results table and the plots."
     out = Path(out)
-    from atombert.training import read_metrics
+    from atombert.logs import read_metrics
     ev = [r for r in read_metrics(out/'pretrain') if r['split'] == 'eval']
     b = info['params']
     lines = [f"# atombert run", '', f"`{info['command']}`", '',
@@ -402,25 +403,34 @@ class _HelpFormatter(argparse.HelpFormatter):
         super().__init__(prog, max_help_position=cols // 2, width=cols)
     def _expand_help(self, action): return self._get_help_string(action)
 
+def _dashed(arg:str) -> str:
+    "`--seq_len=8` as `--seq-len=8`; values and anything else as they are."
+    if not arg.startswith('--'): return arg
+    flag, eq, value = arg.partition('=')
+    return flag.replace('_', '-') + eq + value
+
+class _Parser(argparse.ArgumentParser):
+    "argparse that reads `--seq_len` as `--seq-len` (the underscore spelling is accepted, unshown) and errs on one line."
+    def parse_known_args(self, args=None, namespace=None):
+        return super().parse_known_args([_dashed(a) for a in (sys.argv[1:] if args is None else args)], namespace)
+    def error(self, message): self.exit(2, f'{self.prog}: error: {message}; see {self.prog} --help\n')
+
 def command_parser(command:str) -> argparse.ArgumentParser:
     """The parser of `atombert COMMAND` (`flags_of`): flags dashed (`--seq_len` is accepted too), values checked against
     their `Limit`, a bool as a switch that says what it does, errors on one line."""
-    parser = argparse.ArgumentParser(prog=f'atombert {command}', description=COMMANDS[command].__doc__, formatter_class=_HelpFormatter)
+    parser = _Parser(prog=f'atombert {command}', description=COMMANDS[command].__doc__, formatter_class=_HelpFormatter)
     own, training = inspect.signature(COMMANDS[command]).parameters, parser.add_argument_group('training settings (TrainArgs)')
     for name, (help, kind, default) in flags_of(command).items():
         kind = next((t for t in typing.get_args(kind) if t is not type(None)), kind)     # str|None: str
         group = parser if name in own else training
         if kind is bool:
-            action = group.add_argument(('--no-' if default else '--') + name.replace('_', '-'), dest=name, default=default,
-                                         action='store_false' if default else 'store_true', help=_switch_help(help, default))
+            group.add_argument(('--no-' if default else '--') + name.replace('_', '-'), dest=name, default=default,
+                               action='store_false' if default else 'store_true', help=_switch_help(help, default))
         else:
             limit = limit_of(command, name)
-            action = group.add_argument('--' + name.replace('_', '-'), dest=name, default=default,
-                                         type=_checked(kind, limit) if limit else kind,
-                                         help=help + ('' if default is None else f' (default: {default})') + (f' [{limit.says}]' if limit else ''))
-        for flag in action.option_strings:                     # the underscore spelling stays accepted, unshown
-            parser._option_string_actions.setdefault(flag.replace('-', '_').replace('__', '--', 1), action)
-    parser.error = lambda message: parser.exit(2, f'{parser.prog}: error: {message}; see {parser.prog} --help\n')
+            group.add_argument('--' + name.replace('_', '-'), dest=name, default=default,
+                               type=_checked(kind, limit) if limit else kind,
+                               help=help + ('' if default is None else f' (default: {default})') + (f' [{limit.says}]' if limit else ''))
     return parser
 
 COMMANDS = {'info': info, 'pretrain': pretrain, 'finetune': finetune_cmd, 'evaluate': evaluate_cmd, 'predict': predict_cmd, 'glue': glue_cmd,

@@ -16,7 +16,8 @@ from .model import AtomBertForSequenceClassification
 from .glue import GlueTask, glue_task, load_glue
 from .mnli import PairBatches, backend_of, collate_batches, encode_mnli, load_mnli, pad_id_of
 from .evaluation import logits_of, pair_max_length, teacher_logits, tokenizer_of
-from .training import Task, TrainArgs, fit, check_out_dir
+from .training import Task, TrainArgs, fit
+from .trainer_state import check_out_dir
 
 # %% ../nbs/08c_finetuning.ipynb #cf957ba1
 def _forward(model, batch) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Shared pieces of the benchmark scripts: their options, the machine, the transformers twin, peak memory measured
 in a fresh process, the studies' pretraining text, JSON output. The measuring itself (interleaved timing, matmul
-probes, counted FLOPs, the fixed batch, tables) is the library's `atombert.measure` (09_measuring), re-exported here;
+probes, counted FLOPs, the fixed batch, tables) is the library's `atombert.measure` (09_measure), re-exported here;
 the FLOP formula is `atombert.model`'s.
 
 The benchmarks are scripts, not library code: nothing in `atombert/` imports this file.
@@ -12,7 +12,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))   # run from a checkout without `pip install -e .`
 from atombert.measure import (cpu_model, sync, interleaved, paired_ratio, matmul_fn, with_matmul, matmul_reference,  # noqa: E402
-                              normalized_ratio, matmul_rate, counted_flops, pretraining_batch, print_table)   # 09_measuring
+                              normalized_ratio, matmul_rate, counted_flops, pretraining_batch, print_table)   # 09_measure
 SHARED_DATA = Path(os.environ.get('ATOMBERT_SHARED_DATA', ROOT.parent/'shared'/'data'))   # real MNLI and WikiText, read-only
 WIKITEXT_RAW = ('wikitext/wikitext-2-raw/wiki.valid.raw', 'wikitext/wikitext-2-raw/wiki.test.raw')
 
@@ -81,8 +81,8 @@ def machine_info(device) -> dict:
     return info
 
 def autocast(precision:str, device):
-    "The library's autocast (`atombert.training.autocast_for`): what `fit` runs under `precision`."
-    from atombert.training import autocast_for
+    "The library's autocast (`atombert.devices.autocast_for`): what `fit` runs under `precision`."
+    from atombert.devices import autocast_for
     return autocast_for(precision, torch.device(device))
 
 # ---------------------------------------------------------------- the transformers twin
@@ -105,7 +105,7 @@ def timed_beside_matmul(fns:dict, args, dtype=torch.float32, warmup:int|None=Non
 
 # ---------------------------------------------------------------- FLOPs
 
-from atombert.model import pretrain_step_flops, encoder_forward_flops   # the library's formula (03_heads)
+from atombert.model import pretrain_step_flops, encoder_forward_flops   # the library's formula (03_model)
 
 # ---------------------------------------------------------------- peak memory in a fresh process
 
@@ -230,7 +230,7 @@ def seconds_per_step(corpus, probe_dir, probe_steps:int=30, **pretrain_kwargs) -
     same steps whatever else the machine is doing."""
     import shutil
     from atombert.pretrain import pretrain
-    from atombert.training import read_metrics
+    from atombert.logs import read_metrics
     shutil.rmtree(probe_dir, ignore_errors=True)
     log_every = max(1, probe_steps // 3)
     pretrain(str(corpus), str(probe_dir), max_steps=probe_steps, log_every=log_every, **pretrain_kwargs)

@@ -34,7 +34,8 @@ def parse_args(argv=None):
 def worker(phase, workdir, cache, files) -> dict:
     "One phase in this (fresh) process: its seconds, peak RSS and counts."
     import common as C
-    from atombert.data import load_corpus, pretokenize
+    from atombert.corpora import load_corpus
+    from atombert.data import pretokenize
     from atombert.pretrain import _trained_tokenizer
     from atombert.tokenizer import load_tokenizer, save_tokenizer
     workdir, vocab_size = Path(workdir), json.loads((Path(workdir)/'settings.json').read_text())['vocab_size']

@@ -7,7 +7,7 @@ Each setting runs in a fresh process, one after the other: `pretrain`'s own step
 with `tokenizers`' thread pool off (`TOKENIZERS_PARALLELISM=false`, what `atombert run` sets, since DataLoader workers
 fork after tokenizing) and on. The steps are those of `atombert.pretrain.pretrain`:
 
-1. read: the corpus' documents into memory (`atombert.data.load_corpus`);
+1. read: the corpus' documents into memory (`atombert.corpora.load_corpus`);
 2. tokenizer training: `atombert.tokenizer.train_tokenizer` at --vocab-size (the recipe's WordPiece, 30,000);
 3. pretokenizing: `atombert.data.pretokenize` (sentence splitting, encoding, the token memmap) of the documents.
 
@@ -50,7 +50,8 @@ def parse_args(argv=None):
 
 def worker(args) -> dict:
     "In a fresh process: the three steps, timed."
-    from atombert.data import load_corpus, pretokenize
+    from atombert.corpora import load_corpus
+    from atombert.data import pretokenize
     from atombert.tokenizer import train_tokenizer
     t0 = time.perf_counter()
     corpus = load_corpus(args.corpus)

@@ -93,7 +93,7 @@ def minutes_at(step:int, train:list) -> float:
 def run_recipe(name, args, tokenizer, corpus, held_out, work:Path) -> dict:
     "Pretrain for the budget (its probe fixes the steps); the held-out curve with the minutes each point took."
     from atombert.pretrain import pretrain
-    from atombert.training import read_metrics
+    from atombert.logs import read_metrics
     kw = recipe_kwargs(name, args.preset)
     run, spec = work/name, dict(recipe=name, kwargs=kw, minutes=args.minutes, corpus=str(corpus), held_out=str(held_out),
                                 preset=args.preset, tokenizer=str(tokenizer), seed=args.seed, eval_every=args.eval_every,
@@ -158,7 +158,7 @@ def main(argv=None):
     tokenizer = Path(args.tokenizer) if args.tokenizer else work/f'tokenizer-{args.vocab_size}'
     if not (tokenizer/'tokenizer.json').exists():   # trained once: every recipe (and a rerun) uses the same ids
         if args.tokenizer: raise SystemExit(f'error: --tokenizer {tokenizer} holds no tokenizer.json')
-        from atombert.data import load_corpus
+        from atombert.corpora import load_corpus
         save_tokenizer(train_tokenizer(load_corpus(str(corpus)).texts(), vocab_size=args.vocab_size, show_progress=False), tokenizer)
     print(f'{len(args.recipes)} recipes × {args.minutes:g} min, preset {args.preset}, {args.threads} threads; '
           f'corpus {corpus}, held out {held_out}', flush=True)

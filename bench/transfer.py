@@ -114,7 +114,7 @@ def bag_of_words(train, dev:dict) -> dict:
 def pretrain_run(args, corpus, held_out, tokenizer, work:Path) -> tuple[Path, dict]:
     "One pretraining run with `pretrain`'s defaults; a checkpoint at every budget. Returns (run dir, what ran)."
     from atombert.pretrain import pretrain
-    from atombert.training import read_metrics
+    from atombert.logs import read_metrics
     common = dict(preset=args.preset, tokenizer=str(tokenizer), eval_corpus=str(held_out), cache_dir=str(work/'cache'),
                   progress=False, device=args.device, token_objective=args.token_objective)
     import inspect

@@ -86,7 +86,8 @@ def mnli_data(args):
 def pretrained(args, corpus, run:Path, minutes:float, tokenizer=None) -> dict:
     "One budgeted `pretrain` run in `run` (resumed if it was cut short); its checkpoints with their training minutes."
     from atombert.pretrain import pretrain
-    from atombert.training import read_metrics, checkpoints
+    from atombert.logs import read_metrics
+    from atombert.trainer_state import checkpoints
     if not (run/'model.safetensors').exists():
         resume = (run/'run.json').exists()
         pretrain(str(corpus), str(run), preset=args.preset, config_overrides=args.config_overrides, eval_corpus=str(C.shared_path(HELD_OUT)), budget_minutes=minutes,

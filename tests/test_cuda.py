@@ -1,7 +1,7 @@
 """CUDA checks (issue 15), skipped where `torch.cuda.is_available()` is False. `tools/gpu_check.sh` runs them on the GPU
 machine (`python -m pytest -m cuda tests/test_cuda.py`):
 
-- outputs equal to transformers' ALBERT on CUDA in fp32 (TF32 off), as 04_interop checks them on CPU;
+- outputs equal to transformers' ALBERT on CUDA in fp32 (TF32 off), as 04_hf checks them on CPU;
 - a bf16 training run (finite, decreasing loss) and an fp16 one with the loss scaler, where a forced overflow is
   skipped (parameters unchanged, scale halved) and counted by `fit`'s skip counter;
 - flash attention selected for the model's bf16 training step (and the kernel agrees with the math one);
@@ -47,7 +47,7 @@ def exact_fp32(monkeypatch):
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-# ---------------------------------------------------------------- equal outputs with transformers (04_interop, on CUDA)
+# ---------------------------------------------------------------- equal outputs with transformers (04_hf, on CUDA)
 
 def jitter(model, seed=0, std=0.1):
     "Add noise to every parameter, so no tensor is a default that a wrong mapping could match by chance."
@@ -86,7 +86,7 @@ def compare(m, hf, seed=0, T=16):
     return r
 
 
-INTEROP_CASES = {   # some of 04_interop's configurations, and the full recipe's preset
+INTEROP_CASES = {   # some of 04_hf's configurations, and the full recipe's preset
     'groups 6 = 2 groups x 3 inner': ('tiny', dict(sharing='groups', num_layers=6, num_groups=2, inner_group_num=3), 1e-5),
     'none, gelu': ('tiny', dict(sharing='none', num_layers=3, hidden_act='gelu'), 1e-5),
     'E == H, relu': ('tiny', dict(embedding_size=64, num_layers=3, hidden_act='relu'), 1e-5),
@@ -121,7 +121,7 @@ def test_outputs_equal_transformers_on_cuda(case):
 @pytest.fixture(scope='module')
 def corpus(tmp_path_factory):
     "A small plain-text corpus from the builtin one (Python's documentation): documents separated by blank lines."
-    from atombert.data import builtin_documents
+    from atombert.corpora import builtin_documents
     path = tmp_path_factory.mktemp('corpus')/'text.txt'
     docs = list(itertools.islice(builtin_documents(), 120))
     path.write_text('\n\n'.join('\n'.join(doc) for doc in docs) + '\n')
@@ -131,7 +131,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope='module')
 def tokenizer_dir(tmp_path_factory, corpus):
     "One tokenizer for the module, so that runs compared with each other share it exactly."
-    from atombert.data import load_corpus
+    from atombert.corpora import load_corpus
     from atombert.tokenizer import train_tokenizer, save_tokenizer
     d = tmp_path_factory.mktemp('tok')
     save_tokenizer(train_tokenizer(load_corpus(str(corpus)).texts(), vocab_size=1000, show_progress=False), d)
@@ -180,7 +180,8 @@ def test_fp16_loss_scaler_skips_and_counts_a_forced_overflow(tmp_path, corpus, t
     from atombert.config import AtomBertConfig
     from atombert.model import AtomBertForPreTraining
     from atombert.measure import pretraining_batch
-    from atombert.training import make_optimizer, TrainArgs, autocast_for
+    from atombert.training import make_optimizer, TrainArgs
+    from atombert.training import autocast_for    # as fit sees it: the CPU stand-in patches it there
     # 1. one step by hand, as `fit` does it: the overflowing step leaves every parameter as it was and halves the scale
     torch.manual_seed(0)
     config = AtomBertConfig.preset('tiny', classifier_dropout=0.0)
@@ -244,7 +245,7 @@ def test_flash_attention_selected(tmp_path):
     from atombert.config import AtomBertConfig
     from atombert.model import AtomBertForPreTraining
     from atombert.measure import pretraining_batch
-    from atombert.training import autocast_for
+    from atombert.devices import autocast_for
     config = AtomBertConfig.preset('atombert-8m')
     model = AtomBertForPreTraining(config).to(DEVICE).train()
     b = pretraining_batch(config, 16, 128, DEVICE)        # an all-ones attention mask: no mask reaches SDPA
@@ -299,7 +300,7 @@ def test_pretraining_step_does_not_wait_for_the_gpu():
     from atombert.config import AtomBertConfig
     from atombert.model import AtomBertForPreTraining
     from atombert.measure import pretraining_batch
-    from atombert.training import autocast_for
+    from atombert.devices import autocast_for
     config = AtomBertConfig.preset('atombert-8m')
     model = AtomBertForPreTraining(config).to(DEVICE).train()
     b = pretraining_batch(config, 16, 128, DEVICE)
@@ -366,7 +367,7 @@ def test_checkpoint_and_exact_resume_on_cuda(tmp_path, corpus, tokenizer_dir, mo
     of the step have no deterministic CUDA kernel (strict mode raises), the runs are repeated with warn_only=True and
     the resumed run may differ from the straight one by no more than two straight runs differ from each other."""
     from atombert.pretrain import PreTrainingTask
-    from atombert.training import checkpoints
+    from atombert.trainer_state import checkpoints
     original = PreTrainingTask.loss
 
     def three_runs(d):

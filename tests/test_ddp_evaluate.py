@@ -12,7 +12,8 @@ from atombert.config import AtomBertConfig
 from atombert.model import AtomBertForPreTraining
 from atombert.data import MaskingCollator
 from atombert.pretrain import PreTrainingTask
-from atombert.training import evaluate, init_distributed
+from atombert.training import evaluate
+from atombert.devices import init_distributed
 rank, world, device = init_distributed('cpu')
 torch.manual_seed(0)
 model = AtomBertForPreTraining(AtomBertConfig.preset('tiny', sentence_objective='none'))

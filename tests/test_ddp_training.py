@@ -61,7 +61,8 @@ def test_finetune_processes_match_one(tmp_path, tiny_model, processes):
 
 RNG_SCRIPT = '''
 import json, os, sys, torch
-from atombert.training import init_distributed, rank_rng_states
+from atombert.devices import init_distributed
+from atombert.trainer_state import rank_rng_states
 rank, world, _ = init_distributed('cpu')
 torch.manual_seed(int(sys.argv[1]) + rank)          # as fit seeds each process
 states = rank_rng_states(world)                      # every process takes part; rank 0 writes them down

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from atombert import AtomBertForPreTraining
-from atombert.training import checkpoints, _sha256
+from atombert.trainer_state import checkpoints
+from atombert.training import _sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get('ATOMBERT_SHARED_DATA', ROOT.parent/'shared'/'data'))
@@ -43,7 +44,7 @@ def same_weights(a, b):
 @pytest.fixture(scope='module')
 def tokenizer_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp('tok')
-    from atombert.data import load_corpus
+    from atombert.corpora import load_corpus
     from atombert.tokenizer import train_tokenizer, save_tokenizer
     save_tokenizer(train_tokenizer(load_corpus(VALID).texts(), vocab_size=1000, show_progress=False), d)
     return d

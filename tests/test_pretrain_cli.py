@@ -32,7 +32,7 @@ def weights(run):
 def tokenizer_dir(tmp_path_factory):
     "One tokenizer for the module, so that runs compared with each other share it exactly."
     d = tmp_path_factory.mktemp('tok')
-    from atombert.data import load_corpus
+    from atombert.corpora import load_corpus
     from atombert.tokenizer import train_tokenizer, save_tokenizer
     save_tokenizer(train_tokenizer(load_corpus(VALID).texts(), vocab_size=1000, show_progress=False), d)
     return d

@@ -231,7 +231,7 @@ def timed_run(seconds: float, out: Path, device: str, train) -> tuple:
 
 def rate_from_metrics(out_dir) -> dict:
     "Steps and seconds between the first and the last logged training step (the first window's warm-up left out)."
-    from atombert.training import read_metrics
+    from atombert.logs import read_metrics
     rows = [r for r in read_metrics(out_dir) if r['split'] == 'train']
     if len(rows) < 2: raise RuntimeError(f'too few logged steps in {out_dir} to time ({len(rows)} rows): raise the seconds')
     a, b = rows[0], rows[-1]
@@ -244,7 +244,7 @@ def rate_from_metrics(out_dir) -> dict:
 
 def nli_pairs(n: int, seed: int = 0) -> list:
     "MNLI-shaped pairs (premise 8-40 words, hypothesis 4-18 words, 3 labels) cut from the builtin corpus' text: only their lengths matter."
-    from atombert.data import load_corpus
+    from atombert.corpora import load_corpus
     words = ' '.join(p for doc in load_corpus('builtin', 'train') for p in doc).split()
     rng = random.Random(seed)
     def cut(lo, hi):
@@ -256,7 +256,7 @@ def nli_pairs(n: int, seed: int = 0) -> list:
 def pretraining_worker(spec: dict) -> dict:
     "In its own process: `pretrain` as `atombert run` calls it, stopped after `spec['pretrain_seconds']` of training; then finetuning steps."
     import torch
-    from atombert.data import load_corpus
+    from atombert.corpora import load_corpus
     t_start = time.perf_counter()
     work, cuda = Path(spec['work']), spec['device'] == 'cuda'
     # Reading the builtin corpus parses Python's sources (most of what pretokenizing it takes; the library reads it once a
