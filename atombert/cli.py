@@ -79,7 +79,7 @@ def finetune_cmd(model:str=None,              # pretrained model directory (atom
 # %% ../nbs/10_cli.ipynb #810bab68
 def evaluate_cmd(model:str=None,              # finetuned model directory
                  data:str='hub',              # hub | builtin (MNLI) | a folder or file: MNLI's layouts, GLUE's TSVs for the other tasks
-                 task:str='mnli',             # the GLUE task the model was finetuned on (its dev sets are scored)
+                 task:str=None,               # the GLUE task the model was finetuned on (default: the one its labels name)
                  splits:str='validation_matched,validation_mismatched', # MNLI: comma-separated splits (test_* → GLUE predictions)
                  out:str=None,                # where results.json and plots go (default: MODEL/eval)
                  batch_size:int=128,          # examples per forward pass
@@ -88,11 +88,11 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
     from atombert.mnli import load_mnli
     from atombert.glue import glue_task
     from atombert.finetuning import task_examples
-    from atombert.evaluation import evaluate_glue, evaluate_mnli, plot_confusion, write_glue_predictions, load_finetuned
+    from atombert.evaluation import evaluate_glue, evaluate_mnli, plot_confusion, write_glue_predictions, load_finetuned, model_task
     if model is None: raise ValueError('--model is required (a finetuned model directory)')
     clf, tok = load_finetuned(model, int8=int8)
     out = Path(out) if out else Path(model)/'eval'
-    t = glue_task(task)
+    t = model_task(clf, task)
     if t.name != 'mnli':
         results = {split: evaluate_glue(clf, tok, t, task_examples(t, data, split), batch_size) for split in t.dev}
         for split, r in results.items():
@@ -175,29 +175,29 @@ def predict_cmd(model:str=None,               # finetuned model directory
                 data:str=None,                # a file: MNLI's .tsv, .jsonl or .csv of premise and hypothesis columns; another task's GLUE TSV
                 premise:str=None,             # or one example: its premise (its sentence, for a one-sentence task)
                 hypothesis:str=None,          # ... and its hypothesis (its second sentence)
-                task:str='mnli',              # the GLUE task of the model (which columns a --data file holds)
+                task:str=None,                # the GLUE task of the model (default: the one its labels name)
                 out:str=None,                 # JSON-lines file to write (default: print)
                 batch_size:int=128,           # pairs per forward pass
                 int8:bool=False,              # dynamic int8 quantization of the linear layers (CPU)
                 progress:bool=True):          # show a progress bar
     "Label examples with a finetuned model: one JSON line per input row with the label and each label's probability (STS-B: the score)."
-    from atombert.evaluation import load_finetuned, classify_pairs
-    from atombert.glue import glue_task, read_glue
+    from atombert.evaluation import load_finetuned, classify_pairs, model_task
+    from atombert.glue import read_glue
     from atombert.mnli import load_mnli
     if model is None: raise ValueError('--model is required (a finetuned model directory)')
-    t = glue_task(task)
-    if premise is not None and (hypothesis is None) != (len(t.text) == 1):
-        raise ValueError(f'{t.name} takes ' + ('one sentence: --premise TEXT alone' if len(t.text) == 1 else 'a pair: --premise and --hypothesis go together'))
     if hypothesis is not None and premise is None: raise ValueError('--hypothesis needs --premise')
     if (data is None) == (premise is None): raise ValueError('give examples: --data FILE, or --premise TEXT [--hypothesis TEXT]')
     if data is not None and not Path(data).is_file(): raise ValueError(f'--data {data}: not a file (a .tsv, .jsonl or .csv of pairs)')
     if out is not None and Path(out).is_dir(): raise ValueError(f'--out {out} is a directory; give a file name')
     clf, tok = load_finetuned(model, int8=int8)
+    t = model_task(clf, task)
+    if premise is not None and (hypothesis is None) != (len(t.text) == 1):
+        raise ValueError(f'{t.name} takes ' + ('one sentence: --premise TEXT alone' if len(t.text) == 1 else 'a pair: --premise and --hypothesis go together'))
     if data is None: pairs = (premise, hypothesis) if hypothesis is not None else (premise,)
     else: pairs = load_mnli(data, 'test_matched', verbose=False, keep_unlabelled=True) if t.name == 'mnli' else read_glue(t, data)
-    t = time.perf_counter()
+    start = time.perf_counter()
     rows = classify_pairs(clf, tok, pairs, batch_size, progress=progress and data is not None)
-    seconds = time.perf_counter() - t
+    seconds = time.perf_counter() - start
     text = ''.join(json.dumps(r) + '\n' for r in rows)
     if out is None: sys.stdout.write(text)
     else: atomic_write(out, text)

@@ -9,8 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from atombert import AtomBertForPreTraining
-from atombert.trainer_state import checkpoints
-from atombert.training import _sha256
+from atombert.trainer_state import _sha256, checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get('ATOMBERT_SHARED_DATA', ROOT.parent/'shared'/'data'))
