@@ -342,20 +342,20 @@ def _are_splits(text:str) -> bool:
 LIMITS = PRETRAIN_LIMITS | {   # pretraining's own settings (preset, seq_len, dropout, ...: declared beside `pretrain`), then:
     # sizes and counts (batch_size, grad_accum, num_workers, seed: TrainArgs')
     'finetune_batch_size': at_least(1),
-    'max_length': Limit(lambda v: v == 0 or v >= 5, "0 (the tokenizer's own) or >= 5", (-1, 4)),
+    'max_length': Limit(lambda v: v == 0 or v >= 5, "0 (the tokenizer's own) or >= 5"),
     # how long and how often (0: from the other flag, at the end only, or all; eval_every, save_every, log_every,
     # keep_checkpoints: TrainArgs')
     ('finetune', 'max_steps'): at_least(0), ('glue', 'max_steps'): at_least(0),
     'pretrain_steps': at_least(0), 'pretrain_epochs': at_least(0), 'finetune_epochs': above(0),
     # optimization (lr, warmup, weight_decay, clip_grad, schedule, precision, device: TrainArgs')
-    ('finetune', 'lr'): Limit(lambda v: v >= 0, '>= 0 (0: by model width)', (-1e-4,)),
-    ('glue', 'lr'): Limit(lambda v: v >= 0, '>= 0 (0: by model width)', (-1e-4,)),
-    'finetune_lr': Limit(lambda v: v >= 0, '>= 0 (0: by model width)', (-1e-4,)),
+    ('finetune', 'lr'): Limit(lambda v: v >= 0, '>= 0 (0: by model width)'),
+    ('glue', 'lr'): Limit(lambda v: v >= 0, '>= 0 (0: by model width)'),
+    'finetune_lr': Limit(lambda v: v >= 0, '>= 0 (0: by model width)'),
     # data and distillation
     'alpha': between(0, 1), 'temperature': above(0), 'task': one_of(*GLUE_TASKS),
-    'tasks': Limit(_are_tasks, 'all, or comma-separated GLUE tasks: ' + ', '.join(GLUE_TASKS), ('nope', 'cola,nope', ',')),
-    'config_overrides': Limit(_is_json_object, 'a JSON object, e.g. {"norm": "pre"}', ('{norm', '[1]')),
-    'splits': Limit(_are_splits, 'comma-separated MNLI splits: ' + ', '.join(MNLI_SPLITS), ('nope', 'train,nope', ',')),
+    'tasks': Limit(_are_tasks, 'all, or comma-separated GLUE tasks: ' + ', '.join(GLUE_TASKS)),
+    'config_overrides': Limit(_is_json_object, 'a JSON object, e.g. {"norm": "pre"}'),
+    'splits': Limit(_are_splits, 'comma-separated MNLI splits: ' + ', '.join(MNLI_SPLITS)),
 }
 FREE = {'corpus', 'eval_corpus', 'mnli', 'data', 'out', 'model', 'teacher', 'tokenizer', 'cache_dir', 'text_column', 'premise', 'hypothesis'}
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from fastcore.basics import patch
 from .files import atomic_write
+from .settings import Limit, above, between, check_settings, one_of, setting
 
 # %% ../nbs/01_config.ipynb #fe2291f8
 SHARING_MODES = ('all', 'groups', 'attention', 'ffn', 'none')
@@ -22,31 +23,35 @@ ACTIVATIONS = ('gelu_new', 'gelu', 'relu')
 SENTENCE_OBJECTIVES = ('sop', 'nsp', 'none')
 TOKEN_OBJECTIVES = ('mlm', 'rtd')
 
+_POSITIVE = above(0)
+_RATE = between(0, 1, below_hi=True)
+_FINITE_POSITIVE = Limit(lambda v: math.isfinite(v) and v > 0, 'a finite number > 0')      # NaN and inf are not
+
 @dataclass
 class AtomBertConfig:
     "Every hyper-parameter of an atombert model; invalid values raise `ValueError` naming the field."
-    vocab_size: int = 30000
-    embedding_size: int = 128          # E: factorized embedding width
-    hidden_size: int = 768             # H: encoder width
-    num_layers: int = 12               # depth: layer applications from input to output
-    num_heads: int = 12
-    intermediate_size: int = 3072      # feed-forward width
-    sharing: str = 'all'               # all | groups | attention | ffn | none
-    num_groups: int = 1                # with sharing='groups': ALBERT's num_hidden_groups
-    inner_group_num: int = 1           # with sharing='groups': layers per group
-    norm: str = 'post'                 # post (BERT, ALBERT) | pre
-    hidden_act: str = 'gelu_new'       # gelu_new = tanh-approximated GELU, as ALBERT
-    hidden_dropout: float = 0.0
-    attention_dropout: float = 0.0
-    classifier_dropout: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    initializer_range: float = 0.02
-    pad_token_id: int = 0
-    sentence_objective: str = 'sop'    # pretraining pair objective: sop (ALBERT) | nsp (BERT) | none
-    token_objective: str = 'mlm'       # pretraining token head: mlm (BERT, ALBERT) | rtd (ELECTRA's replaced-token detector)
-    num_labels: int = 3                # sequence classification (MNLI has 3)
+    vocab_size: int = setting(30000, _POSITIVE, 'tokens in the vocabulary')
+    embedding_size: int = setting(128, _POSITIVE, 'E: factorized embedding width')
+    hidden_size: int = setting(768, _POSITIVE, 'H: encoder width')
+    num_layers: int = setting(12, _POSITIVE, 'depth: layer applications from input to output')
+    num_heads: int = setting(12, _POSITIVE, 'attention heads (divide H)')
+    intermediate_size: int = setting(3072, _POSITIVE, 'feed-forward width')
+    sharing: str = setting('all', one_of(*SHARING_MODES), 'all | groups | attention | ffn | none')
+    num_groups: int = setting(1, _POSITIVE, "with sharing='groups': ALBERT's num_hidden_groups")
+    inner_group_num: int = setting(1, _POSITIVE, "with sharing='groups': layers per group")
+    norm: str = setting('post', one_of(*NORMS), 'post (BERT, ALBERT) | pre')
+    hidden_act: str = setting('gelu_new', one_of(*ACTIVATIONS), 'gelu_new = tanh-approximated GELU, as ALBERT')
+    hidden_dropout: float = setting(0.0, _RATE)
+    attention_dropout: float = setting(0.0, _RATE)
+    classifier_dropout: float = setting(0.1, _RATE)
+    max_position_embeddings: int = setting(512, _POSITIVE)
+    type_vocab_size: int = setting(2, _POSITIVE)
+    layer_norm_eps: float = setting(1e-12, _FINITE_POSITIVE)
+    initializer_range: float = setting(0.02, _FINITE_POSITIVE)
+    pad_token_id: int = 0                                          # checked below: an id of the vocabulary
+    sentence_objective: str = setting('sop', one_of(*SENTENCE_OBJECTIVES), 'pretraining pair objective: sop (ALBERT) | nsp (BERT) | none')
+    token_objective: str = setting('mlm', one_of(*TOKEN_OBJECTIVES), "pretraining token head: mlm (BERT, ALBERT) | rtd (ELECTRA's replaced-token detector)")
+    num_labels: int = setting(3, _POSITIVE, 'sequence classification outputs (MNLI has 3)')
     label_names: tuple = ()            # the classifier's labels in logit order, e.g. MNLI's; () when unnamed
 
     def __post_init__(self):
@@ -54,27 +59,20 @@ class AtomBertConfig:
         self.validate()
 
     def validate(self):
+        "Types, each field's own limit (`setting`, as `TrainArgs` declares them), then what fields ask of each other."
         def bad(name, why): raise ValueError(f'AtomBertConfig.{name}={getattr(self, name)!r}: {why}')
         for f in fields(self):
             v = getattr(self, f.name)
             if f.type is int and (not isinstance(v, int) or isinstance(v, bool)): bad(f.name, 'must be an integer')
             if f.type is float and (not isinstance(v, (int, float)) or isinstance(v, bool)): bad(f.name, 'must be a number')
-        for name in ('vocab_size', 'embedding_size', 'hidden_size', 'num_layers', 'num_heads', 'intermediate_size',
-                     'num_groups', 'inner_group_num', 'max_position_embeddings', 'type_vocab_size', 'num_labels'):
-            if getattr(self, name) <= 0: bad(name, 'must be > 0')
-        for name in ('hidden_dropout', 'attention_dropout', 'classifier_dropout'):
-            if not 0 <= getattr(self, name) < 1: bad(name, 'must be in [0, 1)')
-        for name in ('layer_norm_eps', 'initializer_range'):   # NaN passes `<= 0`: ask for a finite positive number
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0): bad(name, 'must be a finite number > 0')
+            if f.type is str and not isinstance(v, str): bad(f.name, 'must be a string')     # (a limit lets None pass: "not given")
+        check_settings(self, prefix='AtomBertConfig.')
         if self.hidden_size % self.num_heads: bad('hidden_size', f'must be divisible by num_heads={self.num_heads}')
         if not 0 <= self.pad_token_id < self.vocab_size: bad('pad_token_id', f'must be in [0, vocab_size={self.vocab_size})')
         names = self.label_names
         if not isinstance(names, tuple) or not all(isinstance(n, str) and n for n in names): bad('label_names', 'must be a tuple of names')
         if names and (len(names) != self.num_labels or len(set(names)) != len(names)):
             bad('label_names', f'must be {self.num_labels} distinct names (num_labels), or () for none')
-        for name, allowed in (('sharing', SHARING_MODES), ('norm', NORMS), ('hidden_act', ACTIVATIONS),
-                              ('sentence_objective', SENTENCE_OBJECTIVES), ('token_objective', TOKEN_OBJECTIVES)):
-            if getattr(self, name) not in allowed: bad(name, f'must be one of {allowed}')
         if self.sharing == 'groups':
             if self.num_layers % self.inner_group_num:
                 bad('num_layers', f'must be a multiple of inner_group_num={self.inner_group_num}')

@@ -184,8 +184,8 @@ PRETRAIN_ARGS = dict(max_steps=6000, batch_size=64, eval_every=500)
 PRETRAIN_LIMITS = dict(
     preset=one_of(*PRESETS), vocab_size=at_least(len(SPECIAL_TOKENS) + 1), tokenizer_kind=one_of(*KINDS),
     seq_len=at_least(8), epochs=at_least(0), beta2=between(0, 1, below_hi=True), objective=one_of(*SENTENCE_OBJECTIVES),
-    token_objective=one_of(*TOKEN_OBJECTIVES), generator_size=Limit(lambda v: 0 < v <= 1, 'in (0, 1]', (0, 1.5)),
-    rtd_weight=above(0), dropout=between(0, 1, below_hi=True), mlm_probability=Limit(lambda v: 0 < v < 1, 'in (0, 1)', (0, 1)),
+    token_objective=one_of(*TOKEN_OBJECTIVES), generator_size=Limit(lambda v: 0 < v <= 1, 'in (0, 1]'),
+    rtd_weight=above(0), dropout=between(0, 1, below_hi=True), mlm_probability=Limit(lambda v: 0 < v < 1, 'in (0, 1)'),
     ngram=at_least(1), eval_batches=at_least(0), budget_minutes=at_least(0))
 HELD_OUT_MASKING = dict(mlm_probability=0.15, ngram=1)  # held-out MLM is always scored so: recipes that mask differently compare
 

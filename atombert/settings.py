@@ -11,33 +11,34 @@ from fastcore.basics import store_attr
 
 # %% ../nbs/00_settings.ipynb #ca085de9
 class Limit:
-    "The valid values of a setting: `ok(value)` says whether `value` is one, `says` tells the user which, `bad` are values it refuses."
-    def __init__(self, ok, says:str, bad:tuple): store_attr()
+    "The valid values of a setting: `ok(value)` says whether `value` is one, `says` tells the user which."
+    def __init__(self, ok, says:str): store_attr()
     def __repr__(self): return f'Limit({self.says})'
 
-def at_least(lo) -> Limit: return Limit(lambda v: v >= lo, f'>= {lo}', (lo - 1,))
-def above(lo) -> Limit: return Limit(lambda v: v > lo, f'> {lo}', (lo, lo - 1))
+def at_least(lo) -> Limit: return Limit(lambda v: v >= lo, f'>= {lo}')
+def above(lo) -> Limit: return Limit(lambda v: v > lo, f'> {lo}')
 
 def between(lo, hi, below_hi=False) -> Limit:
     "`lo <= v <= hi`, or `lo <= v < hi` when `below_hi`."
-    return Limit(lambda v: lo <= v < hi if below_hi else lo <= v <= hi, f'in [{lo}, {hi}{")" if below_hi else "]"}',
-                 (lo - 1, hi if below_hi else hi + 1))
+    return Limit(lambda v: lo <= v < hi if below_hi else lo <= v <= hi, f'in [{lo}, {hi}{")" if below_hi else "]"}')
 
-def one_of(*choices) -> Limit: return Limit(lambda v: v in choices, 'one of ' + ', '.join(choices), ('nope',))
+def one_of(*choices) -> Limit: return Limit(lambda v: v in choices, 'one of ' + ', '.join(choices))
 
 # %% ../nbs/00_settings.ipynb #4da12b25
 def setting(default, limit:Limit|None=None, help:str=''):
     "A dataclass field whose metadata carries its `limit` and `help`."
     return dataclasses.field(default=default, metadata=dict(limit=limit, help=help))
 
-def check_values(limits:dict, values:dict):
-    "`ValueError` for the first of `values` outside its limit in `limits` (`{name: Limit}`); None, a default left to compute, passes."
+def check_values(limits:dict, values:dict, prefix:str=''):
+    """`ValueError` for the first of `values` outside its limit in `limits` (`{name: Limit}`), its name after `prefix`;
+    None, a default left to compute, passes."""
     for name, limit in limits.items():
-        if values.get(name) is not None and not limit.ok(values[name]): raise ValueError(f'{name}={values[name]!r}: must be {limit.says}')
+        if values.get(name) is not None and not limit.ok(values[name]):
+            raise ValueError(f'{prefix}{name}={values[name]!r}: must be {limit.says}')
 
-def check_settings(obj):
+def check_settings(obj, prefix:str=''):
     "`ValueError` for the first field of dataclass `obj` outside its limit."
-    check_values(setting_limits(type(obj)), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    check_values(setting_limits(type(obj)), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, prefix)
 
 def setting_limits(cls) -> dict:
     "`{field name: Limit}` of the fields of dataclass `cls` that declare one."

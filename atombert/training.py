@@ -61,8 +61,8 @@ class TrainArgs:
     keep_checkpoints: int = setting(2, at_least(1), 'checkpoints kept on disk')
     num_workers: int = setting(0, at_least(0), 'DataLoader worker processes')
     max_bad_steps: int = setting(20, at_least(1), 'stop when this many steps in a row were non-finite (checked when logging or saving)')
-    device: str = setting('', Limit(lambda v: re.fullmatch(r'(cpu|cuda(:\d+)?)?', v) is not None, "cpu, cuda or cuda:N ('': cuda when available)",
-                                    ('gpu', 'cuda:x')), "cuda | cpu ('' = cuda when available)")
+    device: str = setting('', Limit(lambda v: re.fullmatch(r'(cpu|cuda(:\d+)?)?', v) is not None, "cpu, cuda or cuda:N ('': cuda when available)"),
+                          "cuda | cpu ('' = cuda when available)")
 
     def __post_init__(self):
         check_settings(self)

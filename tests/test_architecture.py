@@ -97,7 +97,7 @@ ALLOWED = {
     'measure': {'tokenizer'},
     'tokenizer': {'files'},
     'files': set(), 'settings': set(),
-    'encoder': {'config'}, 'embeddings': {'config'}, 'config': {'files'},
+    'encoder': {'config'}, 'embeddings': {'config'}, 'config': {'settings', 'files'},
 }
 
 
