@@ -18,7 +18,8 @@ from .model import AtomBertForSequenceClassification
 from .checkpoint import load_pretrained_state
 from .files import atomic_write
 from .glue import GlueTask, glue_metrics, glue_task, task_score, tasks_for_labels
-from .mnli import MNLI_LABELS, PairBatches, backend_of, column, encode_mnli, pad_id_of
+from .mnli import MNLI_LABELS
+from .batches import PairBatches, backend_of, column, encode_examples, pad_id_of
 from .tokenizer import load_tokenizer, tokenizer_fingerprint
 
 # %% ../nbs/08b_evaluation.ipynb #8122a85d
@@ -45,7 +46,7 @@ def _accepts(model, name) -> bool:
 @torch.inference_mode()
 def predict(model, tokenizer, data, batch_size:int=128, max_length:int|None=None, device=None, progress:bool=False) -> torch.Tensor:
     "Float32 logits of `model` for every example of `data`, in order (eval mode, length-sorted batches)."
-    enc = encode_mnli(tokenizer, data, pair_max_length(model, tokenizer, max_length))
+    enc = encode_examples(tokenizer, data, pair_max_length(model, tokenizer, max_length))
     batches = PairBatches(enc, batch_size, pad_id_of(tokenizer), shuffle=False)
     if progress: batches = tqdm(batches, desc='predict', unit='batch', dynamic_ncols=True, mininterval=1.0)
     device, was_training = device or _device_of(model), getattr(model, 'training', False)

@@ -14,7 +14,8 @@ from fastcore.basics import store_attr
 from .config import dropout_overrides
 from .model import AtomBertForSequenceClassification
 from .glue import GlueTask, glue_task, load_glue
-from .mnli import PairBatches, backend_of, collate_batches, encode_mnli, load_mnli, pad_id_of
+from .mnli import load_mnli
+from .batches import PairBatches, backend_of, collate_batches, encode_examples, pad_id_of
 from .evaluation import logits_of, pair_max_length, teacher_logits, tokenizer_of
 from .training import Task, TrainArgs, fit
 from .trainer_state import check_out_dir
@@ -127,7 +128,7 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
         cache = Path(out_dir)/'teacher' if teacher_cache is None else teacher_cache
         soft = {name: teacher_logits(teacher, d, teacher_tokenizer, cache_dir=cache)
                 for name, d in (('train', train_data), ('eval', eval_data)) if d is not None}
-    batches = lambda d, name, shuffle: PairBatches(encode_mnli(tokenizer, d, max_length), batch_size, pad_id, shuffle=shuffle,
+    batches = lambda d, name, shuffle: PairBatches(encode_examples(tokenizer, d, max_length), batch_size, pad_id, shuffle=shuffle,
                                                    bucket=bucket, seed=args.seed, teacher_logits=soft.get(name))
     train_batches = batches(train_data, 'train', True)
     per_step = world * args.grad_accum      # batches one optimizer step takes

@@ -72,7 +72,7 @@ class Scripted(Dataset):
 
 def plan_of(variant, encoded, args, pad_id):
     "The epoch-0 batches of `variant` and the padded width of each."
-    from atombert.mnli import PairBatches
+    from atombert.batches import PairBatches
     plan = PairBatches(encoded, args.batch_size, pad_id, shuffle=True, bucket=variant == 'bucketed', seed=args.seed)
     widths = np.array([args.seq_len if variant == 'fixed' else int(plan.lengths[b].max()) for b in plan.plan])
     sizes = np.array([len(b) for b in plan.plan])
@@ -93,7 +93,7 @@ def chosen_batches(cost:np.ndarray, rounds:int, steps:int, seed:int) -> list[lis
 def runner(variant, plan, rounds_batches, warm, tail, config, init_state, args, pad_id, record, workdir):
     "A function that runs the next round of `variant`: a fresh model from `init_state` trained by `fit` on its batches."
     from atombert.finetuning import ClassificationTask
-    from atombert.mnli import collate_batches
+    from atombert.batches import collate_batches
     from atombert.model import AtomBertForSequenceClassification
     from atombert.training import TrainArgs, fit
     collate = collate_batches if variant != 'fixed' else (lambda items: pad_to(collate_batches(items), args.seq_len, pad_id))
@@ -116,13 +116,14 @@ def runner(variant, plan, rounds_batches, warm, tail, config, init_state, args, 
 def main(argv=None):
     args = parse_args(argv)
     from atombert.config import AtomBertConfig
-    from atombert.mnli import load_mnli, encode_mnli, pad_id_of
+    from atombert.mnli import load_mnli
+    from atombert.batches import encode_examples, pad_id_of
     from atombert.model import AtomBertForSequenceClassification
     from atombert.tokenizer import load_tokenizer
     data_path = args.data or str(C.shared_path(C.MNLI_TRAIN_SAMPLE))     # the 20k sample, as the help says (the folder holds more)
     train = load_mnli(data_path, 'train')
     tok = load_tokenizer(args.tokenizer) if args.tokenizer else C.wikitext_tokenizer(AtomBertConfig.preset(args.preset).vocab_size, args.seq_len)
-    encoded = encode_mnli(tok, train, args.seq_len)
+    encoded = encode_examples(tok, train, args.seq_len)
     pad_id, n = pad_id_of(tok), len(train)
     lengths = np.array([len(x) for x in encoded['input_ids']])
     config = AtomBertConfig.preset(args.preset, vocab_size=tok.get_vocab_size(), num_labels=3)

@@ -104,14 +104,15 @@ def finetune_default(args, data_path, workdir:Path) -> tuple[Path, dict]:
 
 def counted_tokens(tok, data, max_length, batch_size, pad_id):
     "(real tokens, padded tokens) `predict` runs over `data`: its batches are `PairBatches` sorted by length."
-    from atombert.mnli import encode_mnli, PairBatches
-    enc = encode_mnli(tok, data, max_length)
+    from atombert.batches import encode_examples, PairBatches
+    enc = encode_examples(tok, data, max_length)
     plan = PairBatches(enc, batch_size, pad_id, shuffle=False)
     return int(plan.lengths.sum()), int(sum(len(b) * int(plan.lengths[b].max()) for b in plan.plan))
 
 def main(argv=None):
     args = parse_args(argv)
-    from atombert.mnli import load_mnli, pad_id_of, MNLI_LABELS
+    from atombert.mnli import load_mnli, MNLI_LABELS
+    from atombert.batches import pad_id_of
     from atombert.evaluation import load_finetuned, predict
     data_path = args.data or str(C.shared_path('mnli'))
     with tempfile.TemporaryDirectory() as workdir:

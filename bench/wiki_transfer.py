@@ -98,11 +98,14 @@ def pretrained(args, corpus, run:Path, minutes:float, tokenizer=None) -> dict:
     seconds = {r['step']: r['time'] for r in rows if r['split'] == 'train'}
     evals = {r['step']: r for r in rows if r['split'] == 'eval'}
     ckpts = [dict(step=int(p.name.split('-')[1]), path=str(p)) for p in checkpoints(run)]
-    for c in ckpts: c.update(minutes=seconds.get(c['step'], float('nan')) / 60, held_out=evals.get(c['step']))
     info = json.loads((run/'run.json').read_text())
+    budget = info.get('budget') or {}
+    def minutes(step):  # the step's share of the budget: a rerun, or a run paused by its host, gets the same minutes
+        return step / budget['max_steps'] * budget['minutes'] if budget.get('max_steps') else seconds.get(step, float('nan')) / 60
+    for c in ckpts: c.update(minutes=minutes(c['step']), wall_minutes=seconds.get(c['step'], float('nan')) / 60, held_out=evals.get(c['step']))
     return dict(run=str(run), budget=info.get('budget'), train_tokens=info['train_tokens'], checkpoints=ckpts,
                 held_out_start=evals.get(0), curve=[{k: r[k] for k in ('step', 'mlm_accuracy', 'mlm_loss', 'unigram_accuracy', 'unigram_loss')}
-                                                    | dict(minutes=seconds.get(r['step'], 0) / 60) for r in evals.values()])
+                                                    | dict(minutes=minutes(r['step'])) for r in evals.values()])
 
 def nearest(ckpts:list, minutes:float) -> dict:
     return min(ckpts, key=lambda c: abs(c['minutes'] - minutes))
