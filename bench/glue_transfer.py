@@ -3,7 +3,7 @@ initialization seed), each run through the `atombert glue` suite on every task w
 (CoLA, SST-2, MRPC, STS-B, RTE, WNLI), over several finetuning seeds, beside a bag-of-words model (scikit-learn) trained
 on the same examples.
 
-- **finetuning**: `atombert.cli.glue_cmd`, the suite's one code path: `finetune`'s defaults for each task (3 epochs, 10
+- **finetuning**: `atombert.commands.glue_cmd`, the suite's one code path: `finetune`'s defaults for each task (3 epochs, 10
   for RTE and STS-B; batch 32; the LR by width), scored on each task's dev set with GLUE's metrics;
 - **seeds**: --seeds for the tasks under 10,000 train examples (the noisy ones), --large-seeds for the others;
 - **bag of words**: `bag_of_words_task`: unigrams and bigrams of each sentence, and for pairs the second sentence's words
@@ -109,7 +109,7 @@ def summary(values:list) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    from atombert.cli import glue_cmd
+    from atombert.commands import glue_cmd
     from atombert.finetuning import task_examples
     from atombert.glue import glue_task
     work = Path(args.work); work.mkdir(parents=True, exist_ok=True)

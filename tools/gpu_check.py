@@ -532,7 +532,7 @@ def main(argv=None):
         t = time.time()
         try:
             if args.inject_failure == name: raise RuntimeError(f'injected failure in {name} (--inject-failure)')
-            if ctx['recipe'] is None and name != 'environment': raise RuntimeError("the recipe (atombert.cli.run's defaults) could not be read")
+            if ctx['recipe'] is None and name != 'environment': raise RuntimeError("the recipe (atombert.commands.run's defaults) could not be read")
             res = dict(status='ok', **funcs[name](args, ctx))
         except PartFailed as e: res = dict(status='failed', error=str(e), **e.result)
         except Exception as e:
