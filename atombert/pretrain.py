@@ -22,7 +22,8 @@ from .tokenizer import KINDS, SPECIAL_TOKENS, train_tokenizer, load_tokenizer, s
 from .settings import Limit, above, at_least, between, check_values, one_of
 from .corpora import load_corpus
 from .data import pretokenize, PretrainingDataset, MaskingCollator
-from .training import Task, TrainArgs, budget_steps, fit
+from .training import Task, TrainArgs, fit
+from .budget import budget_steps
 from .trainer_state import check_out_dir, checkpoints
 from .devices import init_distributed, resolve_precision
 

@@ -1,4 +1,4 @@
-"""`evaluate` under torchrun when a process gets no held-out batch (fewer batches than processes): every process
+"""`held_out_metrics` under torchrun when a process gets no held-out batch (fewer batches than processes): every process
 must still take part in the reduction with the same tensor, and the result must equal one process's."""
 import json, os, subprocess, sys
 from pathlib import Path
@@ -12,14 +12,14 @@ from atombert.config import AtomBertConfig
 from atombert.model import AtomBertForPreTraining
 from atombert.data import MaskingCollator
 from atombert.pretrain import PreTrainingTask
-from atombert.training import evaluate
+from atombert.training import held_out_metrics
 from atombert.devices import init_distributed
 rank, world, device = init_distributed('cpu')
 torch.manual_seed(0)
 model = AtomBertForPreTraining(AtomBertConfig.preset('tiny', sentence_objective='none'))
 collate = MaskingCollator({'pad': 0, 'unk': 1, 'cls': 2, 'sep': 3, 'mask': 4}, vocab_size=1000, seed=0)
 data = [{'input_ids': torch.arange(5, 37), 'seed': i} for i in range(int(sys.argv[2]))]
-m = evaluate(model, data, collate, PreTrainingTask('none', torch.log_softmax(torch.ones(1000), 0)), batch_size=4, rank=rank, world=world)
+m = held_out_metrics(model, data, collate, PreTrainingTask('none', torch.log_softmax(torch.ones(1000), 0)), batch_size=4, rank=rank, world=world)
 if rank == 0: open(sys.argv[1], 'w').write(json.dumps(m))
 '''
 

@@ -221,7 +221,7 @@ def timed_run(seconds: float, out: Path, device: str, train) -> tuple:
     """`train(out, callbacks)` into a fresh `out`, stopped by a `StepClock` once it has trained `seconds`: its clock
     (the first and the last step's end) and its `batch_counter`."""
     import torch
-    from atombert.training import StepClock
+    from atombert.budget import StepClock
     clock, counter = StepClock(torch.device(device), min_steps=2, seconds=seconds), batch_counter()
     shutil.rmtree(out, ignore_errors=True)
     train(out, [clock, counter])
