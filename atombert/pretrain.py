@@ -21,7 +21,8 @@ from .files import atomic_dir, atomic_write
 from .tokenizer import KINDS, SPECIAL_TOKENS, train_tokenizer, load_tokenizer, save_tokenizer, tokenizer_fingerprint
 from .settings import Limit, above, at_least, between, check_values, one_of
 from .corpora import load_corpus
-from .data import pretokenize, PretrainingDataset, MaskingCollator
+from .data import pretokenize, PretrainingDataset
+from .masking import MaskingCollator
 from .training import Task, TrainArgs, fit
 from .budget import budget_steps
 from .trainer_state import check_out_dir, checkpoints

@@ -80,7 +80,7 @@ def test_one_atomic_write():
 ALLOWED = {
     'cli': {'commands', 'pretrain', 'glue', 'mnli', 'training', 'settings'},
     'commands': {'pretrain', 'finetuning', 'evaluation', 'glue', 'mnli', 'trainer_state', 'logs', 'checkpoint', 'model', 'config', 'files'},
-    'pretrain': {'budget', 'training', 'trainer_state', 'devices', 'corpora', 'data', 'checkpoint', 'model', 'tokenizer', 'config', 'settings', 'files'},
+    'pretrain': {'budget', 'training', 'trainer_state', 'devices', 'corpora', 'data', 'masking', 'checkpoint', 'model', 'tokenizer', 'config', 'settings', 'files'},
     'finetuning': {'evaluation', 'glue', 'mnli', 'batches', 'training', 'trainer_state', 'model', 'config'},
     'evaluation': {'glue', 'mnli', 'batches', 'checkpoint', 'model', 'tokenizer', 'files'},
     'mnli': {'batches'},
@@ -91,6 +91,7 @@ ALLOWED = {
     'trainer_state': {'checkpoint', 'files'},
     'devices': set(), 'logs': set(),
     'data': {'corpora', 'tokenizer', 'config', 'files'},
+    'masking': {'data', 'tokenizer'},
     'corpora': {'tokenizer'},
     'hf': {'albert', 'model', 'config'},
     'checkpoint': {'albert', 'model', 'tokenizer', 'config', 'files'},

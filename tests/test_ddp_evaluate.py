@@ -10,7 +10,7 @@ SCRIPT = '''
 import json, os, sys, torch
 from atombert.config import AtomBertConfig
 from atombert.model import AtomBertForPreTraining
-from atombert.data import MaskingCollator
+from atombert.masking import MaskingCollator
 from atombert.pretrain import PreTrainingTask
 from atombert.training import held_out_metrics
 from atombert.devices import init_distributed

@@ -19,7 +19,8 @@ from hypothesis import event, example, given, settings, strategies as st
 from atombert import hf
 from atombert.config import ACTIVATIONS, NORMS, SENTENCE_OBJECTIVES, SHARING_MODES, AtomBertConfig
 from atombert.corpora import load_corpus
-from atombert.data import MaskingCollator, PretrainingDataset, pretokenize
+from atombert.data import PretrainingDataset, pretokenize
+from atombert.masking import MaskingCollator
 from atombert.model import AtomBertForPreTraining, AtomBertForSequenceClassification, AtomBertModel
 from atombert.albert import albert_incompatibility
 from atombert.tokenizer import encode_pairs, special_token_ids, text_file_lines, train_tokenizer
