@@ -32,21 +32,34 @@ def wikitext_tokenizer(vocab_size:int, max_length:int=128):
 
 # ---------------------------------------------------------------- command line and machine
 
+def script_parser(doc:str, out:str, small:str, cpu_only:bool=True, threads_help:str='torch threads') -> argparse.ArgumentParser:
+    """A script's parser with the options every benchmark and study has: --out (the JSON; plots go beside it),
+    --threads, --device (cpu alone for a CPU study) and --small (the CI smoke size: `small` says what it is)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument('--out', default=out, help='JSON results (plots beside it)')
+    p.add_argument('--threads', type=int, default=os.cpu_count(), help=f'{threads_help} (default: all cores)')
+    if cpu_only: p.add_argument('--device', choices=('cpu',), default='cpu', help='(a CPU study)')
+    else: p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--small', action='store_true', help=f'CI smoke size: {small}')
+    return p
+
+def set_threads(args):
+    "Check --threads and give torch that many."
+    if args.threads < 1: raise SystemExit(f'error: --threads must be >= 1, got {args.threads}')
+    torch.set_num_threads(args.threads)
+    return args
+
 def base_parser(description:str, out:str, repeats:int, warmup:int) -> argparse.ArgumentParser:
-    "The options every benchmark script shares."
-    p = argparse.ArgumentParser(description=description)
+    "The options every timing benchmark shares."
+    p = script_parser(description, out, 'preset tiny, batch 4, seq 32, 2 repeats', cpu_only=False)
     p.add_argument('--preset', default='atombert-8m', help='atombert config preset (default atombert-8m)')
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--seq-len', type=int, default=128)
     p.add_argument('--repeats', type=int, default=repeats, help='timed rounds; each round runs every contender once')
     p.add_argument('--warmup', type=int, default=warmup, help='untimed rounds first')
-    p.add_argument('--threads', type=int, default=os.cpu_count(), help='torch.set_num_threads (default: all cores)')
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--precision', choices=('fp32', 'bf16'), default='fp32', help='bf16 = autocast for every contender')
     p.add_argument('--compile', action='store_true', help='torch.compile every (float) model')
     p.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
-    p.add_argument('--out', default=out, help='JSON results file')
-    p.add_argument('--small', action='store_true', help='CI smoke size: preset tiny, batch 4, seq 32, 2 repeats')
     p.add_argument('--memory-of', default=None, help=argparse.SUPPRESS)   # internal: the peak-memory worker
     return p
 
@@ -67,7 +80,7 @@ def finish_args(args):
         # (measured here: a compiled tiny step took 1.6 s instead of 4 ms)
         print('warning: --compile on CPU without OMP_WAIT_POLICY=PASSIVE in the environment: compiled steps can be '
               'hundreds of times slower from OpenMP spin-waiting', file=sys.stderr)
-    torch.set_num_threads(args.threads)
+    set_threads(args)
     torch.manual_seed(0)
     return args
 

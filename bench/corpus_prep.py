@@ -16,20 +16,17 @@ text (WikiText raw validation): whether a sample (one shard) would have given th
 import argparse, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = C.script_parser(__doc__, 'bench/results/corpus_prep.json', 'two tiny shards written here, vocabulary 1,000')
     p.add_argument('--shards', default=None, help='folder of compressed shards (default: the shared Wikipedia shards)')
     p.add_argument('--held-out', default=None, help='held-out text for tokens per word (default: WikiText-2 raw validation)')
     p.add_argument('--vocab-size', type=int, default=30000)
-    p.add_argument('--out', default='bench/results/corpus_prep.json')
-    p.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
-    p.add_argument('--device', choices=('cpu',), default='cpu', help='(a CPU study)')
-    p.add_argument('--small', action='store_true', help='CI smoke size: two tiny shards written here, vocabulary 1,000')
     p.add_argument('--worker', nargs=4, default=None, help=argparse.SUPPRESS)   # internal: phase, workdir, cache, files (JSON)
     args = p.parse_args(argv)
     if args.vocab_size < 100: raise SystemExit(f'error: --vocab-size must be >= 100, got {args.vocab_size}')
-    return args
+    return C.set_threads(args)
 
 def worker(phase, workdir, cache, files) -> dict:
     "One phase in this (fresh) process: its seconds, peak RSS and counts."

@@ -21,27 +21,23 @@ number of distinct words, which grows more slowly than the text): linear scaling
 import argparse, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'tools'))
 from gpu_check import WIKITEXT103_TOKENS          # the one declaration of that assumption
 
 SETTINGS = {'threads off': 'false', 'threads on': 'true'}     # TOKENIZERS_PARALLELISM
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = C.script_parser(__doc__, 'bench/results/data_prep.json', 'vocabulary 1,000, the validation file alone', threads_help='cores the pool may use (RAYON_NUM_THREADS)')
     p.add_argument('--corpus', nargs='*', default=None, help='text files or folders (default: WikiText-2 raw validation and test)')
     p.add_argument('--vocab-size', type=int, default=30000)
     p.add_argument('--kind', choices=('wordpiece', 'unigram'), default='wordpiece')
-    p.add_argument('--threads', type=int, default=os.cpu_count(), help='cores the pool may use (RAYON_NUM_THREADS)')
-    p.add_argument('--device', choices=('cpu',), default='cpu', help='(CPU work only)')
-    p.add_argument('--out', default='bench/results/data_prep.json')
-    p.add_argument('--small', action='store_true', help='CI smoke size: vocabulary 1,000, the validation file alone')
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)      # internal: one setting, in a fresh process
     args = p.parse_args(argv)
     if args.vocab_size < 100: raise SystemExit(f'error: --vocab-size must be >= 100, got {args.vocab_size}')
     if args.threads < 1: raise SystemExit(f'error: --threads must be >= 1, got {args.threads}')
     if args.small: args.vocab_size = 1000
     if args.corpus is None:
-        import common as C
         files = C.WIKITEXT_RAW[:1] if args.small else C.WIKITEXT_RAW
         args.corpus = [str(C.shared_path(f)) for f in files]
     for f in args.corpus:

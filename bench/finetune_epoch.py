@@ -8,7 +8,7 @@ MNLI train set are extrapolated from the measured steps.
     python bench/finetune_epoch.py                     # atombert-8m, batch 32, max length 128, 4 rounds × 8 steps
     python bench/finetune_epoch.py --small             # CI smoke size
 """
-import argparse, os, statistics, sys, tempfile, time
+import statistics, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
@@ -26,22 +26,18 @@ VARIANTS = {
 BASE = 'bucketed'
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = C.script_parser(__doc__, 'bench/results/finetune_epoch.json', 'preset tiny, batch 4, length 32, 2 rounds × 2 steps', cpu_only=False)
     p.add_argument('--preset', default='atombert-8m', help='atombert config preset (default atombert-8m)')
     p.add_argument('--batch-size', type=int, default=32, help='examples per step (finetune default 32)')
     p.add_argument('--seq-len', type=int, default=128, help='truncation length, and the fixed variant pads to it')
     p.add_argument('--repeats', type=int, default=4, help='rounds; each round runs every variant once (one `fit` call each)')
     p.add_argument('--steps', type=int, default=8, help='timed steps per variant and round')
     p.add_argument('--warmup', type=int, default=1, help='untimed steps at the start of every `fit` call')
-    p.add_argument('--threads', type=int, default=os.cpu_count(), help='torch.set_num_threads (default: all cores)')
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--precision', choices=('fp32', 'bf16'), default='fp32', help="fit's precision (bf16 = autocast)")
     p.add_argument('--data', default=None, help='MNLI train data for load_mnli (default: the 20k sample in the shared data)')
     p.add_argument('--tokenizer', default=None, help='tokenizer directory (default: WordPiece trained on WikiText-2 raw valid+test)')
     p.add_argument('--matmul-size', type=int, default=2048, help='n of the n×n matmul probe run beside each variant')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', default='bench/results/finetune_epoch.json', help='JSON results file')
-    p.add_argument('--small', action='store_true', help='CI smoke size: preset tiny, batch 4, length 32, 2 rounds × 2 steps')
     args = C.finish_args(p.parse_args(argv))
     if args.small: args.steps, args.matmul_size = 2, 512
     for name in ('steps', 'matmul_size'):

@@ -17,10 +17,9 @@ of the time); finetunings already in `--work` are reused, the default recipe's f
     python bench/finetune_recipe.py --pretrain-steps 12000   # the models of transfer_long: about 90 minutes on 2 cores
     python bench/finetune_recipe.py --small                  # CI smoke size (preset tiny, a few steps, 300 pairs)
 """
-import argparse, json, os, sys, time
+import json, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch
 import common as C
 import transfer as T
 
@@ -34,25 +33,21 @@ VARIANTS = {                                # name: what changes against finetun
 }
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = C.script_parser(__doc__, 'bench/results/finetune_recipe.json', 'preset tiny, 20 pretraining steps, 300 pairs, 1 epoch')
     p.add_argument('--preset', default='small')
     p.add_argument('--vocab-size', type=int, default=8000)
     p.add_argument('--pretrain-steps', type=int, default=0, help="length of the pretraining run (0: atombert pretrain's default)")
-    p.add_argument('--variants', default=','.join(VARIANTS), help='comma-separated: ' + ', '.join(VARIANTS))
+    p.add_argument('--variants', default=','.join(VARIANTS), help='comma-separated: ' + ', '.join(VARIANTS).replace('%', '%%'))   # argparse formats help with %
     p.add_argument('--seed', type=int, default=0, help='finetuning seed')
     p.add_argument('--train-examples', type=int, default=0, help='first N pairs of the train sample (0: all 20k)')
     p.add_argument('--dev-examples', type=int, default=0, help='first N pairs of each dev set (0: all)')
-    p.add_argument('--threads', type=int, default=os.cpu_count())
-    p.add_argument('--device', choices=('cpu',), default='cpu')
     p.add_argument('--work', default='runs/transfer', help="bench/transfer.py's folder: its models, and the finetuned ones")
-    p.add_argument('--out', default='bench/results/finetune_recipe.json', help='JSON results (plot beside it)')
-    p.add_argument('--small', action='store_true', help='CI smoke size: preset tiny, 20 pretraining steps, 300 pairs, 1 epoch')
     args = p.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(',') if v.strip()]
     if unknown := [v for v in args.variants if v not in VARIANTS]:
         raise SystemExit(f'error: unknown --variants {unknown}; known: {", ".join(VARIANTS)}')
     if 'default' not in args.variants: args.variants.insert(0, 'default')      # what the others are compared with
-    for name in ('vocab_size', 'threads'):
+    for name in ('vocab_size',):
         if getattr(args, name) <= 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be > 0')
     for name in ('pretrain_steps', 'train_examples', 'dev_examples', 'seed'):
         if getattr(args, name) < 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be >= 0')
@@ -64,7 +59,7 @@ def parse_args(argv=None):
     if args.preset not in PRESETS: raise SystemExit(f'error: --preset {args.preset!r} is not one of {list(PRESETS)}')
     # what bench/transfer.py's pretraining run takes: its MLM run, checkpointed at its end only
     args.token_objective, args.pretrain_minutes, args.budgets = 'mlm', 0, [1.0]
-    torch.set_num_threads(args.threads)
+    C.set_threads(args)
     return args
 
 def recipe_of(variant:str, scale:float=1.0) -> dict:

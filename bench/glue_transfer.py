@@ -14,7 +14,7 @@ on the same examples.
     python bench/glue_transfer.py --out bench/studies/glue_transfer.json       # the pretrained model of wiki_transfer_60min
     python bench/glue_transfer.py --small                                         # CI smoke size
 """
-import argparse, json, re, statistics, sys, time
+import json, re, statistics, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
@@ -24,7 +24,7 @@ import transfer as T
 SMALL_TASK = 10_000                                  # fewer train examples than this: a noisy task, more seeds
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = C.script_parser(__doc__, 'bench/results/glue_transfer.json', 'a tiny model pretrained for 20 steps, 3 tasks, 3 steps each')
     p.add_argument('--pretrained', default='runs/wiki_transfer/pretrain-wikipedia',
                    help="a pretraining run's folder (its config.json, run.json, tokenizer and weights); default: wiki_transfer's 60-minute run")
     p.add_argument('--data', default=None, help='a folder of GLUE task folders (default: the shared data folder)')
@@ -33,10 +33,6 @@ def parse_args(argv=None):
     p.add_argument('--large-seeds', default='0', help='finetuning seeds of the larger tasks')
     p.add_argument('--max-steps', type=int, default=0, help='optimizer steps per task (0: from the task\'s epochs)')
     p.add_argument('--work', default='runs/glue_transfer')
-    p.add_argument('--out', default='bench/results/glue_transfer.json', help='JSON results (plot beside it)')
-    p.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
-    p.add_argument('--device', choices=('cpu',), default='cpu', help='(a CPU study)')
-    p.add_argument('--small', action='store_true', help='CI smoke size: a tiny model pretrained for 20 steps, 3 tasks, 3 steps each')
     args = p.parse_args(argv)
     try:
         args.tasks = [t.strip() for t in args.tasks.split(',') if t.strip()]
@@ -48,9 +44,7 @@ def parse_args(argv=None):
     except ValueError as e: raise SystemExit(f'error: --tasks: {e}')
     if not (args.tasks and args.seeds and args.large_seeds): raise SystemExit('error: --tasks, --seeds and --large-seeds each need one at least')
     if args.max_steps < 0: raise SystemExit('error: --max-steps must be >= 0')
-    if args.threads is not None:
-        if args.threads < 1: raise SystemExit('error: --threads must be >= 1')
-        import torch; torch.set_num_threads(args.threads)
+    C.set_threads(args)
     if args.small: args.tasks, args.seeds, args.large_seeds, args.max_steps = ['cola', 'stsb', 'rte'], [0, 1], [0], 3
     return args
 

@@ -8,7 +8,7 @@ and the tokens/s of both through `atombert.evaluation.predict` (interleaved in o
                                                       # (2 epochs of 64 at lr 1e-3: about 45% dev accuracy, ~8 min on 1 core)
     python bench/int8_mnli.py --small                 # CI smoke size
 """
-import argparse, os, statistics, sys, tempfile, time, warnings
+import statistics, sys, tempfile, time, warnings
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
@@ -21,7 +21,7 @@ TARGET_LOSS_POINTS = 1.0       # issue 5: int8 loses at most 1 point of MNLI dev
 DEFAULT_RECIPE = dict(norm='pre', initializer_range=0.05)   # small models from scratch train Pre-LN (see nbs 08_mnli)
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = C.script_parser(__doc__, 'bench/results/int8_mnli.json', 'preset tiny, 30 finetuning steps, 200 dev examples per set')
     p.add_argument('--model', default=None, help='finetuned MNLI classifier directory (atombert.evaluation.load_finetuned); '
                                                  'without it one is finetuned first (the options below)')
     p.add_argument('--data', default=None, help='MNLI folder for load_mnli (default: the shared data folder mnli/)')
@@ -29,9 +29,7 @@ def parse_args(argv=None):
     p.add_argument('--eval-batch-size', type=int, default=128, help="predict's batch size")
     p.add_argument('--max-length', type=int, default=128)
     p.add_argument('--chunks', type=int, default=4, help='each dev set is cut into this many chunks; fp32 and int8 alternate per chunk')
-    p.add_argument('--threads', type=int, default=os.cpu_count(), help='torch.set_num_threads (default: all cores)')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--device', choices=('cpu',), default='cpu', help="cpu only: PyTorch's dynamic int8 quantization runs on CPU")
     g = p.add_argument_group('the model finetuned when --model is not given')
     g.add_argument('--preset', default='small', help='config preset, Pre-LN with initializer_range 0.05 (default small)')
     g.add_argument('--vocab-size', type=int, default=8000, help='WordPiece vocabulary trained on the train sample text')
@@ -41,13 +39,11 @@ def parse_args(argv=None):
     g.add_argument('--batch-size', type=int, default=64)
     g.add_argument('--lr', type=float, default=1e-3)
     g.add_argument('--save-model', default=None, help='keep the finetuned model in this (new or empty) directory')
-    p.add_argument('--out', default='bench/results/int8_mnli.json', help='JSON results file')
-    p.add_argument('--small', action='store_true', help='CI smoke size: preset tiny, 30 finetuning steps, 200 dev examples per set')
     args = p.parse_args(argv)
     if args.small:
         args.preset, args.vocab_size, args.max_steps, args.batch_size, args.dev_examples, args.chunks = 'tiny', 1000, 30, 16, 200, 2
         args.pretrain_steps = min(args.pretrain_steps, 5)
-    for name in ('eval_batch_size', 'max_length', 'chunks', 'threads', 'vocab_size', 'batch_size'):
+    for name in ('eval_batch_size', 'max_length', 'chunks', 'vocab_size', 'batch_size'):
         if getattr(args, name) <= 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be > 0, got {getattr(args, name)}')
     for name in ('dev_examples', 'pretrain_steps', 'max_steps'):
         if getattr(args, name) < 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be >= 0, got {getattr(args, name)}')
@@ -57,7 +53,7 @@ def parse_args(argv=None):
         raise SystemExit(f'error: --save-model {args.save_model} already holds files; choose a new or empty directory')
     from atombert.config import PRESETS
     if args.preset not in PRESETS: raise SystemExit(f'error: --preset {args.preset!r} is not one of {list(PRESETS)}')
-    torch.set_num_threads(args.threads)
+    C.set_threads(args)
     torch.manual_seed(args.seed)
     return args
 

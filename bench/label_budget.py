@@ -13,17 +13,16 @@ is not there); finetunings already in `--work` are reused (all 20k pairs with th
     python bench/label_budget.py --pretrain-steps 12000   # the models of transfer_long: about 45 minutes on 2 cores
     python bench/label_budget.py --small                  # CI smoke size (preset tiny, a few steps, 100 and 300 pairs)
 """
-import argparse, json, math, os, statistics, sys, time
+import json, math, statistics, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch
 import common as C
 import transfer as T
 
 MODELS = ('untrained', 'pretrained')
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = C.script_parser(__doc__, 'bench/results/label_budget.json', 'preset tiny, 20 pretraining steps, 100 and 300 pairs, one seed')
     p.add_argument('--preset', default='small')
     p.add_argument('--vocab-size', type=int, default=8000)
     p.add_argument('--pretrain-steps', type=int, default=0, help="length of the pretraining run (0: atombert pretrain's default)")
@@ -32,11 +31,7 @@ def parse_args(argv=None):
     p.add_argument('--lr', type=float, default=0, help='finetuning LR (0: by model width, as finetune chooses it)')
     p.add_argument('--seeds', default='0,1', help='finetuning seeds')
     p.add_argument('--dev-examples', type=int, default=0, help='first N pairs of each dev set (0: all)')
-    p.add_argument('--threads', type=int, default=os.cpu_count())
-    p.add_argument('--device', choices=('cpu',), default='cpu')
     p.add_argument('--work', default='runs/transfer', help="bench/transfer.py's folder: its models, and the finetuned ones")
-    p.add_argument('--out', default='bench/results/label_budget.json', help='JSON results (plot beside it)')
-    p.add_argument('--small', action='store_true', help='CI smoke size: preset tiny, 20 pretraining steps, 100 and 300 pairs, one seed')
     args = p.parse_args(argv)
     if args.small:
         args.preset, args.vocab_size, args.pretrain_steps, args.dev_examples = 'tiny', 1000, 20, 200
@@ -47,7 +42,7 @@ def parse_args(argv=None):
     except ValueError as e: raise SystemExit(f'error: --sizes and --seeds are comma-separated whole numbers ({e})')
     if not args.sizes or min(args.sizes) < 10: raise SystemExit('error: --sizes must name numbers of pairs >= 10')
     if not args.seeds: raise SystemExit('error: --seeds names no seed')
-    for name in ('vocab_size', 'threads'):
+    for name in ('vocab_size',):
         if getattr(args, name) <= 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be > 0')
     for name in ('pretrain_steps', 'min_steps', 'dev_examples', 'lr'):
         if getattr(args, name) < 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be >= 0')
@@ -55,7 +50,7 @@ def parse_args(argv=None):
     if args.preset not in PRESETS: raise SystemExit(f'error: --preset {args.preset!r} is not one of {list(PRESETS)}')
     # what bench/transfer.py's pretraining run takes: its MLM run, checkpointed at its end only; all the train sample
     args.token_objective, args.pretrain_minutes, args.budgets, args.train_examples = 'mlm', 0, [1.0], 0
-    torch.set_num_threads(args.threads)
+    C.set_threads(args)
     return args
 
 def finetune_defaults() -> dict:

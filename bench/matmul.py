@@ -5,25 +5,21 @@ on a real step. `pretrain_step.py` uses the same pieces for its MFU.
     python bench/matmul.py                 # 2048², atombert-8m at batch 32 × 128
     python bench/matmul.py --small         # CI smoke size
 """
-import argparse, os, sys
+import sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 import common as C
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = C.script_parser(__doc__, 'bench/results/matmul.json', '512², preset tiny, batch 4 × 32, 2 repeats', cpu_only=False)
     p.add_argument('--matmul-size', type=int, default=2048)
     p.add_argument('--repeats', type=int, default=10)
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--preset', default='atombert-8m')
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--seq-len', type=int, default=128)
-    p.add_argument('--threads', type=int, default=os.cpu_count())
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--precision', choices=('fp32', 'bf16'), default='fp32', help='dtype of the matmul')
-    p.add_argument('--out', default='bench/results/matmul.json')
-    p.add_argument('--small', action='store_true', help='CI smoke size: 512², preset tiny, batch 4 × 32, 2 repeats')
     args = C.finish_args(p.parse_args(argv))
     if args.small: args.matmul_size = 512
     if args.matmul_size <= 0: raise SystemExit('error: --matmul-size must be > 0')

@@ -16,10 +16,9 @@ frequencies sits on those lines.
         --recipes base,no-sharing --minutes 12             # on 65M words of Wikipedia
     python bench/pretrain_recipe.py --small               # CI smoke size: preset tiny, a few steps, two recipes
 """
-import argparse, json, os, shutil, sys, time
+import json, shutil, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch
 import common as C
 
 # The base is the recipe today's defaults describe (pretrain's CPU recipe); each other recipe changes one or two knobs
@@ -45,7 +44,7 @@ RECIPES = {
 MLM_RECIPES = ['base', 'post-ln', 'mask30-single', 'no-sop', 'seq128-batch32', 'batch128-lr2e-3', 'combined']   # the default set
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = C.script_parser(__doc__, 'bench/results/pretrain_recipe.json', 'preset tiny, 2 recipes, a few steps')
     p.add_argument('--recipes', default=','.join(MLM_RECIPES), help=f'comma-separated, from: {", ".join(RECIPES)} (default: the MLM ones)')
     p.add_argument('--minutes', type=float, default=5.0, help='training minutes per recipe')
     p.add_argument('--preset', default='small')
@@ -56,11 +55,7 @@ def parse_args(argv=None):
     p.add_argument('--eval-every', type=int, default=250, help='steps between held-out evaluations')
     p.add_argument('--eval-batches', type=int, default=30, help='held-out batches of 32 per evaluation')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--threads', type=int, default=os.cpu_count())
-    p.add_argument('--device', choices=('cpu',), default='cpu')
     p.add_argument('--work', default='runs/pretrain_recipe', help='runs, tokenizer and token cache')
-    p.add_argument('--out', default='bench/results/pretrain_recipe.json', help='JSON results (the plot goes beside it)')
-    p.add_argument('--small', action='store_true', help='CI smoke size: preset tiny, 2 recipes, a few steps')
     p.add_argument('--replot', default=None, help='only redraw the plot of this results JSON (beside it)')
     args = p.parse_args(argv)
     if args.replot: return args
@@ -70,11 +65,11 @@ def parse_args(argv=None):
     args.recipes = [r.strip() for r in args.recipes.split(',') if r.strip()]
     if unknown := [r for r in args.recipes if r not in RECIPES]:
         raise SystemExit(f'error: unknown recipe(s) {unknown}; choose from {list(RECIPES)}')
-    for name in ('minutes', 'vocab_size', 'eval_every', 'eval_batches', 'threads'):
+    for name in ('minutes', 'vocab_size', 'eval_every', 'eval_batches'):
         if not getattr(args, name) > 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be > 0, got {getattr(args, name)}')
     from atombert.config import PRESETS
     if args.preset not in PRESETS: raise SystemExit(f'error: --preset {args.preset!r} is not one of {list(PRESETS)}')
-    torch.set_num_threads(args.threads)
+    C.set_threads(args)
     return args
 
 def recipe_kwargs(name:str, preset:str) -> dict:

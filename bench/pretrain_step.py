@@ -115,6 +115,39 @@ def profile_steps(steps:dict, path:Path) -> dict:
 
 # ---------------------------------------------------------------- main
 
+def same_loss(models:dict, batch, args) -> dict:
+    "Each contender's loss on the batch in eval mode (no dropout): the same weights must give the same loss."
+    losses = {}
+    for name, (m, _) in models.items():
+        m.eval()
+        with torch.no_grad(), C.autocast(precision_of(name, args), args.device): losses[name] = float(LOSSES[name](m, batch))
+        m.train()
+    print(f'  same weights, same loss: atombert {losses["atombert"]:.5f}, transformers {losses["transformers"]:.5f}')
+    return losses
+
+def flop_check(config, models:dict, batch, args, masked:int) -> dict:
+    "FLOPs of a step by the formula (what each contender executes) and by FlopCounterMode on one real (eager) step."
+    B, T = args.batch_size, args.seq_len
+    formula = dict(atombert=C.pretrain_step_flops(config, B, T, masked),
+                   transformers=C.pretrain_step_flops(config, B, T, B * T))   # transformers: logits at every position
+    eager, counted = C.argparse.Namespace(**{**vars(args), 'compile': False}), {}
+    for name, (m, o) in models.items():
+        counted[name], counted[name + '_per_op'] = C.counted_flops(lambda: make_step(m, o, LOSSES[name], batch, eager, precision_of(name, args))())
+    return dict(formula_train_step=formula['atombert']['train_step'], flop_counter_train_step=counted['atombert'],
+                counter_over_formula=counted['atombert'] / formula['atombert']['train_step'],
+                formula_forward=formula['atombert']['forward'], counter_per_op=counted['atombert_per_op'],
+                transformers_formula_train_step=formula['transformers']['train_step'],
+                transformers_flop_counter_train_step=counted['transformers'],
+                transformers_counter_over_formula=counted['transformers'] / formula['transformers']['train_step'])
+
+def contender(name:str, times:list, ref:list, flops:float, tokens:int, loss:float, memory:dict, args) -> dict:
+    "A contender's numbers: median speed, FLOP/s, and the MFU only against a matmul probe of its own precision."
+    t = C.median(times)
+    mfu_rounds = [flops / x / m for x, m in zip(times, ref)] if precision_of(name, args) == args.precision else None
+    return dict(precision=precision_of(name, args), tokens_per_s=tokens / t, ms_per_step=t * 1e3, ms_all=[x * 1e3 for x in times],
+                loss=loss, flops_per_step=flops, flops_per_s=flops / t, mfu=mfu_rounds and C.median(mfu_rounds),
+                mfu_per_round=mfu_rounds, **{k: memory.get(k) for k in ('peak_mb', 'model_mb')})
+
 def main(argv=None):
     args = parse_args(argv)
     from atombert.config import AtomBertConfig
@@ -129,64 +162,30 @@ def main(argv=None):
           f'{f"atombert {args.atombert_precision}, transformers {args.precision}" if mixed else args.precision}'
           f'{", compiled" if args.compile else ""}')
     atom, atom_opt = build_atombert(config, args.device)
-    hf, hf_opt = build_transformers(config, args.device, atom, args.transformers_attention)
+    models = dict(atombert=(atom, atom_opt), transformers=build_transformers(config, args.device, atom, args.transformers_attention))
+    losses, flops = same_loss(models, batch, args), flop_check(config, models, batch, args, masked)
 
-    # Same model: the same loss on the same batch (eval mode: no dropout)
-    atom.eval(); hf.eval()
-    with torch.no_grad():
-        losses = {}
-        for name, m in dict(atombert=atom, transformers=hf).items():
-            with C.autocast(precision_of(name, args), args.device): losses[name] = float(LOSSES[name](m, batch))
-    atom.train(); hf.train()
-    print(f'  same weights, same loss: atombert {losses["atombert"]:.5f}, transformers {losses["transformers"]:.5f}')
-
-    # FLOPs: the formula (what each contender executes) and FlopCounterMode on one real (eager) step
-    formula = dict(atombert=C.pretrain_step_flops(config, B, T, masked),
-                   transformers=C.pretrain_step_flops(config, B, T, tokens))   # transformers: logits at every position
-    counted = {}
-    for name, (m, o) in dict(atombert=(atom, atom_opt), transformers=(hf, hf_opt)).items():
-        eager = C.argparse.Namespace(**{**vars(args), 'compile': False})
-        counted[name], per_op = C.counted_flops(lambda: make_step(m, o, LOSSES[name], batch, eager, precision_of(name, args))())
-        counted[name + '_per_op'] = per_op
-
-    steps = {name: make_step(m, o, LOSSES[name], batch, args, precision_of(name, args))
-             for name, (m, o) in dict(atombert=(atom, atom_opt), transformers=(hf, hf_opt)).items()}
+    steps = {name: make_step(m, o, LOSSES[name], batch, args, precision_of(name, args)) for name, (m, o) in models.items()}
     if args.rtd:      # timed in the same rounds: its cost relative to the MLM step is the number that matters
         steps['atombert RTD'] = make_step(*build_rtd(config, args.device, args.generator_size), rtd_loss, batch, args, args.atombert_precision)
     mm_dtype = torch.bfloat16 if args.precision == 'bf16' else torch.float32
     times, ref, matmul_rate = C.timed_beside_matmul(steps, args, mm_dtype)    # matmul rate next to each step
-
-    memory = {}
-    if not args.no_memory:
-        for name in LOSSES: memory[name] = C.memory_in_subprocess(__file__, C.forwarded_argv(args) + ['--atombert-precision', args.atombert_precision,
-                                                                                     '--transformers-attention', args.transformers_attention], name)
-
-    contenders = {}
-    for name in LOSSES:
-        t = C.median(times[name])
-        flops = formula[name]['train_step']
-        # MFU only against a probe of the contender's own precision
-        mfu_rounds = [flops / x / m for x, m in zip(times[name], ref[name])] if precision_of(name, args) == args.precision else None
-        contenders[name] = dict(precision=precision_of(name, args), tokens_per_s=tokens / t, ms_per_step=t * 1e3,
-                                ms_all=[x * 1e3 for x in times[name]], loss=losses[name], flops_per_step=flops, flops_per_s=flops / t,
-                                mfu=mfu_rounds and C.median(mfu_rounds), mfu_per_round=mfu_rounds,
-                                **{k: memory.get(name, {}).get(k) for k in ('peak_mb', 'model_mb')})
+    memory = {} if args.no_memory else {
+        name: C.memory_in_subprocess(__file__, C.forwarded_argv(args) + ['--atombert-precision', args.atombert_precision,
+                                                                         '--transformers-attention', args.transformers_attention], name)
+        for name in LOSSES}
+    per_step = dict(atombert=flops['formula_train_step'], transformers=flops['transformers_formula_train_step'])
+    contenders = {name: contender(name, times[name], ref[name], per_step[name], tokens, losses[name], memory.get(name, {}), args)
+                  for name in LOSSES}
     ratio = contenders['atombert']['tokens_per_s'] / contenders['transformers']['tokens_per_s']
-    paired = C.paired_ratio(times, 'transformers', 'atombert')
-    normalized = C.normalized_ratio(times, ref, 'transformers', 'atombert')
-    flop_check = dict(formula_train_step=formula['atombert']['train_step'], flop_counter_train_step=counted['atombert'],
-                      counter_over_formula=counted['atombert'] / formula['atombert']['train_step'],
-                      formula_forward=formula['atombert']['forward'], counter_per_op=counted['atombert_per_op'],
-                      transformers_formula_train_step=formula['transformers']['train_step'],
-                      transformers_flop_counter_train_step=counted['transformers'],
-                      transformers_counter_over_formula=counted['transformers'] / formula['transformers']['train_step'])
     result = dict(benchmark='pretrain_step', machine=C.machine_info(args.device),
                   args={k: v for k, v in vars(args).items() if k != 'memory_of'}, config=config.to_dict(),
                   batch=dict(batch_size=B, seq_len=T, tokens=tokens, masked_positions=masked),
                   matmul=dict(n=args.matmul_size, dtype=str(mm_dtype).removeprefix('torch.'), flops_per_s=matmul_rate,
                               flops_per_s_next_to=ref),
-                  contenders=contenders, ratio=ratio, paired_ratio=paired, normalized_ratio=normalized, mfu=contenders['atombert']['mfu'],
-                  flops=flop_check, targets=TARGETS,
+                  contenders=contenders, ratio=ratio, paired_ratio=C.paired_ratio(times, 'transformers', 'atombert'),
+                  normalized_ratio=C.normalized_ratio(times, ref, 'transformers', 'atombert'), mfu=contenders['atombert']['mfu'],
+                  flops=flops, targets=TARGETS,
                   meets_targets=dict(ratio=ratio >= TARGETS['ratio'],
                                      mfu=None if mixed else contenders['atombert']['mfu'] >= TARGETS['mfu']))
     if args.rtd:
@@ -198,28 +197,32 @@ def main(argv=None):
         prof_path = Path(args.out).with_suffix('.profile.txt'); prof_path.parent.mkdir(parents=True, exist_ok=True)
         result['profile_top_ms'] = profile_steps(steps, prof_path)
         print(f'  profiler tables: {prof_path}')
+    report(result, args)
+    print(f'wrote {C.write_json(args.out, result)}')
+    return result
 
+def report(result:dict, args):
+    "The table and the lines under it."
+    contenders, f, mm = result['contenders'], result['flops'], result['matmul']
+    atom, mixed = contenders['atombert'], args.atombert_precision != args.precision
     print()
     rows = [dict(name=n, **c, gflops=c['flops_per_s'] / 1e9, ratio=c['tokens_per_s'] / contenders['transformers']['tokens_per_s'])
             for n, c in contenders.items()]
     C.print_table(rows, [('name', 'contender', ''), ('tokens_per_s', 'tokens/s', ',.0f'), ('ms_per_step', 'ms/step', ',.0f'),
                          ('peak_mb', 'peak MB', ',.0f'), ('gflops', 'GFLOP/s', '.1f'), ('mfu', 'MFU', '.0%'), ('ratio', 'ratio', '.2f')])
-    print(f'\nratio (median tokens/s) {ratio:.2f}×, paired per-round ratio {paired:.2f}×, matmul-normalized ratio {normalized:.2f}× '
-          f'(target ≥ {TARGETS["ratio"]}×)')
-    print(f'matmul {args.matmul_size}² {result["matmul"]["dtype"]}: {matmul_rate / 1e9:.1f} GFLOP/s (median of probes run next to '
-          f'the steps; MFU = median over rounds of step FLOP/s / the probes beside it)')
-    print(f'atombert step: {formula["atombert"]["train_step"] / 1e9:.1f} GFLOP by formula, {counted["atombert"] / 1e9:.1f} GFLOP '
-          f'by FlopCounterMode (ratio {flop_check["counter_over_formula"]:.3f}); '
-          f'{contenders["atombert"]["flops_per_s"] / 1e9:.1f} GFLOP/s = '
-          + (f'MFU {contenders["atombert"]["mfu"]:.0%} (target ≥ {TARGETS["mfu"]:.0%})' if not mixed else
-             f'{contenders["atombert"]["flops_per_s"] / matmul_rate:.0%} of the {result["matmul"]["dtype"]} matmul rate'))
-    print(f'transformers step: {formula["transformers"]["train_step"] / 1e9:.1f} GFLOP (MLM logits at all {tokens} positions), '
-          f'MFU {contenders["transformers"]["mfu"]:.0%}')
+    print(f"\nratio (median tokens/s) {result['ratio']:.2f}×, paired per-round ratio {result['paired_ratio']:.2f}×, matmul-normalized "
+          f"ratio {result['normalized_ratio']:.2f}× (target ≥ {TARGETS['ratio']}×)")
+    print(f"matmul {args.matmul_size}² {mm['dtype']}: {mm['flops_per_s'] / 1e9:.1f} GFLOP/s (median of probes run next to "
+          f"the steps; MFU = median over rounds of step FLOP/s / the probes beside it)")
+    print(f"atombert step: {f['formula_train_step'] / 1e9:.1f} GFLOP by formula, {f['flop_counter_train_step'] / 1e9:.1f} GFLOP "
+          f"by FlopCounterMode (ratio {f['counter_over_formula']:.3f}); {atom['flops_per_s'] / 1e9:.1f} GFLOP/s = "
+          + (f"MFU {atom['mfu']:.0%} (target ≥ {TARGETS['mfu']:.0%})" if not mixed else
+             f"{atom['flops_per_s'] / mm['flops_per_s']:.0%} of the {mm['dtype']} matmul rate"))
+    print(f"transformers step: {f['transformers_formula_train_step'] / 1e9:.1f} GFLOP (MLM logits at all {result['batch']['tokens']} "
+          f"positions), MFU {contenders['transformers']['mfu']:.0%}")
     if args.rtd:
         r = result['rtd']
         print(f"atombert RTD step (generator {args.generator_size:g} × the width): {r['tokens_per_s']:,.0f} tokens/s, "
               f"{r['ms_per_step']:,.0f} ms; the MLM step is {r['mlm_step_over_rtd_step']:.2f}× as fast (paired per round)")
-    print(f'wrote {C.write_json(args.out, result)}')
-    return result
 
 if __name__ == '__main__': main()

@@ -25,7 +25,7 @@ wall-clock minutes (a 40-step probe measures the speed first), so RTD and MLM co
     python bench/transfer.py --mnli-layout pairs --tokenizer runs/transfer/tokenizer-8000 --work runs/transfer-pairs
     python bench/transfer.py --small              # CI smoke size (preset tiny, a few steps, 300 pairs)
 """
-import argparse, json, math, os, shutil, statistics, sys, time, warnings
+import json, math, shutil, statistics, sys, time, warnings
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
@@ -35,7 +35,7 @@ import common as C
 SPLITS = {'matched': 'mnli/dev_matched.jsonl', 'mismatched': 'mnli/dev_mismatched.jsonl'}
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = C.script_parser(__doc__, 'bench/results/transfer.json', 'preset tiny, 20 pretraining steps, 300 pairs, one seed')
     p.add_argument('--preset', default='small')
     p.add_argument('--vocab-size', type=int, default=8000)
     p.add_argument('--pretrain-steps', type=int, default=0, help="length of the pretraining run (0: atombert pretrain's default, the CPU budget)")
@@ -54,11 +54,7 @@ def parse_args(argv=None):
     p.add_argument('--finetune-batch-size', type=int, default=None, help="default: atombert.finetuning.finetune's")
     p.add_argument('--train-examples', type=int, default=0, help='first N pairs of the train sample (0: all 20k)')
     p.add_argument('--dev-examples', type=int, default=0, help='first N pairs of each dev set (0: all)')
-    p.add_argument('--threads', type=int, default=os.cpu_count())
-    p.add_argument('--device', choices=('cpu',), default='cpu')
     p.add_argument('--work', default='runs/transfer', help='pretraining run, finetuned models, tokenizer and cache')
-    p.add_argument('--out', default='bench/results/transfer.json', help='JSON results (plots beside it)')
-    p.add_argument('--small', action='store_true', help='CI smoke size: preset tiny, 20 pretraining steps, 300 pairs, one seed')
     args = p.parse_args(argv)
     if args.small:
         args.preset, args.vocab_size, args.pretrain_steps, args.train_examples, args.dev_examples = 'tiny', 1000, 20, 300, 200
@@ -72,13 +68,13 @@ def parse_args(argv=None):
     if not args.finetune_lrs or not all(lr > 0 for lr in args.finetune_lrs): raise SystemExit('error: --finetune-lrs must be numbers > 0')
     if not args.budgets or not all(0 < b <= 1 for b in args.budgets): raise SystemExit('error: --budgets must be fractions in (0, 1]')
     if not args.seeds: raise SystemExit('error: --seeds names no seed')
-    for name in ('vocab_size', 'threads'):
+    for name in ('vocab_size',):
         if getattr(args, name) <= 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be > 0')
     for name in ('pretrain_steps', 'pretrain_minutes', 'train_examples', 'dev_examples'):
         if getattr(args, name) < 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be >= 0')
     from atombert.config import PRESETS
     if args.preset not in PRESETS: raise SystemExit(f'error: --preset {args.preset!r} is not one of {list(PRESETS)}')
-    torch.set_num_threads(args.threads)
+    C.set_threads(args)
     return args
 
 # ---------------------------------------------------------------- bag of words

@@ -19,7 +19,7 @@ One command, resumable (every finished piece is kept in --work and reused):
     python bench/wiki_transfer.py --minutes 60 --checkpoint-minutes 15,30,60 --control-minutes 0
     python bench/wiki_transfer.py --small                                                  # CI smoke size
 """
-import argparse, json, lzma, sys, time
+import json, lzma, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C
@@ -29,7 +29,7 @@ MNLI_EXTRA = 'mnli/train_extra_9946.tsv'
 HELD_OUT = C.WIKITEXT_RAW[0]                       # WikiText raw validation: never in the shards
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = C.script_parser(__doc__, 'bench/results/wiki_transfer.json', 'preset tiny, two tiny shards, 300 pairs, seconds of pretraining')
     p.add_argument('--shards', default=None, help='folder of the Wikipedia shards (default: the shared data folder)')
     p.add_argument('--preset', default='small')
     p.add_argument('--config-overrides', default=None, help='config fields over the preset\'s, as pretrain takes them (JSON), e.g. \'{"sharing": "none"}\'')
@@ -42,10 +42,6 @@ def parse_args(argv=None):
     p.add_argument('--seeds', default='0,1', help='finetuning seeds')
     p.add_argument('--label-budgets', default='1000,5000', help='fewer labelled pairs for the best and the untrained model ("": skip)')
     p.add_argument('--work', default='runs/wiki_transfer')
-    p.add_argument('--out', default='bench/results/wiki_transfer.json', help='JSON results (plot beside it)')
-    p.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores)')
-    p.add_argument('--device', choices=('cpu',), default='cpu', help='(a CPU study)')
-    p.add_argument('--small', action='store_true', help='CI smoke size: preset tiny, two tiny shards, 300 pairs, seconds of pretraining')
     args = p.parse_args(argv)
     try:
         args.checkpoint_minutes = sorted({float(m) for m in args.checkpoint_minutes.split(',') if m.strip()})
@@ -57,9 +53,7 @@ def parse_args(argv=None):
     if not args.seeds: raise SystemExit('error: --seeds names no seed')
     if any(not 0 < m <= args.minutes for m in args.checkpoint_minutes):
         raise SystemExit(f'error: --checkpoint-minutes must lie in (0, --minutes {args.minutes:g}]')
-    if args.threads is not None:
-        if args.threads < 1: raise SystemExit('error: --threads must be >= 1')
-        import torch; torch.set_num_threads(args.threads)
+    C.set_threads(args)
     if args.small:
         args.preset, args.minutes, args.control_minutes, args.save_every = 'tiny', 0.25, 0.25, 10
         args.checkpoint_minutes, args.seeds, args.label_budgets = [0.1, 0.25], [0], [100]

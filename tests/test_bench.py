@@ -312,3 +312,18 @@ def test_glue_transfer_unknown_task(tmp_path):
     r = subprocess.run([sys.executable, 'bench/glue_transfer.py', '--tasks', 'cola,squad', '--out', str(tmp_path/'x.json')],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --tasks: unknown GLUE task 'squad'")
+
+SCRIPTS = sorted(p.name for p in (ROOT/'bench').glob('*.py') if p.name != 'common.py')
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_every_script_has_the_shared_options(script):
+    "`--help` works (argparse formats each help with %: a bare % broke finetune_recipe's) and lists the options of `common.script_parser`."
+    r = subprocess.run([sys.executable, f'bench/{script}', '--help'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert all(flag in r.stdout for flag in ('--out', '--threads', '--device', '--small')), r.stdout
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_threads_below_one_is_one_clear_error(script):
+    r = subprocess.run([sys.executable, f'bench/{script}', '--threads', '0', '--small', '--out', '/nonexistent/x.json'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and r.stderr.strip().count('\n') == 0 and '--threads must be' in r.stderr, (r.returncode, r.stderr[-2000:])
