@@ -109,6 +109,60 @@ def runner(variant, plan, rounds_batches, warm, tail, config, init_state, args, 
         print(f'  round {r + 1}: {variant:8s} {len(gaps)} steps, mean {gaps.mean() * 1e3:,.0f} ms/step', flush=True)
     return run
 
+def variant_numbers(v:str, planned:tuple, lengths, record:list, chosen:list, ref:list, mm_rate:float) -> dict:
+    "One batching's epoch: its padded and real tokens, its timed steps, and the epoch time they give."
+    plan, widths, sizes = planned
+    padded = widths * sizes
+    real = np.array([int(lengths[b].sum()) for b in plan.plan])
+    steps = [s for r in record for s in r]
+    timed = [i for r in chosen for i in r]
+    mean_step = statistics.fmean(steps)
+    epoch_s = mean_step * len(plan)
+    # each step's time in units of the matmul probe beside it, scaled back to seconds at the run's median rate
+    norm_steps = [s * ref[r] / mm_rate for r, rs in enumerate(record) for s in rs]
+    return dict(
+        description=VARIANTS[v], batches_per_epoch=len(plan), examples_per_epoch=int(sizes.sum()),
+        padded_tokens_per_epoch=int(padded.sum()), real_tokens_per_epoch=int(real.sum()),
+        padding_fraction=1 - real.sum() / padded.sum(), mean_padded_width=float(padded.sum() / sizes.sum()),
+        full_mnli_padded_tokens_per_epoch=float(padded.sum() * FULL_MNLI_TRAIN / sizes.sum()),
+        timed_steps=len(steps), timed_examples=int(sizes[timed].sum()),
+        timed_mean_padded_tokens_per_step=float(padded[timed].mean()), epoch_mean_padded_tokens_per_step=float(padded.mean()),
+        ms_per_step=mean_step * 1e3, ms_per_step_median=statistics.median(steps) * 1e3, steps_per_s=1 / mean_step,
+        ms_all=[[s * 1e3 for s in r] for r in record],
+        real_tokens_per_s=float(real[timed].sum() / sum(steps)), padded_tokens_per_s=float(padded[timed].sum() / sum(steps)),
+        examples_per_s=float(sizes[timed].sum() / sum(steps)),
+        epoch_seconds=epoch_s, epoch_seconds_per_round=[statistics.fmean(r) * len(plan) for r in record],
+        full_mnli_epoch_seconds=epoch_s * FULL_MNLI_TRAIN / sizes.sum(),
+        normalized_epoch_seconds=statistics.fmean(norm_steps) * len(plan),
+        padded_tokens_timed=[padded[r].tolist() for r in chosen],   # aligned with ms_all
+        matmul_flops_per_s_next_to=ref)
+
+def step_cost_fit(variants:dict) -> dict:
+    "Where the time goes: one least-squares line over every timed step of every variant, ms = a + b · padded tokens."
+    x = np.array([t for v in variants.values() for r in v['padded_tokens_timed'] for t in r], dtype=float)
+    y = np.array([t for v in variants.values() for r in v['ms_all'] for t in r])
+    slope, intercept = np.polyfit(x, y, 1)
+    return dict(ms_per_step=float(intercept), ms_per_1000_padded_tokens=float(slope * 1000),
+                r2=float(1 - ((y - (intercept + slope * x)) ** 2).sum() / ((y - y.mean()) ** 2).sum()))
+
+def report(result:dict, args, n:int):
+    "The table and the lines under it."
+    variants, step_cost, mm_rate = result['variants'], result['step_cost_fit'], result['matmul']['flops_per_s']
+    print()
+    rows = [dict(name=v, **r, epoch_min=r['epoch_seconds'] / 60, full_h=r['full_mnli_epoch_seconds'] / 3600) for v, r in variants.items()]
+    C.print_table(rows, [('name', 'variant', ''), ('padded_tokens_per_epoch', 'padded tokens/epoch', ',.0f'),
+                         ('padding_fraction', 'padding', '.1%'), ('token_ratio_vs_bucketed', 'tokens ×', '.2f'),
+                         ('ms_per_step', 'ms/step', ',.0f'), ('steps_per_s', 'steps/s', '.2f'),
+                         ('padded_tokens_per_s', 'padded tok/s', ',.0f'), ('epoch_min', f'{n // 1000}k epoch min', ',.1f'),
+                         ('full_h', 'full MNLI epoch h', ',.2f'), ('time_ratio_vs_bucketed', 'time ×', '.2f'),
+                         ('paired_time_ratio_vs_bucketed', 'paired', '.2f'), ('normalized_time_ratio_vs_bucketed', 'normalized', '.2f')])
+    print(f'\nmatmul {args.matmul_size}² float32 beside the steps: {mm_rate / 1e9:.1f} GFLOP/s (median)')
+    print(f'step time ≈ {step_cost["ms_per_step"]:,.0f} ms + {step_cost["ms_per_1000_padded_tokens"]:,.0f} ms per 1,000 padded tokens '
+          f'(least squares over all timed steps, R² {step_cost["r2"]:.2f})')
+    print(f'fixed padding to {args.seq_len} vs bucketed: {result["token_efficiency_ratio"]:.2f}× the padded tokens, '
+          f'{result["time_ratio"]:.2f}× the epoch time (paired {result["paired_time_ratio"]:.2f}×, matmul-normalized '
+          f'{result["normalized_time_ratio"]:.2f}×)')
+
 def main(argv=None):
     args = parse_args(argv)
     from atombert.config import AtomBertConfig
@@ -144,40 +198,8 @@ def main(argv=None):
             fns[v] = runner(v, plan, chosen[v], warm, tail, config, init_state, args, pad_id, record, workdir)
         times, ref, mm_rate = C.timed_beside_matmul(fns, args, warmup=0, log=lambda s: None)   # matmul rate beside each fit call
 
-    variants = {}
-    for v in VARIANTS:
-        plan, widths, sizes = plans[v]
-        padded = widths * sizes
-        real = np.array([int(lengths[b].sum()) for b in plan.plan])
-        steps = [s for r in record[v] for s in r]
-        timed = [i for r in chosen[v] for i in r]
-        mean_step = statistics.fmean(steps)
-        epoch_s = mean_step * len(plan)
-        round_epoch = [statistics.fmean(r) * len(plan) for r in record[v]]
-        # each step's time in units of the matmul probe beside it, scaled back to seconds at the run's median rate
-        norm_steps = [s * ref[v][r] / mm_rate for r, rs in enumerate(record[v]) for s in rs]
-        variants[v] = dict(
-            description=VARIANTS[v], batches_per_epoch=len(plan), examples_per_epoch=int(sizes.sum()),
-            padded_tokens_per_epoch=int(padded.sum()), real_tokens_per_epoch=int(real.sum()),
-            padding_fraction=1 - real.sum() / padded.sum(), mean_padded_width=float(padded.sum() / sizes.sum()),
-            full_mnli_padded_tokens_per_epoch=float(padded.sum() * FULL_MNLI_TRAIN / sizes.sum()),
-            timed_steps=len(steps), timed_examples=int(sizes[timed].sum()),
-            timed_mean_padded_tokens_per_step=float(padded[timed].mean()), epoch_mean_padded_tokens_per_step=float(padded.mean()),
-            ms_per_step=mean_step * 1e3, ms_per_step_median=statistics.median(steps) * 1e3, steps_per_s=1 / mean_step,
-            ms_all=[[s * 1e3 for s in r] for r in record[v]],
-            real_tokens_per_s=float(real[timed].sum() / sum(steps)), padded_tokens_per_s=float(padded[timed].sum() / sum(steps)),
-            examples_per_s=float(sizes[timed].sum() / sum(steps)),
-            epoch_seconds=epoch_s, epoch_seconds_per_round=round_epoch,
-            full_mnli_epoch_seconds=epoch_s * FULL_MNLI_TRAIN / sizes.sum(),
-            normalized_epoch_seconds=statistics.fmean(norm_steps) * len(plan),
-            padded_tokens_timed=[padded[r].tolist() for r in chosen[v]],   # aligned with ms_all
-            matmul_flops_per_s_next_to=ref[v])
-    # where the time goes: one least-squares line over every timed step of every variant, ms = a + b · padded tokens
-    x = np.array([t for v in variants.values() for r in v['padded_tokens_timed'] for t in r], dtype=float)
-    y = np.array([t for v in variants.values() for r in v['ms_all'] for t in r])
-    slope, intercept = np.polyfit(x, y, 1)
-    step_cost = dict(ms_per_step=float(intercept), ms_per_1000_padded_tokens=float(slope * 1000),
-                     r2=float(1 - ((y - (intercept + slope * x)) ** 2).sum() / ((y - y.mean()) ** 2).sum()))
+    variants = {v: variant_numbers(v, plans[v], lengths, record[v], chosen[v], ref[v], mm_rate) for v in VARIANTS}
+    step_cost = step_cost_fit(variants)
     b = variants[BASE]
     for v, r in variants.items():
         r.update(token_ratio_vs_bucketed=r['padded_tokens_per_epoch'] / b['padded_tokens_per_epoch'],
@@ -198,20 +220,7 @@ def main(argv=None):
                           'the quantiles of padded tokens per batch of the epoch plan; full MNLI scales the 20k-sample epoch by '
                           'examples, assuming the same length distribution'))
 
-    print()
-    rows = [dict(name=v, **r, epoch_min=r['epoch_seconds'] / 60, full_h=r['full_mnli_epoch_seconds'] / 3600) for v, r in variants.items()]
-    C.print_table(rows, [('name', 'variant', ''), ('padded_tokens_per_epoch', 'padded tokens/epoch', ',.0f'),
-                         ('padding_fraction', 'padding', '.1%'), ('token_ratio_vs_bucketed', 'tokens ×', '.2f'),
-                         ('ms_per_step', 'ms/step', ',.0f'), ('steps_per_s', 'steps/s', '.2f'),
-                         ('padded_tokens_per_s', 'padded tok/s', ',.0f'), ('epoch_min', f'{n // 1000}k epoch min', ',.1f'),
-                         ('full_h', 'full MNLI epoch h', ',.2f'), ('time_ratio_vs_bucketed', 'time ×', '.2f'),
-                         ('paired_time_ratio_vs_bucketed', 'paired', '.2f'), ('normalized_time_ratio_vs_bucketed', 'normalized', '.2f')])
-    print(f'\nmatmul {args.matmul_size}² float32 beside the steps: {mm_rate / 1e9:.1f} GFLOP/s (median)')
-    print(f'step time ≈ {step_cost["ms_per_step"]:,.0f} ms + {step_cost["ms_per_1000_padded_tokens"]:,.0f} ms per 1,000 padded tokens '
-          f'(least squares over all timed steps, R² {step_cost["r2"]:.2f})')
-    print(f'fixed padding to {args.seq_len} vs bucketed: {result["token_efficiency_ratio"]:.2f}× the padded tokens, '
-          f'{result["time_ratio"]:.2f}× the epoch time (paired {result["paired_time_ratio"]:.2f}×, matmul-normalized '
-          f'{result["normalized_time_ratio"]:.2f}×)')
+    report(result, args, n)
     print(f'wrote {C.write_json(args.out, result)}')
     return result
 

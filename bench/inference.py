@@ -7,7 +7,7 @@ outputs stay to float32.
     python bench/inference.py --model DIR              # a real checkpoint (atombert or transformers ALBERT dir)
     python bench/inference.py --small                  # CI smoke size
 """
-import contextlib, json, sys, warnings
+import contextlib, json, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
@@ -59,10 +59,40 @@ def closeness(a, b) -> dict:
     cos = F.cosine_similarity(a, b, dim=1)
     return dict(max_abs_diff=float((a - b).abs().max()), cosine_mean=float(cos.mean()), cosine_min=float(cos.min()))
 
+def contender(name:str, times:dict, ref:dict, flops:float, tokens:int, memory:dict) -> dict:
+    "A contender's speed, against transformers float32 three ways (medians, paired rounds, matmul-normalized), and its memory."
+    t = C.median(times[name])
+    return dict(tokens_per_s=tokens / t, ms_per_batch=t * 1e3, ms_all=[x * 1e3 for x in times[name]],
+                ratio_vs_transformers_fp32=C.median(times['transformers']) / t,
+                paired_ratio_vs_transformers_fp32=C.paired_ratio(times, 'transformers', name),
+                normalized_ratio_vs_transformers_fp32=C.normalized_ratio(times, ref, 'transformers', name),
+                flops_per_s=flops / t,   # int8 against the float matmul rate would mean nothing
+                fraction_of_matmul_rate=None if name == 'atombert_int8' else C.median([flops / x / m for x, m in zip(times[name], ref[name])]),
+                **{k: memory.get(k) for k in ('peak_mb', 'model_mb')})
+
+def report(result:dict, args, int8:bool):
+    "The table and the lines under it."
+    contenders = result['contenders']
+    print()
+    rows = [dict(name=n, **c) for n, c in contenders.items()]
+    C.print_table(rows, [('name', 'contender', ''), ('tokens_per_s', 'tokens/s', ',.0f'), ('ms_per_batch', 'ms/batch', ',.0f'),
+                         ('peak_mb', 'peak MB', ',.0f'), ('model_mb', 'model MB', ',.0f'),
+                         ('fraction_of_matmul_rate', 'of matmul', '.0%'), ('ratio_vs_transformers_fp32', 'ratio', '.2f')])
+    print(f'\nmatmul {args.matmul_size}² {result["matmul"]["dtype"]}: {result["matmul"]["flops_per_s"] / 1e9:.1f} GFLOP/s; encoder forward {result["forward_flops"] / 1e9:.1f} GFLOP')
+    a = result['agreement']['transformers_vs_atombert']['last_hidden_state']
+    print(f'float32 atombert vs transformers: max abs diff {a["max_abs_diff"]:.2e} (last hidden state); '
+          f'ratio {result["fp32_ratio"]:.2f}×, matmul-normalized {contenders["atombert"]["normalized_ratio_vs_transformers_fp32"]:.2f}× '
+          f'(target ≥ {TARGETS["fp32_ratio"]}×)')
+    if int8:
+        q, gap = result['agreement']['int8_vs_fp32']['pooler_output'], result['int8_gap_to_target']
+        print(f'int8: {result["int8_ratio"]:.2f}× transformers float32 '
+              f'(matmul-normalized {contenders["atombert_int8"]["normalized_ratio_vs_transformers_fp32"]:.2f}×; target ≥ {TARGETS["int8_ratio"]}×, '
+              f'{"met" if gap <= 1 else f"needs {gap:.2f}× more"}); '
+              f'pooled output vs float32: max abs diff {q["max_abs_diff"]:.3g}, cosine mean {q["cosine_mean"]:.4f} min {q["cosine_min"]:.4f}')
+
 def main(argv=None):
     args = parse_args(argv)
     from atombert.config import AtomBertConfig
-    from atombert.model import AtomBertModel
     int8 = not args.no_int8 and args.device == 'cpu'
     config = AtomBertConfig.preset(args.preset) if not args.model else None
     if args.model:
@@ -97,16 +127,7 @@ def main(argv=None):
         for name in fns: memory[name] = C.memory_in_subprocess(__file__, C.forwarded_argv(args) + (['--model', args.model] if args.model else []), name)
 
     flops = C.encoder_forward_flops(config, B, T)
-    base = C.median(times['transformers'])
-    contenders = {}
-    for name in fns:
-        t = C.median(times[name])
-        contenders[name] = dict(tokens_per_s=tokens / t, ms_per_batch=t * 1e3, ms_all=[x * 1e3 for x in times[name]],
-                                ratio_vs_transformers_fp32=base / t, paired_ratio_vs_transformers_fp32=C.paired_ratio(times, 'transformers', name),
-                                normalized_ratio_vs_transformers_fp32=C.normalized_ratio(times, ref, 'transformers', name),
-                                flops_per_s=flops / t,   # int8 against the float matmul rate would mean nothing
-                                fraction_of_matmul_rate=None if name == 'atombert_int8' else C.median([flops / x / m for x, m in zip(times[name], ref[name])]),
-                                **{k: memory.get(name, {}).get(k) for k in ('peak_mb', 'model_mb')})
+    contenders = {name: contender(name, times, ref, flops, tokens, memory.get(name, {})) for name in fns}
     result = dict(benchmark='inference', machine=C.machine_info(args.device),
                   args={k: v for k, v in vars(args).items() if k != 'memory_of'}, config=config.to_dict(),
                   batch=dict(batch_size=B, seq_len=T, tokens=tokens), forward_flops=flops,
@@ -119,22 +140,7 @@ def main(argv=None):
                                     engine=torch.backends.quantized.engine) if int8 else None)
     if int8: result['int8_gap_to_target'] = TARGETS['int8_ratio'] / result['int8_ratio']
 
-    print()
-    rows = [dict(name=n, **c) for n, c in contenders.items()]
-    C.print_table(rows, [('name', 'contender', ''), ('tokens_per_s', 'tokens/s', ',.0f'), ('ms_per_batch', 'ms/batch', ',.0f'),
-                         ('peak_mb', 'peak MB', ',.0f'), ('model_mb', 'model MB', ',.0f'),
-                         ('fraction_of_matmul_rate', 'of matmul', '.0%'), ('ratio_vs_transformers_fp32', 'ratio', '.2f')])
-    print(f'\nmatmul {args.matmul_size}² {result["matmul"]["dtype"]}: {matmul_rate / 1e9:.1f} GFLOP/s; encoder forward {flops / 1e9:.1f} GFLOP')
-    a = agreement['transformers_vs_atombert']['last_hidden_state']
-    print(f'float32 atombert vs transformers: max abs diff {a["max_abs_diff"]:.2e} (last hidden state); '
-          f'ratio {result["fp32_ratio"]:.2f}×, matmul-normalized {contenders["atombert"]["normalized_ratio_vs_transformers_fp32"]:.2f}× '
-          f'(target ≥ {TARGETS["fp32_ratio"]}×)')
-    if int8:
-        q, gap = agreement['int8_vs_fp32']['pooler_output'], result['int8_gap_to_target']
-        print(f'int8: {result["int8_ratio"]:.2f}× transformers float32 '
-              f'(matmul-normalized {contenders["atombert_int8"]["normalized_ratio_vs_transformers_fp32"]:.2f}×; target ≥ {TARGETS["int8_ratio"]}×, '
-              f'{"met" if gap <= 1 else f"needs {gap:.2f}× more"}); '
-              f'pooled output vs float32: max abs diff {q["max_abs_diff"]:.3g}, cosine mean {q["cosine_mean"]:.4f} min {q["cosine_min"]:.4f}')
+    report(result, args, int8)
     print(f'wrote {C.write_json(args.out, result)}')
     return result
 

@@ -105,11 +105,68 @@ def counted_tokens(tok, data, max_length, batch_size, pad_id):
     plan = PairBatches(enc, batch_size, pad_id, shuffle=False)
     return int(plan.lengths.sum()), int(sum(len(b) * int(plan.lengths[b].max()) for b in plan.plan))
 
+def timed_predictions(models:dict, tok, dev:dict, args) -> tuple:
+    """(logits per split and model, seconds per chunk per model, real and padded tokens, seconds spent encoding): each dev
+    set in --chunks chunks, every model predicting every chunk, who goes first alternating."""
+    from atombert.batches import pad_id_of
+    from atombert.evaluation import predict
+    logits, times = {s: {m: [] for m in models} for s in dev}, {m: [] for m in models}
+    tokens, encode_seconds, pad_id = dict(real=0, padded=0), 0.0, pad_id_of(tok)
+    for s, d in dev.items():
+        for c, idx in enumerate(np.array_split(np.arange(len(d)), args.chunks)):
+            chunk = d.select(idx.tolist())
+            t = time.perf_counter()
+            real, padded = counted_tokens(tok, chunk, args.max_length, args.eval_batch_size, pad_id)
+            encode_seconds += time.perf_counter() - t
+            tokens['real'] += real; tokens['padded'] += padded
+            for m in (list(models) if c % 2 == 0 else list(models)[::-1]):
+                t = time.perf_counter()
+                logits[s][m].append(predict(models[m], tok, chunk, args.eval_batch_size, args.max_length))
+                times[m].append(time.perf_counter() - t)
+            print(f'  {s} chunk {c + 1}/{args.chunks}: ' + '  '.join(f'{m} {real / times[m][-1]:,.0f} tokens/s' for m in models), flush=True)
+    return logits, times, tokens, encode_seconds
+
+def split_numbers(d, logits:dict) -> dict:
+    "Accuracy of each model on one dev set, how often they agree, and how far their logits are apart."
+    from atombert.mnli import MNLI_LABELS
+    gold = torch.tensor(list(d['label']))
+    pred = {m: x.argmax(-1) for m, x in logits.items()}
+    right = {m: p == gold for m, p in pred.items()}
+    acc = {m: float(r.float().mean()) for m, r in right.items()}
+    return dict(n=len(d), accuracy_fp32=acc['fp32'], accuracy_int8=acc['int8'], difference_points=(acc['int8'] - acc['fp32']) * 100,
+                agreement=float((pred['fp32'] == pred['int8']).float().mean()),
+                only_fp32_right=int((right['fp32'] & ~right['int8']).sum()), only_int8_right=int((right['int8'] & ~right['fp32']).sum()),
+                majority_class=float(torch.bincount(gold, minlength=len(MNLI_LABELS)).max()) / len(d),
+                logits_max_abs_diff=float((logits['fp32'] - logits['int8']).abs().max()),
+                logits_mean_abs_diff=float((logits['fp32'] - logits['int8']).abs().mean()))
+
+def report(result:dict):
+    "The two tables and the lines under them."
+    splits, speed = result['splits'], result['speed']
+    print()
+    C.print_table([dict(split=s.removeprefix('validation_'), **r, fp=r['accuracy_fp32'] * 100, q=r['accuracy_int8'] * 100)
+                   for s, r in splits.items()],
+                  [('split', 'dev set', ''), ('n', 'examples', ',d'), ('fp', 'fp32 acc %', '.2f'), ('q', 'int8 acc %', '.2f'),
+                   ('difference_points', 'int8 − fp32 (points)', '+.2f'), ('agreement', 'agreement', '.2%'),
+                   ('only_fp32_right', 'only fp32 right', ',d'), ('only_int8_right', 'only int8 right', ',d'),
+                   ('logits_max_abs_diff', 'max |Δlogit|', '.3f')])
+    print()
+    C.print_table([dict(name=m, **v) for m, v in speed.items()],
+                  [('name', 'model', ''), ('tokens_per_s', 'tokens/s', ',.0f'), ('padded_tokens_per_s', 'padded tokens/s', ',.0f'),
+                   ('examples_per_s', 'examples/s', ',.1f'), ('seconds', 'seconds', ',.1f')])
+    print(f'\nint8 runs {result["int8_speedup"]:.2f}× the float32 rate (median over chunks; {result["int8_speedup_total"]:.2f}× in total) '
+          f'through predict (tokenizing included); compare with transformers float32 in bench/inference.py')
+    diffs = ', '.join(f'{r["difference_points"]:+.2f}' for r in splits.values())
+    print(f'int8 − fp32: {diffs} points; largest loss {max(result["worst_int8_loss_points"], 0):.2f} points (target ≤ {TARGET_LOSS_POINTS}): '
+          f'{"met" if result["target_met"] else "NOT met"}')
+    if result['weak_model']:
+        print(f'note: a weak model (fp32 accuracy {max(r["accuracy_fp32"] for r in splits.values()):.1%}; BERT-base reaches about 84%). '
+              f'It still measures how much int8 changes the predictions, but a stronger model\'s margins, and so its loss, may differ.')
+
 def main(argv=None):
     args = parse_args(argv)
-    from atombert.mnli import load_mnli, MNLI_LABELS
-    from atombert.batches import pad_id_of
-    from atombert.evaluation import load_finetuned, predict
+    from atombert.mnli import load_mnli
+    from atombert.evaluation import load_finetuned
     data_path = args.data or str(C.shared_path('mnli'))
     with tempfile.TemporaryDirectory() as workdir:
         recipe = None
@@ -120,45 +177,13 @@ def main(argv=None):
             print(f'  finetuned in {recipe["finetune_seconds"]:.0f} s', flush=True)
         fp32, tok = load_finetuned(model_dir)
     models = dict(fp32=fp32, int8=quantize_int8(fp32))   # quantize_dynamic copies: fp32 stays float
-    pad_id = pad_id_of(tok)
 
     dev = {s: load_mnli(data_path, s) for s in SPLITS}
     if args.dev_examples: dev = {s: d.select(range(min(args.dev_examples, len(d)))) for s, d in dev.items()}
     print(f'int8 vs float32 on MNLI dev: {args.model or "the model finetuned above"}, {args.threads} threads, '
           f'{" + ".join(f"{len(d):,}" for d in dev.values())} examples, {args.chunks} chunks per set, batch {args.eval_batch_size}')
-    logits = {s: {m: [] for m in models} for s in SPLITS}
-    times = {m: [] for m in models}
-    tokens = dict(real=0, padded=0)
-    encode_seconds = 0.0
-    for s, d in dev.items():
-        for c, idx in enumerate(np.array_split(np.arange(len(d)), args.chunks)):
-            chunk = d.select(idx.tolist())
-            t = time.perf_counter()
-            real, padded = counted_tokens(tok, chunk, args.max_length, args.eval_batch_size, pad_id)
-            encode_seconds += time.perf_counter() - t
-            tokens['real'] += real; tokens['padded'] += padded
-            order = list(models) if c % 2 == 0 else list(models)[::-1]   # alternate who goes first
-            for m in order:
-                t = time.perf_counter()
-                logits[s][m].append(predict(models[m], tok, chunk, args.eval_batch_size, args.max_length))
-                times[m].append(time.perf_counter() - t)
-            print(f'  {s} chunk {c + 1}/{args.chunks}: ' + '  '.join(f'{m} {real / times[m][-1]:,.0f} tokens/s' for m in models), flush=True)
-
-    splits = {}
-    for s, d in dev.items():
-        gold = torch.tensor(list(d['label']))
-        lg = {m: torch.cat(v) for m, v in logits[s].items()}
-        pred = {m: x.argmax(-1) for m, x in lg.items()}
-        right = {m: p == gold for m, p in pred.items()}
-        acc = {m: float(r.float().mean()) for m, r in right.items()}
-        splits[s] = dict(n=len(d), accuracy_fp32=acc['fp32'], accuracy_int8=acc['int8'],
-                         difference_points=(acc['int8'] - acc['fp32']) * 100,
-                         agreement=float((pred['fp32'] == pred['int8']).float().mean()),
-                         only_fp32_right=int((right['fp32'] & ~right['int8']).sum()),
-                         only_int8_right=int((right['int8'] & ~right['fp32']).sum()),
-                         majority_class=float(torch.bincount(gold, minlength=len(MNLI_LABELS)).max()) / len(d),
-                         logits_max_abs_diff=float((lg['fp32'] - lg['int8']).abs().max()),
-                         logits_mean_abs_diff=float((lg['fp32'] - lg['int8']).abs().mean()))
+    logits, times, tokens, encode_seconds = timed_predictions(models, tok, dev, args)
+    splits = {s: split_numbers(d, {m: torch.cat(v) for m, v in logits[s].items()}) for s, d in dev.items()}
     speed = {m: dict(seconds=sum(t), seconds_per_chunk=t, tokens_per_s=tokens['real'] / sum(t),
                      padded_tokens_per_s=tokens['padded'] / sum(t), examples_per_s=sum(len(d) for d in dev.values()) / sum(t))
              for m, t in times.items()}
@@ -175,25 +200,7 @@ def main(argv=None):
                                     modules='every nn.Linear (encoder, pooler, classifier)', dtype='qint8',
                                     engine=torch.backends.quantized.engine))
 
-    print()
-    C.print_table([dict(split=s.removeprefix('validation_'), **r, fp=r['accuracy_fp32'] * 100, q=r['accuracy_int8'] * 100)
-                   for s, r in splits.items()],
-                  [('split', 'dev set', ''), ('n', 'examples', ',d'), ('fp', 'fp32 acc %', '.2f'), ('q', 'int8 acc %', '.2f'),
-                   ('difference_points', 'int8 − fp32 (points)', '+.2f'), ('agreement', 'agreement', '.2%'),
-                   ('only_fp32_right', 'only fp32 right', ',d'), ('only_int8_right', 'only int8 right', ',d'),
-                   ('logits_max_abs_diff', 'max |Δlogit|', '.3f')])
-    print()
-    C.print_table([dict(name=m, **v) for m, v in speed.items()],
-                  [('name', 'model', ''), ('tokens_per_s', 'tokens/s', ',.0f'), ('padded_tokens_per_s', 'padded tokens/s', ',.0f'),
-                   ('examples_per_s', 'examples/s', ',.1f'), ('seconds', 'seconds', ',.1f')])
-    print(f'\nint8 runs {result["int8_speedup"]:.2f}× the float32 rate (median over chunks; {result["int8_speedup_total"]:.2f}× in total) '
-          f'through predict (tokenizing included); compare with transformers float32 in bench/inference.py')
-    diffs = ', '.join(f'{r["difference_points"]:+.2f}' for r in splits.values())
-    print(f'int8 − fp32: {diffs} points; largest loss {max(worst_loss, 0):.2f} points (target ≤ {TARGET_LOSS_POINTS}): '
-          f'{"met" if result["target_met"] else "NOT met"}')
-    if weak:
-        print(f'note: a weak model (fp32 accuracy {max(r["accuracy_fp32"] for r in splits.values()):.1%}; BERT-base reaches about 84%). '
-              f'It still measures how much int8 changes the predictions, but a stronger model\'s margins, and so its loss, may differ.')
+    report(result)
     print(f'wrote {C.write_json(args.out, result)}')
     return result
 

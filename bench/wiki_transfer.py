@@ -104,6 +104,16 @@ def pretrained(args, corpus, run:Path, minutes:float, tokenizer=None) -> dict:
 def nearest(ckpts:list, minutes:float) -> dict:
     return min(ckpts, key=lambda c: abs(c['minutes'] - minutes))
 
+def models_to_finetune(args, wiki:dict, work:Path) -> list:
+    "The untrained model, then the Wikipedia checkpoints nearest --checkpoint-minutes (each once)."
+    models = [dict(name='untrained', corpus=None, minutes=0.0, step=0, path=T.untrained_model(args, Path(wiki['run']), work),
+                   held_out=wiki['held_out_start'])]
+    for m in args.checkpoint_minutes:
+        c = nearest(wiki['checkpoints'], m)
+        if c['path'] not in [x['path'] for x in models]:
+            models.append(dict(name=f"Wikipedia {c['minutes']:.3g} min", corpus='wikipedia', **c))
+    return models
+
 def main(argv=None):
     args = parse_args(argv)
     work = Path(args.work); work.mkdir(parents=True, exist_ok=True)
@@ -118,12 +128,7 @@ def main(argv=None):
     if args.tokenizer and not (Path(args.tokenizer)/'tokenizer.json').is_file(): raise SystemExit(f'error: --tokenizer {args.tokenizer}: no tokenizer.json there')
     wiki = pretrained(args, shards, work/'pretrain-wikipedia', args.minutes, tokenizer=args.tokenizer)
     print(f"  {wiki['budget']['max_steps']:,} steps, {wiki['train_tokens']:,} tokens of text", flush=True)
-    models = [dict(name='untrained', corpus=None, minutes=0.0, step=0, path=T.untrained_model(args, Path(wiki['run']), work),
-                   held_out=wiki['held_out_start'])]
-    for m in args.checkpoint_minutes:
-        c = nearest(wiki['checkpoints'], m)
-        if c['path'] not in [x['path'] for x in models]:
-            models.append(dict(name=f"Wikipedia {c['minutes']:.3g} min", corpus='wikipedia', **c))
+    models = models_to_finetune(args, wiki, work)
     control = None
     if args.control_minutes:
         corpus, _ = C.study_corpus(work)
@@ -165,19 +170,23 @@ def main(argv=None):
                   over_bag_of_words_points={r['model']: (r['summary']['matched']['mean'] - bow['matched']) * 100 for r in rows},
                   total_minutes=(time.perf_counter() - t0) / 60)
     result['plot'] = str(plot(result, out.with_suffix('.png')))
+    report(result, args)
+    print(f'wrote {C.write_json(out, result)} and {result["plot"]}')
+    return result
+
+def report(result:dict, args):
+    "The table and the lines under it."
     print()
     C.print_table([dict(model=r['model'], minutes=r['pretrain_minutes'], mlm=None if r['held_out_mlm_accuracy'] is None else r['held_out_mlm_accuracy'] * 100,
                         m=r['summary']['matched']['mean'] * 100, msd=r['summary']['matched']['sd'] * 100,
-                        mm=r['summary']['mismatched']['mean'] * 100) for r in rows]
-                  + [dict(model='bag of words (logistic regression)', m=bow['matched'] * 100, mm=bow['mismatched'] * 100)],
+                        mm=r['summary']['mismatched']['mean'] * 100) for r in result['rows']]
+                  + [dict(model='bag of words (logistic regression)', m=result['bag_of_words']['matched'] * 100, mm=result['bag_of_words']['mismatched'] * 100)],
                   [('model', 'model', ''), ('minutes', 'pretraining min', '.1f'), ('mlm', 'held-out MLM acc %', '.2f'),
                    ('m', 'dev matched %', '.2f'), ('msd', '± sd', '.2f'), ('mm', 'dev mismatched %', '.2f')])
-    if labels:
+    if result['labels']:
         print('\nfewer labels (dev matched %, seed ' + str(args.seeds[0]) + '): ' + '; '.join(
-            f"{l['pairs']:,} pairs: " + ', '.join(f"{k} {v['matched'] * 100:.2f}" for k, v in l.items() if k != 'pairs') for l in labels))
-    print(f"finetuning: finetune's defaults, {len(train):,} train pairs, seeds {args.seeds}; total {result['total_minutes']:.0f} minutes")
-    print(f'wrote {C.write_json(out, result)} and {result["plot"]}')
-    return result
+            f"{l['pairs']:,} pairs: " + ', '.join(f"{k} {v['matched'] * 100:.2f}" for k, v in l.items() if k != 'pairs') for l in result['labels']))
+    print(f"finetuning: finetune's defaults, {result['data']['train_examples']:,} train pairs, seeds {args.seeds}; total {result['total_minutes']:.0f} minutes")
 
 def plot(result:dict, path:Path) -> Path:
     import matplotlib; matplotlib.use('Agg')
