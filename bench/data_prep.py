@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'tools'))
-from gpu_check import WIKITEXT103_TOKENS          # the one declaration of that assumption
+from gpu_timing import WIKITEXT103_TOKENS         # the one declaration of that assumption
 
 SETTINGS = {'threads off': 'false', 'threads on': 'true'}     # TOKENIZERS_PARALLELISM
 
