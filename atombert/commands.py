@@ -88,7 +88,8 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
     if t.name != 'mnli':
         results = {split: evaluate_glue(clf, tok, t, task_examples(t, data, split), batch_size) for split in t.dev}
         for split, r in results.items():
-            print(f"{t.name} {split:8s} " + '  '.join(f'{m} {r[m]:.2f}' for m in t.metrics) + f"  (score {r['score']:.2f}, n={r['n']:,})")
+            print(f"{t.name} {split:8s} " + '  '.join(f'{m} {r[m]:.2f}' for m in t.metrics) + f"  (score {r['score']:.2f}, n={r['n']:,}"
+                  + (', predicted ' + ', '.join(f'{k} {v:,}' for k, v in r['predicted'].items()) if 'predicted' in r else '') + ')')
         atomic_write(out/'results.json', json.dumps(results, indent=2) + '\n')
         return results
     out.mkdir(parents=True, exist_ok=True)
@@ -143,10 +144,11 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
             write_glue_predictions(clf, tok, test_data, out/'submission'/f'{file}.tsv', task=t)
         atomic_write(done, json.dumps(results[name], indent=2) + '\n')
     scores = {n: sum(r['score'] for r in res.values()) / len(res) for n, res in results.items()}   # MNLI: its two dev sets
-    lines = [f'# GLUE: {model}', '', '| task | dev set | ' + ' | '.join(['metrics', 'score']) + ' |', '|---|---|---|---|']
+    lines = [f'# GLUE: {model}', '', '| task | dev set | metrics | score | predicted |', '|---|---|---|---|---|']
     for n, res in results.items():
         for split, r in res.items():
-            lines.append(f"| {n} | {split} | {', '.join(f'{m} {r[m]:.2f}' for m in glue_task(n).metrics)} | {r['score']:.2f} |")
+            said = ', '.join(f'{k} {v / r["n"]:.0%}' for k, v in r['predicted'].items()) if 'predicted' in r else '–'
+            lines.append(f"| {n} | {split} | {', '.join(f'{m} {r[m]:.2f}' for m in glue_task(n).metrics)} | {r['score']:.2f} | {said} |")
     if scores: lines += ['', f'GLUE score over {len(scores)} task(s) ({", ".join(scores)}), dev sets: **{glue_score(scores):.2f}**']
     if skipped: lines += ['', 'Skipped: ' + '; '.join(f'{n} ({why})' for n, why in skipped.items())]
     if scores:

@@ -206,7 +206,7 @@ def write_glue_predictions(model, tokenizer, data, path, batch_size:int=128, tas
 
 # %% ../nbs/08b_evaluation.ipynb #5cedc135
 def evaluate_glue(model, tokenizer, task, data, batch_size:int=128, max_length:int|None=None) -> dict:
-    "GLUE's metrics (percent) of `model` on the labelled examples of `data` for GLUE task `task`, its task `score` and `n`."
+    "GLUE's metrics (percent) of `model` on the labelled examples of `data` for GLUE task `task`, its task `score`, `n` and (classification) how often it `predicted` each label."
     if isinstance(model, (str, os.PathLike)): model, tokenizer = load_finetuned(model, tokenizer)
     task = model_task(model, task.name if isinstance(task, GlueTask) else task)   # (MNLI's labels may come in another order: `mnli_logits` reorders them)
     gold = column(data, 'label')
@@ -215,7 +215,10 @@ def evaluate_glue(model, tokenizer, task, data, batch_size:int=128, max_length:i
     logits = task_logits(model, tokenizer, task, data, batch_size, max_length)
     pred = logits[:, 0] if task.is_regression else logits.argmax(-1)
     metrics = glue_metrics(task, pred[known].tolist(), [gold[i] for i in known])
-    return dict(metrics, score=task_score(metrics), n=len(known))
+    out = dict(metrics, score=task_score(metrics), n=len(known))
+    if not task.is_regression:   # how often it says each label: a model that always says one label shows here, whatever its score
+        out['predicted'] = dict(zip(task.labels, torch.bincount(pred[known], minlength=task.num_labels).tolist()))
+    return out
 
 # %% ../nbs/08b_evaluation.ipynb #3d369309
 def _is_mnli(model) -> bool:

@@ -98,6 +98,10 @@ def task_score_of(results:dict) -> float:
     "A task's score over its dev sets (MNLI: matched and mismatched)."
     return statistics.mean(r['score'] for r in results.values())
 
+def most_said(runs:list) -> float:
+    "The share of dev predictions that went to the label a model said most, averaged over its runs (MNLI: over both dev sets)."
+    return statistics.mean(max(d['predicted'].values()) / d['n'] for r in runs for d in r['results'].values())
+
 def summary(values:list) -> dict:
     return dict(mean=statistics.mean(values), sd=statistics.stdev(values) if len(values) > 1 else 0.0, min=min(values), max=max(values), n=len(values))
 
@@ -135,6 +139,7 @@ def main(argv=None):
         row = dict(task=t, train_examples=sizes[t], metrics=list(glue_task(t).metrics), bag_of_words=task_score_of(bow[t]['dev']))
         for name in models: row[name] = summary([r['score'] for r in rows if r['model'] == name and r['task'] == t])
         row['gain'] = row['pretrained']['mean'] - row['untrained']['mean']
+        row['most_said'] = None if glue_task(t).is_regression else {name: most_said([r for r in rows if r['model'] == name and r['task'] == t]) for name in models}
         table.append(row)
     average = {name: statistics.mean(r[name]['mean'] for r in table) for name in models} | dict(bag_of_words=statistics.mean(r['bag_of_words'] for r in table))
     out = Path(args.out)
@@ -147,11 +152,12 @@ def main(argv=None):
     print()
     C.print_table([dict(task=r['task'], n=r['train_examples'], metric='/'.join(r['metrics']), seeds=r['untrained']['n'],
                         u=r['untrained']['mean'], usd=r['untrained']['sd'], p=r['pretrained']['mean'], psd=r['pretrained']['sd'],
-                        gain=r['gain'], bow=r['bag_of_words']) for r in table]
+                        gain=r['gain'], bow=r['bag_of_words'], said='' if r['most_said'] is None else
+                        f"{r['most_said']['untrained']:.0%} / {r['most_said']['pretrained']:.0%}") for r in table]
                   + [dict(task='average', u=average['untrained'], p=average['pretrained'], gain=result['average_gain'], bow=average['bag_of_words'])],
                   [('task', 'task', ''), ('n', 'train examples', ','), ('metric', 'metric', ''), ('seeds', 'seeds', 'd'),
                    ('u', 'untrained', '.2f'), ('usd', '± sd', '.2f'), ('p', 'pretrained', '.2f'), ('psd', '± sd', '.2f'),
-                   ('gain', 'gain', '+.2f'), ('bow', 'bag of words', '.2f')])
+                   ('gain', 'gain', '+.2f'), ('bow', 'bag of words', '.2f'), ('said', 'most-said label u / p', '')])
     print(f"dev scores (GLUE's metrics; two-metric tasks: their mean), finetune's defaults per task; total {result['total_minutes']:.0f} minutes")
     print(f'wrote {C.write_json(out, result)} and {result["plot"]}')
     return result

@@ -303,6 +303,10 @@ def test_glue_transfer(tmp_path):
     assert {'pearson', 'spearman', 'score', 'n'} <= set(stsb) and stsb['n'] == 1500 and stsb['pearson'] > 5   # word overlap tracks similarity
     assert set(res['bag_of_words']['cola']['dev']['dev']) >= {'mcc', 'score'}
     for r in res['table']: assert r['untrained']['n'] == 2 and r['gain'] == r['pretrained']['mean'] - r['untrained']['mean']
+    said = {r['task']: r['most_said'] for r in res['table']}      # how often each model said its most frequent label
+    assert said['stsb'] is None and all(0.5 <= v <= 1 for t in ('cola', 'rte') for v in said[t].values())
+    cola = next(r['results']['dev'] for r in res['rows'] if r['task'] == 'cola')
+    assert set(cola['predicted']) == {'unacceptable', 'acceptable'} and sum(cola['predicted'].values()) == cola['n']
     assert Path(res['plot']).stat().st_size > 0 and 'bag of words' in out
     # a rerun finetunes nothing: every task's results come back from the suites' folders
     out2, res2 = run_bench('glue_transfer.py', tmp_path/'gt2.json', '--work', str(tmp_path/'work'))
