@@ -99,8 +99,10 @@ def task_score_of(results:dict) -> float:
     return statistics.mean(r['score'] for r in results.values())
 
 def most_said(runs:list) -> float:
-    "The share of dev predictions that went to the label a model said most, averaged over its runs (MNLI: over both dev sets)."
-    return statistics.mean(max(d['predicted'].values()) / d['n'] for r in runs for d in r['results'].values())
+    """The share of dev predictions that went to the label a model said most, averaged over its runs (MNLI: over both dev
+    sets); None where no run counted them (results kept from before `evaluate_glue` did)."""
+    shares = [max(d['predicted'].values()) / d['n'] for r in runs for d in r['results'].values() if 'predicted' in d]
+    return statistics.mean(shares) if shares else None
 
 def summary(values:list) -> dict:
     return dict(mean=statistics.mean(values), sd=statistics.stdev(values) if len(values) > 1 else 0.0, min=min(values), max=max(values), n=len(values))
@@ -153,7 +155,7 @@ def main(argv=None):
     C.print_table([dict(task=r['task'], n=r['train_examples'], metric='/'.join(r['metrics']), seeds=r['untrained']['n'],
                         u=r['untrained']['mean'], usd=r['untrained']['sd'], p=r['pretrained']['mean'], psd=r['pretrained']['sd'],
                         gain=r['gain'], bow=r['bag_of_words'], said='' if r['most_said'] is None else
-                        f"{r['most_said']['untrained']:.0%} / {r['most_said']['pretrained']:.0%}") for r in table]
+                        ' / '.join('–' if v is None else f'{v:.0%}' for v in r['most_said'].values())) for r in table]
                   + [dict(task='average', u=average['untrained'], p=average['pretrained'], gain=result['average_gain'], bow=average['bag_of_words'])],
                   [('task', 'task', ''), ('n', 'train examples', ','), ('metric', 'metric', ''), ('seeds', 'seeds', 'd'),
                    ('u', 'untrained', '.2f'), ('usd', '± sd', '.2f'), ('p', 'pretrained', '.2f'), ('psd', '± sd', '.2f'),
