@@ -6,7 +6,7 @@
 __all__ = ['PRECISIONS', 'PEAK_FLOPS', 'native_bf16', 'resolve_precision', 'init_distributed', 'autocast_for', 'peak_flops']
 
 # %% ../nbs/06_devices.ipynb #3077db14
-import atexit, contextlib, os
+import atexit, contextlib, datetime, os
 import torch
 import torch.distributed as dist
 
@@ -30,6 +30,15 @@ def resolve_precision(precision:str, device, model=None) -> str:
     return 'bf16' if native_bf16(device) and not small else 'fp32'
 
 # %% ../nbs/06_devices.ipynb #5957ca49
+def _leave_process_group():
+    """Leave the process group together, at exit: a gloo group torn down while a peer still talks to it can abort the
+    process ("terminate called without an active exception") after all the work is done, so the processes first meet
+    at a barrier that gives up after a minute (a peer that died must not keep the others waiting)."""
+    if not dist.is_initialized(): return
+    if dist.get_backend() == 'gloo':
+        with contextlib.suppress(Exception): dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+    dist.destroy_process_group()
+
 def init_distributed(device:str='') -> tuple[int, int, torch.device]:
     "Join the process group torchrun describes (if any): (rank, world_size, device)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
@@ -39,9 +48,7 @@ def init_distributed(device:str='') -> tuple[int, int, torch.device]:
     if cuda: torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if cuda else 'gloo')
-        # leave the group before the interpreter exits: a gloo group torn down at exit can abort the process
-        # ("terminate called without an active exception") after all the work is done
-        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+        atexit.register(_leave_process_group)
     return (dist.get_rank() if world > 1 else 0), world, dev
 
 def autocast_for(precision:str, device:torch.device):
