@@ -102,8 +102,9 @@ def make_schedule(opt, args:TrainArgs):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / (w + 1) if s < w else decay(s))
 
 # %% ../nbs/06_training.ipynb #59873f6d
-def micro_batches(data, collate, args:TrainArgs, epoch:int=0, start:int=0, rank:int=0, world:int=1):
-    "Yield (epoch, next micro-batch index, batch) forever, from position (epoch, start)."
+def micro_batches(data, collate, args:TrainArgs, epoch:int=0, start:int=0, rank:int=0, world:int=1, pin_memory:bool=False):
+    """Yield (epoch, next micro-batch index, batch) forever, from position (epoch, start). With `pin_memory` (for a GPU) the
+    batches come in page-locked memory: a copy from pageable memory would make the host wait for the device every step."""
     n = len(data) // args.batch_size
     if n == 0: raise ValueError(f'the training set has {len(data)} examples, fewer than one batch ({args.batch_size})')
     while True:
@@ -111,7 +112,7 @@ def micro_batches(data, collate, args:TrainArgs, epoch:int=0, start:int=0, rank:
         perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed * 1_000_003 + epoch))
         index_lists = [perm[i * args.batch_size:(i + 1) * args.batch_size][rank::world].tolist() for i in range(start, n)]
         # its own generator: a DataLoader otherwise draws its workers' seed from the global RNG, which dropout uses
-        loader = DataLoader(data, batch_sampler=index_lists, collate_fn=collate, num_workers=args.num_workers,
+        loader = DataLoader(data, batch_sampler=index_lists, collate_fn=collate, num_workers=args.num_workers, pin_memory=pin_memory,
                             generator=torch.Generator().manual_seed(args.seed + epoch))
         for i, batch in enumerate(loader, start + 1): yield epoch, i, batch
         epoch, start = epoch + 1, 0
@@ -291,7 +292,7 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
     random.seed(args.seed); np.random.seed(args.seed); torch.manual_seed(args.seed + rank)   # dropout: a stream per process
     loop = _start(model.to(device).train(), args, device, rank, world, resume, tokenizer, task, callbacks)
     state = loop.state
-    batches = micro_batches(train_data, collate, args, state['epoch'], state['batch'], rank, world)
+    batches = micro_batches(train_data, collate, args, state['epoch'], state['batch'], rank, world, pin_memory=device.type == 'cuda')
     peak = peak_flops(device, args.precision)
     bad_run, skipped = torch.tensor(state['bad_steps'], device=device), torch.tensor(state['skipped_steps'], device=device)
     log = lambda row: rank == 0 and append_line(out/'metrics.jsonl', json.dumps(row))
@@ -322,11 +323,13 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
             row = train_row(state, lr, gnorm, loop.window, loop.meter, now - loop.meter['start'], peak, now - t0)
             log(row); pbar.set_postfix({k: f'{v:.3f}' for k, v in row.items() if k.endswith('loss')})
             loop.window, loop.meter = {}, _meter()
+        paused = time.perf_counter()
         if evaluating: metrics = run_eval(); log(dict(step=step, split='eval', **metrics))
         if saving:
             rngs = rank_rng_states(world)                                       # every process takes part
             if rank == 0: save_checkpoint(out, model, loop.opt, loop.sched, loop.scaler, state, tokenizer, args.keep_checkpoints, rngs)
             if world > 1: dist.barrier()
+        loop.meter['start'] += time.perf_counter() - paused            # tokens/s counts training, not evaluating or saving
         if stop: break
     pbar.close()
     if rank == 0:

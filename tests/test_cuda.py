@@ -324,6 +324,18 @@ def test_pretraining_step_does_not_wait_for_the_gpu():
     assert torch.isfinite(loss)
 
 
+def test_training_batches_come_page_locked():
+    """`fit` asks its DataLoader for page-locked batches on CUDA: a copy from pageable memory makes the host wait for the
+    device before it starts, every step. (On the CPU stand-in there is nothing to pin: the batches stay as they are.)"""
+    from atombert.training import TrainArgs, micro_batches
+    data = [torch.arange(8) + i for i in range(32)]
+    collate = lambda rows: {'input_ids': torch.stack(rows)}
+    for workers in (0, 2):
+        _, _, b = next(micro_batches(data, collate, TrainArgs(batch_size=4, num_workers=workers), pin_memory=DEVICE == 'cuda'))
+        assert b['input_ids'].is_pinned() == (DEVICE == 'cuda'), workers
+    REPORT['pinned_batches'] = DEVICE == 'cuda'
+
+
 def test_compiled_training_step_equals_eager():
     "A `torch.compile`d model's training step (loss, gradients, AdamW update) equals the eager one's, fp32."
     import copy
