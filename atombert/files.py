@@ -25,14 +25,19 @@ def _fsync_file(path):
 
 def _temp_beside(path:Path) -> Path: return path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
 
+def _umask() -> int:
+    mask = os.umask(0); os.umask(mask)      # the only way to read it
+    return mask
+
 def atomic_write(path, data:str|bytes|Callable) -> Path:
     """Write file `path` whole or not at all: `data` (text as UTF-8, bytes, or a function that writes the path it is
     given, such as `lambda p: save_file(tensors, p)`) goes to a temporary file beside `path`, which is fsynced and
-    renamed over it; then the directory is fsynced. On any error the temporary file is removed and `path` is as it was."""
+    renamed over it; then the directory is fsynced. On any error the temporary file is removed and `path` is as it was.
+    The file gets the permissions a plain `open` gives (a writer such as safetensors' makes it private to its owner)."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_beside(path)
     try:
-        if callable(data): data(tmp)
+        if callable(data): data(tmp); os.chmod(tmp, 0o666 & ~_umask())
         else:
             with open(tmp, 'xb') as f: f.write(data.encode('utf-8') if isinstance(data, str) else data)
         _fsync_file(tmp)

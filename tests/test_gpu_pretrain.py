@@ -1,0 +1,77 @@
+"""`tools/gpu_pretrain.sh --dry-run`: the seed's GPU job of issue 27 (atombert-8m pretrained on Wikipedia shards, then
+finetuned on MNLI beside its untrained twin) run on the CPU at smoke size, so that the one GPU run is spent measuring,
+not debugging. It must pass with the JSON, the plot and the weights the GPU run brings back (at most 8 files, each
+under 16 MiB, the weights sharded and loadable); data that is missing or not what `prepare` wrote is one line."""
+import json, lzma, os, subprocess, sys
+from pathlib import Path
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gpu_pretrain(*args, **env):
+    return subprocess.run(['bash', 'tools/gpu_pretrain.sh', *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, 'PYTHON': sys.executable, **env})
+
+
+@pytest.fixture(scope='module')
+def dry_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('gpu_pretrain')
+    r = gpu_pretrain('--dry-run', '--work', tmp/'work', OUT=str(tmp/'device_out'))
+    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]
+    return tmp, json.loads((tmp/'device_out'/'gpu_pretrain.json').read_text())
+
+
+def test_dry_run_measures_every_phase(dry_run):
+    _, rep = dry_run
+    assert rep['dry_run'] is True and 'error' not in rep
+    assert list(rep['phases']) == ['environment', 'pretokenize', 'pretrain', 'model_only_step', 'finetune_pretrained',
+                                   'finetune_untrained', 'weights']
+    pre = rep['pretraining']
+    assert pre['budget']['max_steps'] == pre['steps'] > 0 and pre['budget']['minutes'] == 0.25
+    assert pre['args']['num_workers'] == 2                     # the batches are masked off the training process
+    assert pre['tokens_per_s'] > 0 and rep['model_only_step']['tokens_per_s'] > 0 and rep['end_to_end_over_model_only'] > 0
+    curve = pre['held_out']
+    assert curve[0]['step'] == 0 and curve[-1]['step'] == pre['steps'] and all(0 <= r['mlm_accuracy'] <= 1 for r in curve)
+    assert curve[-1]['unigram_accuracy'] > 0
+    assert rep['pretokenize']['tokens'] == rep['pretraining']['train_tokens']   # pretrain read the cache the phase wrote
+    for name in ('pretrained', 'untrained'):
+        m = rep['mnli'][name]
+        assert 0 <= m['matched'] <= 1 and 0 <= m['mismatched'] <= 1 and m['finetune_s'] > 0
+    assert rep['data']['mnli']['train'] == 300 and rep['data']['tokenizer']['vocab_size'] == 1000
+
+
+def test_what_comes_back_fits_and_the_weights_load(dry_run):
+    tmp, rep = dry_run
+    from atombert.model import AtomBertForPreTraining
+    back = [f for f in (tmp/'device_out').rglob('*') if f.is_file()]
+    assert len(back) <= 8 and all(f.stat().st_size < 16 * 2 ** 20 for f in back), back
+    model_dir = tmp/'device_out'/'model'
+    assert (model_dir/'model.safetensors.index.json').exists() and len(list(model_dir.glob('model-*-of-*.safetensors'))) >= 2
+    assert not (model_dir/'tokenizer.json').exists()           # the tokenizer travelled from here
+    shipped, run = AtomBertForPreTraining.from_pretrained(model_dir), AtomBertForPreTraining.from_pretrained(tmp/'work'/'pretrain')
+    assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), run.state_dict().values()))
+    assert (tmp/'device_out'/'gpu_pretrain.png').stat().st_size > 10_000
+
+
+def test_data_that_is_not_what_prepare_wrote_is_one_line(dry_run, tmp_path):
+    tmp, _ = dry_run
+    r = gpu_pretrain('--data', tmp_path/'nowhere', '--out-dir', tmp_path/'out')
+    assert r.returncode == 2 and r.stderr.strip().endswith('manifest.json not found: run `python tools/gpu_pretrain.py prepare` first'), r.stderr[-2000:]
+    data = tmp/'work'/'data'
+    f = data/'mnli_dev_matched.jsonl.xz'; good = f.read_bytes()
+    try:
+        f.write_bytes(lzma.compress(b'{"premise": "a", "hypothesis": "b", "label": 0}\n'))
+        r = gpu_pretrain('--data', data, '--out-dir', tmp_path/'out')
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == f'gpu_pretrain: error: {f} is missing or not what `prepare` wrote', r.stderr[-2000:]
+    finally: f.write_bytes(good)
+
+
+def test_prepare_counts_what_travels(dry_run):
+    tmp, _ = dry_run
+    manifest = json.loads((tmp/'work'/'data'/'manifest.json').read_text())
+    assert manifest['shards'] == ['part-0.txt.xz', 'part-1.txt.xz'] and set(manifest['files']) >= {
+        'shards/part-0.txt.xz', 'tokenizer/tokenizer.json', 'held_out.raw.xz', 'mnli_train.jsonl.xz', 'mnli_dev_mismatched.jsonl.xz'}
+    r = subprocess.run([sys.executable, 'tools/gpu_pretrain.py', 'prepare', '--shards', '0'], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().endswith('--shards must be >= 1')

@@ -1,0 +1,365 @@
+"""The seed's job on one GPU (issue 27): atombert-8m pretrained on Wikipedia and finetuned on MNLI in one run of at most
+9 minutes; the scores, the speeds, a plot and the pretrained weights come back.
+
+    python tools/gpu_pretrain.py prepare               # here, on the CPU: gpu_data/ (what travels; ≤ 64 MiB with the tree)
+    bash tools/gpu_pretrain.sh --data gpu_data         # on the GPU machine, carrying .whl and gpu_data
+    bash tools/gpu_pretrain.sh --dry-run               # the same job on the CPU at smoke size (CI: tests/test_gpu_pretrain.py)
+
+`prepare` copies the first --shards Wikipedia shards (xz, read as they are), trains the 30,000-entry WordPiece tokenizer
+on them (a tokenizer trained on the GPU machine would differ in a few entries: huggingface/tokenizers#1794), and writes
+the MNLI pairs `bench/wiki_transfer.py` uses (the 29,946 train pairs in its order, the full dev sets) and WikiText raw
+valid as xz JSON lines and text, with a manifest of checksums.
+
+`run` (what the .sh calls), one phase after another, each timed:
+1. pretokenize the shards with every core (tokenizers' own thread pool);
+2. pretrain `atombert-8m` with the full recipe (`atombert run`'s batch 256 × 128, lr 1e-3, bf16 on the GPU) for a
+   budget of --pretrain-minutes (a probe fixes the step count), the batches masked in DataLoader workers, held out
+   on WikiText raw valid with the unigram references;
+3. the model-only step: the same model's forward + backward + AdamW step on one batch already on the device, beside
+   a bf16 matmul probe (its rate is the MFU's reference): the end-to-end step is measured against it;
+4. finetune the pretrained model and its untrained twin (same config, tokenizer and seed) with `finetune`'s defaults on
+   the 29,946 pairs, and score both on the full dev matched and mismatched sets.
+The JSON, a plot and the pretrained weights as sharded safetensors (under 16 MiB a file, without the tokenizer: it
+travelled from here, and its fingerprint is in the JSON) go to --out-dir ($OUT on the GPU machine): 7 files.
+"""
+import argparse, hashlib, json, lzma, os, shutil, sys, time, traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT/'bench', ROOT/'tools'):
+    if str(p) not in sys.path: sys.path.insert(0, str(p))
+from gpu_timing import log  # noqa: E402
+
+SEED_MNLI = 66.33                 # the seed's MNLI: 8M-core AtomBERT, WikiText-103 × 2 epochs, then all of MNLI
+CARRY_LIMIT = 64 * 2 ** 20        # what travels to the GPU machine: the working tree, the wheels and the data
+SHARD_LIMIT = '15MB'              # each file that comes back is at most 16 MiB
+# the full recipe's settings (`atombert run`), and the dry run's smoke sizes
+FULL = dict(preset='atombert-8m', vocab_size=30_000, seq_len=128, batch_size=256, lr=1e-3, eval_every=500, log_every=50,
+            num_workers=4, matmul_size=8192, shard_limit=SHARD_LIMIT)
+DRY = dict(preset='tiny', vocab_size=1000, seq_len=64, batch_size=16, lr=1e-3, eval_every=10, log_every=5, num_workers=2,
+           matmul_size=256, shard_limit='200KB')          # the tiny model's 320 KB in two shards: the index is exercised
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest='command', required=True)
+    prep = sub.add_parser('prepare', help='on the CPU: the data folder that travels')
+    prep.add_argument('--data', default='gpu_data', help='folder to write (git-ignored)')
+    prep.add_argument('--shards', type=int, default=3, help='Wikipedia shards to carry (3 fit in 64 MiB with the tree)')
+    prep.add_argument('--small', action='store_true', help='two small shards of WikiText-2 test, 300 train / 200 dev pairs')
+    run = sub.add_parser('run', help='the job (tools/gpu_pretrain.sh runs it)')
+    run.add_argument('--data', default=None, help='the folder `prepare` wrote (default with --dry-run: a small one, made now)')
+    run.add_argument('--out-dir', default=os.environ.get('OUT') or 'bench/results/gpu_pretrain', help='JSON, plot and weights')
+    run.add_argument('--work', default=None, help='scratch folder (default: a temporary one)')
+    run.add_argument('--pretrain-minutes', type=float, default=4.5, help='pretraining budget (the probe included)')
+    run.add_argument('--num-workers', type=int, default=None, help='DataLoader workers that read and mask the batches')
+    run.add_argument('--dry-run', action='store_true', help='CPU, smoke size: preset tiny, seconds of pretraining')
+    args = p.parse_args(argv)
+    if args.command == 'prepare' and args.shards < 1: p.error('--shards must be >= 1')
+    if args.command == 'run':
+        if not args.pretrain_minutes > 0: p.error('--pretrain-minutes must be > 0')
+        if not args.dry_run and not args.data: p.error('--data is needed (the folder `prepare` wrote), or --dry-run')
+        if args.dry_run: args.pretrain_minutes = min(args.pretrain_minutes, 0.25)
+    return args
+
+# ---------------------------------------------------------------- prepare (CPU)
+
+def fail(message: str):
+    "One line on stderr and exit status 2, as argparse and tools/gpu_env.sh end a run that cannot start."
+    print(f'gpu_pretrain: error: {message}', file=sys.stderr); raise SystemExit(2)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
+
+
+def write_pairs(path: Path, data) -> int:
+    "MNLI pairs as xz JSON lines (premise, hypothesis, label): the GPU machine has no `datasets`."
+    rows = [dict(premise=r['premise'], hypothesis=r['hypothesis'], label=int(r['label'])) for r in data]
+    path.write_bytes(lzma.compress(''.join(json.dumps(r) + '\n' for r in rows).encode(), preset=9))
+    return len(rows)
+
+
+def read_pairs(path: Path) -> list:
+    return [json.loads(line) for line in lzma.decompress(path.read_bytes()).decode().splitlines() if line]
+
+
+def carried_bytes(data: Path) -> dict:
+    "What a device call carries: the working tree git knows of (tracked and untracked, not ignored), .whl/ and `data`."
+    import subprocess
+    files = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split('\0')
+    tree = sum((ROOT/f).stat().st_size for f in files if f and (ROOT/f).is_file())
+    folder = lambda d: sum(f.stat().st_size for f in Path(d).rglob('*') if f.is_file()) if Path(d).is_dir() else 0
+    sizes = dict(tree=tree, wheels=folder(ROOT/'.whl'), data=folder(data))
+    return sizes | dict(total=sum(sizes.values()), limit=CARRY_LIMIT)
+
+
+def prepare(args):
+    import common as C, wiki_transfer as W
+    from atombert.corpora import load_corpus
+    from atombert.tokenizer import save_tokenizer, tokenizer_fingerprint, train_tokenizer
+    data = Path(args.data); shutil.rmtree(data, ignore_errors=True); (data/'shards').mkdir(parents=True)
+    source = W.small_shards(data/'source') if args.small else C.shared_path('wikipedia')
+    shards = sorted(source.glob('*.xz'))[:args.shards]
+    for f in shards: shutil.copyfile(f, data/'shards'/f.name)
+    shutil.rmtree(data/'source', ignore_errors=True)
+    vocab = DRY['vocab_size'] if args.small else FULL['vocab_size']
+    log(f'training a {vocab:,}-entry WordPiece tokenizer on {len(shards)} shard(s) ...')
+    t = time.perf_counter()
+    tok = train_tokenizer(load_corpus(str(data/'shards')).texts(), vocab_size=vocab, kind='wordpiece', show_progress=False)
+    save_tokenizer(tok, data/'tokenizer'); tokenizer_s = time.perf_counter() - t
+    (data/'held_out.raw.xz').write_bytes(lzma.compress(C.shared_path(W.HELD_OUT).read_bytes(), preset=9))
+    train, dev = W.mnli_data(argparse.Namespace(small=args.small))
+    counts = dict(train=write_pairs(data/'mnli_train.jsonl.xz', train),
+                  **{name: write_pairs(data/f'mnli_dev_{name}.jsonl.xz', d) for name, d in dev.items()})
+    files = sorted(f for f in data.rglob('*') if f.is_file())
+    manifest = dict(shards=[f.name for f in shards], held_out=W.HELD_OUT, mnli=dict(train_files=[C.MNLI_TRAIN_SAMPLE, W.MNLI_EXTRA], **counts),
+                    tokenizer=dict(vocab_size=tok.get_vocab_size(), fingerprint=tokenizer_fingerprint(tok), training_s=tokenizer_s),
+                    files={str(f.relative_to(data)): dict(bytes=f.stat().st_size, sha256=sha256(f)) for f in files})
+    (data/'manifest.json').write_text(json.dumps(manifest, indent=1))
+    sizes = carried_bytes(data)
+    log(f"{data}: {len(shards)} shard(s), tokenizer {manifest['tokenizer']['fingerprint']} ({tokenizer_s:.0f} s), "
+        f"{counts['train']:,} train pairs; a device call carries {sizes['total'] / 2**20:.1f} MiB (tree {sizes['tree'] / 2**20:.1f}, "
+        f"wheels {sizes['wheels'] / 2**20:.1f}, data {sizes['data'] / 2**20:.1f}) of {CARRY_LIMIT / 2**20:.0f}")
+    if sizes['total'] > CARRY_LIMIT: fail(f'{sizes["total"] / 2**20:.1f} MiB would travel, over the 64 MiB limit: carry fewer --shards')
+    return manifest
+
+# ---------------------------------------------------------------- run (the GPU machine)
+
+def checked_data(folder: Path) -> dict:
+    "The manifest of `folder`, every file's checksum verified (one line names the first that differs)."
+    if not (folder/'manifest.json').is_file(): fail(f'{folder}/manifest.json not found: run `python tools/gpu_pretrain.py prepare` first')
+    manifest = json.loads((folder/'manifest.json').read_text())
+    for name, f in manifest['files'].items():
+        if not (folder/name).is_file() or sha256(folder/name) != f['sha256']: fail(f'{folder/name} is missing or not what `prepare` wrote')
+    return manifest
+
+
+class Phases(dict):
+    "Seconds of each phase of the job, in order: `with phases('name'): ...`."
+    def __call__(self, name):
+        import contextlib
+        @contextlib.contextmanager
+        def timed():
+            log(f'== {name}'); t = time.perf_counter()
+            try: yield
+            finally: self[name] = round(time.perf_counter() - t, 2); log(f'   {name}: {self[name]:.1f} s')
+        return timed()
+
+
+def pretokenized(data: Path, cache: Path) -> dict:
+    "The shards tokenized into the cache `pretrain` reads, with tokenizers' thread pool on every core."
+    from atombert.data import pretokenize
+    from atombert.tokenizer import load_tokenizer
+    t = time.perf_counter()
+    corpus = pretokenize(str(data/'shards'), load_tokenizer(data/'tokenizer'), cache, show_progress=False)
+    s = time.perf_counter() - t
+    return dict(tokens=corpus.num_tokens, documents=corpus.num_docs, sentences=corpus.meta['num_sentences'], seconds=s,
+                tokens_per_s=corpus.num_tokens / s, cpus=os.cpu_count(), tokenizers_parallelism=os.environ.get('TOKENIZERS_PARALLELISM'))
+
+
+def pretrained(S: dict, data: Path, run: Path, cache: Path, device: str, minutes: float) -> tuple:
+    "`pretrain` with the full recipe for `minutes`: (what it logged, one prepared batch of its own for the model-only step)."
+    from atombert.pretrain import pretrain
+    from atombert.logs import read_metrics
+    from atombert.training import Callback
+    class FirstBatch(Callback):
+        batch = None
+        def after_batch(self, state, batch): self.batch = self.batch or batch
+    first = FirstBatch()
+    pretrain(str(data/'shards'), str(run), S['preset'], tokenizer=str(data/'tokenizer'), seq_len=S['seq_len'], batch_size=S['batch_size'],
+             lr=S['lr'], budget_minutes=minutes, eval_corpus=str(data/'held_out.raw.xz'), eval_every=S['eval_every'],
+             log_every=S['log_every'], num_workers=S['num_workers'], device=device, precision='auto', seed=0, cache_dir=str(cache),
+             progress=False, callbacks=[first])
+    info, rows = json.loads((run/'run.json').read_text()), read_metrics(run)
+    train = [r for r in rows if r['split'] == 'train'][1:]          # the first window holds the start (CUDA's, the workers')
+    med = lambda k: sorted(r[k] for r in train)[len(train) // 2] if train and k in train[0] else None
+    steps = max(r['step'] for r in rows)
+    return dict(args={k: info['args'][k] for k in ('batch_size', 'lr', 'precision', 'num_workers', 'device')}, budget=info['budget'],
+                steps=steps, epochs=max(r['epoch'] for r in rows if r['split'] == 'train') + 1, train_examples=info['train_examples'],
+                train_tokens=info['train_tokens'], tokens_per_s=med('tokens_per_s'), mfu=med('mfu'), data_ms=med('data_ms'),
+                model_tflops=med('model_tflops'),
+                held_out=[{k: r.get(k) for k in ('step', 'mlm_accuracy', 'mlm_loss', 'unigram_accuracy', 'unigram_loss', 'sop_accuracy')}
+                          for r in rows if r['split'] == 'eval'],
+                train_curve=[{k: r.get(k) for k in ('step', 'time', 'mlm_loss', 'mlm_accuracy', 'tokens_per_s')} for r in rows if r['split'] == 'train'],
+                note='tokens/s, MFU and data_ms: medians over the logged windows but the first (evaluation and saving left out); '
+                     'MFU against the GPU\'s published dense bf16 peak (atombert.devices.PEAK_FLOPS)'), first.batch
+
+
+def model_only(run: Path, batch: dict, S: dict, device: str, repeats: int = 10) -> dict:
+    """The pretraining step without its data: `PreTrainingTask`'s forward and backward under the run's autocast, clipping
+    and the AdamW step, on one of the run's own prepared batches already on the device; beside a bf16 matmul probe."""
+    import statistics, torch
+    from atombert.devices import autocast_for, resolve_precision
+    from atombert.measure import interleaved, matmul_fn, matmul_reference, with_matmul
+    from atombert.model import AtomBertForPreTraining
+    from atombert.pretrain import PreTrainingTask
+    from atombert.training import TrainArgs, make_optimizer
+    dev = torch.device(device)
+    model = AtomBertForPreTraining.from_pretrained(run).to(dev).train()
+    opt, task = make_optimizer(model, TrainArgs(lr=S['lr'], device=device)), PreTrainingTask('sop')
+    precision = resolve_precision('auto', dev, model)
+    b = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
+    def step():
+        with autocast_for(precision, dev):
+            losses, _ = task.loss(model, b)
+            loss = sum(task.weights.get(k, 1.0) * v for k, v in losses.items())
+        loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); opt.zero_grad(set_to_none=True)
+    mm, mm_flops = matmul_fn(S['matmul_size'], device, torch.bfloat16 if precision == 'bf16' else torch.float32)
+    times = interleaved(with_matmul({'step': step}, mm), repeats, 3, device, log=lambda s: None)
+    rate = statistics.median(matmul_reference(times, ['step'], mm_flops)['step'])
+    t, tokens = statistics.median(times['step']), b['input_ids'].numel()
+    flops = task.flops(model, b)
+    return dict(batch=list(b['input_ids'].shape), masked=int((b['labels'] != -100).sum()), precision=precision, ms_per_step=t * 1e3,
+                tokens_per_s=tokens / t, flops_per_step=flops, matmul_flops_per_s=rate, mfu_vs_matmul=flops / t / rate,
+                ms_all=[x * 1e3 for x in times['step']])
+
+
+def finetuned(model_dir: Path, out: Path, train: list, dev: dict, device: str) -> dict:
+    "`finetune`'s defaults on the train pairs (seed 0), then accuracy on each dev set, on `device`."
+    import torch, warnings
+    from atombert.evaluation import evaluate_mnli, load_finetuned
+    from atombert.finetuning import finetune
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        finetune(model_dir, train, None, out, seed=0, progress=False, device=device)
+    finetune_s, t = time.perf_counter() - t, time.perf_counter()
+    model, tok = load_finetuned(out)
+    model.to(torch.device(device))
+    acc = {name: evaluate_mnli(model, tok, d)['accuracy'] for name, d in dev.items()}
+    return dict(**acc, finetune_s=finetune_s, evaluate_s=time.perf_counter() - t)
+
+
+def untrained_twin(run: Path, out: Path) -> Path:
+    "The pretrained model's architecture as initialized (its seed), with its tokenizer."
+    import torch
+    from atombert.model import AtomBertForPreTraining
+    from atombert.tokenizer import load_tokenizer
+    config = AtomBertForPreTraining.from_pretrained(run).config
+    torch.manual_seed(json.loads((run/'run.json').read_text())['args']['seed'])
+    return AtomBertForPreTraining(config).save_pretrained(out, tokenizer=load_tokenizer(run))
+
+
+def shipped_weights(run: Path, out: Path, shard_limit) -> dict:
+    "The pretrained model as sharded safetensors in `out` (no tokenizer: it travelled from here); each file under 16 MiB."
+    from atombert.model import AtomBertForPreTraining
+    shutil.rmtree(out, ignore_errors=True)
+    AtomBertForPreTraining.from_pretrained(run).save_pretrained(out, max_shard_size=shard_limit)
+    return {f.name: f.stat().st_size for f in sorted(out.iterdir())}
+
+
+def job(args) -> dict:
+    "Every phase in turn; what is done is kept in the JSON if a later phase fails."
+    import gpu_check
+    S = dict(DRY if args.dry_run else FULL)
+    if args.num_workers is not None: S['num_workers'] = args.num_workers
+    device, out, phases = 'cpu' if args.dry_run else 'cuda', Path(args.out_dir), Phases()
+    work = Path(args.work) if args.work else Path(tempfile_dir())
+    res = dict(job='gpu_pretrain', issue=27, dry_run=args.dry_run, argv=sys.argv[1:], settings=S, pretrain_minutes=args.pretrain_minutes,
+               seed_mnli_matched=SEED_MNLI, bag_of_words=None if args.dry_run else bag_of_words(), phases=phases)
+    try:
+        with phases('environment'):
+            res['environment'] = gpu_check.part_environment(args, None)
+            data = Path(args.data) if args.data else work/'data'
+            if not args.data: prepare(argparse.Namespace(data=str(data), shards=2, small=True))
+            res['data'] = args.manifest or checked_data(data)
+            train, dev = read_pairs(data/'mnli_train.jsonl.xz'), {n: read_pairs(data/f'mnli_dev_{n}.jsonl.xz') for n in ('matched', 'mismatched')}
+        with phases('pretokenize'): res['pretokenize'] = pretokenized(data, work/'cache')
+        with phases('pretrain'): res['pretraining'], batch = pretrained(S, data, work/'pretrain', work/'cache', device, args.pretrain_minutes)
+        with phases('model_only_step'):
+            res['model_only_step'] = model_only(work/'pretrain', batch, S, device, repeats=3 if args.dry_run else 10)
+            res['end_to_end_over_model_only'] = res['pretraining']['tokens_per_s'] / res['model_only_step']['tokens_per_s']
+        res['mnli'] = {}
+        for name, model_dir in (('pretrained', work/'pretrain'), ('untrained', untrained_twin(work/'pretrain', work/'untrained'))):
+            with phases(f'finetune_{name}'): res['mnli'][name] = finetuned(model_dir, work/f'finetuned_{name}', train, dev, device)
+        with phases('weights'): res['weights'] = dict(dir=str(out/'model'), files=shipped_weights(work/'pretrain', out/'model', S['shard_limit']))
+    except Exception as e:
+        res['error'] = f'{type(e).__name__}: {e}'; res['traceback'] = traceback.format_exc()[-4000:]
+        log(f'FAILED: {res["error"]}')
+    res['seconds'] = round(sum(phases.values()), 1)
+    return res
+
+
+def tempfile_dir() -> str:
+    import tempfile
+    return tempfile.mkdtemp(prefix='atombert_gpu_pretrain_')
+
+
+def bag_of_words() -> dict | None:
+    "The bag-of-words regression on the same 29,946 pairs, as the CPU study measured it (bench/studies/wiki_transfer*.json)."
+    for f in ('wiki_transfer.json', 'wiki_transfer_60min.json'):
+        if (ROOT/'bench/studies'/f).is_file(): return dict(json.loads((ROOT/'bench/studies'/f).read_text())['bag_of_words'], source=f'bench/studies/{f}')
+    return None
+
+
+def report(res: dict):
+    "The lines a person reads first."
+    log('')
+    log("phases (s): " + ', '.join(f'{k} {v:.0f}' for k, v in res['phases'].items()) + f"; total {res['seconds']:.0f} s")
+    if 'pretokenize' in res: log(f"pretokenize: {res['pretokenize']['tokens']:,} tokens at {res['pretokenize']['tokens_per_s']:,.0f} tokens/s")
+    if 'pretraining' in res:
+        p = res['pretraining']; last = p['held_out'][-1] if p['held_out'] else {}
+        log(f"pretraining: {p['steps']:,} steps ({p['epochs']} epoch(s) of {p['train_tokens']:,} tokens), {p['tokens_per_s'] or 0:,.0f} tokens/s end to end, "
+            f"held-out MLM accuracy {100 * (last.get('mlm_accuracy') or 0):.2f}% (most frequent token {100 * (last.get('unigram_accuracy') or 0):.2f}%)")
+    if 'model_only_step' in res:
+        m = res['model_only_step']
+        log(f"model-only step: {m['ms_per_step']:.1f} ms, {m['tokens_per_s']:,.0f} tokens/s, MFU {m['mfu_vs_matmul']:.1%} of the measured matmul rate; "
+            f"end to end / model only: {res['end_to_end_over_model_only']:.1%} (target >= 90%)")
+    for name, r in res.get('mnli', {}).items():
+        log(f"MNLI {name:10s}: dev matched {100 * r['matched']:.2f}%, mismatched {100 * r['mismatched']:.2f}% "
+            f"(finetuned in {r['finetune_s']:.0f} s); the seed: {SEED_MNLI}%")
+
+
+def plot(res: dict, path: Path) -> Path:
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(2, 2, figsize=(13, 8.5)); ax = ax.ravel()
+    p = res.get('pretraining') or {}
+    ev = [r for r in p.get('held_out', []) if r.get('mlm_accuracy') is not None]
+    if ev:
+        ax[0].plot([r['step'] for r in ev], [100 * r['mlm_accuracy'] for r in ev], 'o-', label=res['settings']['preset'])
+        ax[0].axhline(100 * ev[-1]['unigram_accuracy'], color='grey', ls=':', label='most frequent token'); ax[0].legend(fontsize=8)
+    ax[0].set(title='held-out MLM accuracy (WikiText raw valid)', xlabel='step', ylabel='%')
+    tr = [r for r in p.get('train_curve', []) if r.get('mlm_loss') is not None]
+    ax[1].plot([r['step'] for r in tr], [r['mlm_loss'] for r in tr]); ax[1].set(title='training MLM loss', xlabel='step')
+    mnli, bow = res.get('mnli', {}), None if res['dry_run'] else bag_of_words()     # measured on the full 29,946 pairs
+    for i, split in enumerate(('matched', 'mismatched')):
+        names = list(mnli)
+        ax[2].bar([j + 0.4 * i for j in range(len(names))], [100 * mnli[n][split] for n in names], 0.4, label=f'dev {split}')
+        if bow: ax[2].axhline(100 * bow[split], color=f'C{i}', ls='--', alpha=0.6, label=f'bag of words, {split}')
+    ax[2].axhline(SEED_MNLI, color='k', ls=':', label=f'the seed ({SEED_MNLI}, dev matched)')
+    ax[2].set_xticks([j + 0.2 for j in range(len(mnli))], list(mnli)); ax[2].set_ylim(0, 90)
+    ax[2].set(title=f"MNLI after finetuning on {res.get('data', {}).get('mnli', {}).get('train', 0):,} pairs", ylabel='%')
+    if mnli: ax[2].legend(fontsize=7)
+    ph = res['phases']
+    ax[3].barh(list(ph)[::-1], list(ph.values())[::-1]); ax[3].set(title=f"phases: {res['seconds']:.0f} s in all", xlabel='seconds')
+    if 'end_to_end_over_model_only' in res:
+        ax[3].text(0.98, 0.02, f"end-to-end step at {res['end_to_end_over_model_only']:.0%} of the model-only step's tokens/s",
+                   transform=ax[3].transAxes, ha='right', fontsize=8)
+    fig.suptitle(f"{res['settings']['preset']} on {res.get('environment', {}).get('gpu', 'CPU (dry run)')}"); fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=90); plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.command == 'prepare': return prepare(args)
+    args.manifest = checked_data(Path(args.data)) if args.data else None      # before anything runs or is written
+    res = job(args)
+    out = Path(args.out_dir); out.mkdir(parents=True, exist_ok=True)
+    res['plot'] = str(plot(res, out/'gpu_pretrain.png'))
+    report(res)
+    res['log'] = log.lines
+    (out/'gpu_pretrain.json').write_text(json.dumps(res, indent=1, default=str))
+    log(f"wrote {out/'gpu_pretrain.json'} and {res['plot']}")
+    if 'error' in res: sys.exit(1)
+    return res
+
+
+if __name__ == '__main__':
+    main()
