@@ -7,7 +7,8 @@ __all__ = ['FORMAT_VERSION', 'OBJECTIVES', 'split_sentences', 'TokenizedCorpus',
            'PretrainingDataset']
 
 # %% ../nbs/05_data.ipynb #f139c08d
-import array, hashlib, itertools, json, os, random, re
+import array, collections, hashlib, itertools, json, os, random, re
+import multiprocessing as mp
 from pathlib import Path
 import numpy as np
 import torch
@@ -81,27 +82,56 @@ def _content_identity(docs):
     for doc in _as_documents(docs): h.update(json.dumps(doc).encode())
     return 'content:' + h.hexdigest()[:16]
 
-def _write_tokens(docs, tok, folder, dtype, split, batch_size, progress):
-    encode = getattr(tok, 'encode_batch_fast', tok.encode_batch)  # no offsets needed: faster
-    seg_lengths, doc_nsegs, texts, per_doc = [], [], [], []
+def _chunks(docs, chars:int=1 << 20):
+    "Lists of whole documents of about `chars` characters each: a worker's unit of work."
+    chunk, n = [], 0
+    for doc in _as_documents(docs):
+        chunk.append(doc); n += sum(map(len, doc))
+        if n >= chars: yield chunk; chunk, n = [], 0
+    if chunk: yield chunk
+
+def _encode_chunk(docs, tok, split, dtype):
+    "(tokens, sentence lengths, sentences per document) of documents; empty sentences and documents are left out."
+    sentences, per_doc = [], []
+    for doc in docs:
+        s = [x for p in doc for x in (split_sentences(p) if split else [p])]
+        sentences += s; per_doc.append(len(s))
+    encode = getattr(tok or _worker_tokenizer, 'encode_batch_fast', (tok or _worker_tokenizer).encode_batch)  # no offsets: faster
+    ids = [e.ids for e in encode(sentences, add_special_tokens=False)]
+    lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+    tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype, int(lengths.sum()))
+    kept = lengths > 0
+    counts = np.bincount(np.repeat(np.arange(len(per_doc)), per_doc)[kept], minlength=len(per_doc))
+    return tokens, lengths[kept], counts[counts > 0]
+
+_worker_tokenizer = None
+
+def _start_worker(tokenizer_json:str):
+    global _worker_tokenizer
+    os.environ['TOKENIZERS_PARALLELISM'] = 'false'   # the processes are the parallelism; a fork has no thread pool of its own
+    _worker_tokenizer = Tokenizer.from_str(tokenizer_json)
+
+def _encoded_chunks(docs, tok, split, dtype, num_proc:int):
+    """`_encode_chunk` of every chunk in order: here, or in `num_proc` forked processes with at most two chunks each in
+    flight (memory stays bounded however large the corpus)."""
+    chunks = _chunks(docs)
+    head = list(itertools.islice(chunks, 2))
+    if num_proc <= 1 or len(head) < 2 or 'fork' not in mp.get_all_start_methods():
+        for c in itertools.chain(head, chunks): yield _encode_chunk(c, tok, split, dtype)
+        return
+    with mp.get_context('fork').Pool(num_proc, _start_worker, (tok.to_str(),)) as pool:
+        pending = collections.deque()
+        for c in itertools.chain(head, chunks):
+            pending.append(pool.apply_async(_encode_chunk, (c, None, split, dtype)))
+            if len(pending) >= 2 * num_proc: yield pending.popleft().get()
+        while pending: yield pending.popleft().get()
+
+def _write_tokens(docs, tok, folder, dtype, split, progress, num_proc):
+    seg_lengths, doc_nsegs = [], []
     with open(folder/'tokens.bin', 'wb') as f:
-        def flush():
-            if not texts: return
-            ids = [e.ids for e in encode(texts, add_special_tokens=False)]
-            lengths = np.fromiter(map(len, ids), np.int64, len(ids))
-            f.write(np.fromiter(itertools.chain.from_iterable(ids), dtype, int(lengths.sum())).tobytes())
-            doc_of = np.repeat(np.arange(len(per_doc)), per_doc)
-            kept = lengths > 0                                      # no empty sentences ...
-            seg_lengths.append(lengths[kept])
-            counts = np.bincount(doc_of[kept], minlength=len(per_doc))
-            doc_nsegs.append(counts[counts > 0])                    # ... and no empty documents
-            progress.update(int(lengths.sum())); progress.set_postfix(docs=f'{sum(map(len, doc_nsegs)):,}', refresh=False)
-            texts.clear(); per_doc.clear()
-        for doc in _as_documents(docs):
-            sentences = [s for p in doc for s in (split_sentences(p) if split else [p])]
-            texts.extend(sentences); per_doc.append(len(sentences))
-            if len(texts) >= batch_size: flush()
-        flush()
+        for tokens, lengths, nsegs in _encoded_chunks(docs, tok, split, dtype, num_proc):
+            f.write(tokens.tobytes()); seg_lengths.append(lengths); doc_nsegs.append(nsegs)
+            progress.update(len(tokens)); progress.set_postfix(docs=f'{sum(map(len, doc_nsegs)):,}', refresh=False)
     none = [np.zeros(0, np.int64)]
     seg_lengths, doc_nsegs = np.concatenate(none + seg_lengths), np.concatenate(none + doc_nsegs)
     seg_offsets = np.concatenate([[0], np.cumsum(seg_lengths)]).astype(np.int64)
@@ -109,9 +139,15 @@ def _write_tokens(docs, tok, folder, dtype, split, batch_size, progress):
     np.savez(folder/'offsets.npz', seg_offsets=seg_offsets, doc_segs=doc_segs)
     return len(doc_segs) - 1, len(seg_lengths), int(seg_offsets[-1])
 
-def pretokenize(corpus, tokenizer: Tokenizer, cache_dir, split_into_sentences=True, batch_size=4096,
-                show_progress=True) -> TokenizedCorpus:
-    "Tokenize `corpus` (a spec, a `Corpus`, or documents) into a cached token memmap under `cache_dir`; reuse it if there."
+def _available_cpus() -> int:
+    "The CPUs this process may run on (its affinity where the OS tells it, else all of them)."
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+def pretokenize(corpus, tokenizer: Tokenizer, cache_dir, split_into_sentences=True, show_progress=True,
+                num_proc:int|None=None) -> TokenizedCorpus:
+    """Tokenize `corpus` (a spec, a `Corpus`, or documents) into a cached token memmap under `cache_dir`; reuse it if there.
+    Chunks of about a million characters are split and encoded in `num_proc` processes (default: one per CPU; a corpus
+    of one chunk stays in this one); the result does not depend on how many."""
     if isinstance(corpus, (str, os.PathLike)): corpus = load_corpus(corpus)
     name = getattr(corpus, 'name', 'documents')
     if not isinstance(corpus, Corpus): corpus = list(corpus)
@@ -126,8 +162,8 @@ def pretokenize(corpus, tokenizer: Tokenizer, cache_dir, split_into_sentences=Tr
     tok = Tokenizer.from_str(tokenizer.to_str()); tok.no_truncation(); tok.no_padding()
     with atomic_dir(final, exist_ok=True) as tmp:    # another process may finish first: its copy is as good as ours
         with tqdm(desc=f'tokenizing {name}', unit='tok', unit_scale=True, disable=not show_progress) as progress:  # shows tokens/s
-            num_docs, num_segments, num_tokens = _write_tokens(corpus, tok, tmp, dtype, split_into_sentences,
-                                                               batch_size, progress)
+            num_docs, num_segments, num_tokens = _write_tokens(corpus, tok, tmp, dtype, split_into_sentences, progress,
+                                                               _available_cpus() if num_proc is None else num_proc)
         if num_tokens == 0: raise ValueError(f'empty corpus: {name} gives no tokens')
         meta = dict(format_version=FORMAT_VERSION, corpus=name, identity=identity, tokenizer_fingerprint=fingerprint,
                     vocab_size=vocab_size, dtype=np.dtype(dtype).name, num_docs=num_docs, num_sentences=num_segments,

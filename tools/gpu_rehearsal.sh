@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Rehearse the GPU check (issue 15) on this CPU machine with the GPU machine's software, before spending device time:
+# Rehearse the GPU check (issue 15) and the GPU job (issue 27) on this CPU machine with the GPU machine's software, before
+# spending device time:
 # a virtual environment with its versions of Python, torch, transformers, tokenizers, numpy and safetensors (as
 # /work/.library/device/KINDS.md lists them; torch comes as the CUDA build, which runs on a CPU too), no fastcore
 # (it travels as a wheel: tools/gpu_wheels.sh), then
 #   1. `tools/gpu_check.sh --dry-run` with that interpreter (installs fastcore from .whl/ as on the GPU machine);
-#   2. the CUDA tests' code on the CPU (ATOMBERT_CUDA_TESTS_DEVICE=cpu, tests/test_cuda.py says what stands in).
+#   2. the CUDA tests' code on the CPU (ATOMBERT_CUDA_TESTS_DEVICE=cpu, tests/test_cuda.py says what stands in);
+#   3. `tools/gpu_pretrain.sh --dry-run` with that interpreter: the job without `datasets` or scikit-learn, as there, on
+#      the small data `prepare --small` writes (with this environment's python3), or on $REHEARSAL_DATA (the folder
+#      `python tools/gpu_pretrain.py prepare` wrote: the real shards, tokenizer and pairs) at the dry run's model sizes.
 # What it cannot rehearse: CUDA itself (kernels, flash attention, NCCL, memory, speed).
 #
 #   bash tools/gpu_rehearsal.sh      # about 5 GB of downloads the first time (torch's CUDA libraries), then ~2 minutes
@@ -39,4 +43,9 @@ PYTHON="$VENV/bin/python" GPU_CHECK_SITE="$site" bash tools/gpu_check.sh --dry-r
 echo "== 2. the CUDA tests on the CPU =="
 PYTHONPATH="$site:$PWD" CUDA_VISIBLE_DEVICES= ATOMBERT_CUDA_TESTS_DEVICE=cpu \
   "$VENV/bin/python" -m pytest -m cuda -q -p no:cacheprovider --basetemp "$work/pytest" tests/test_cuda.py
-echo "gpu_rehearsal: both passed"
+data=${REHEARSAL_DATA:-$work/gpu_data}
+echo "== 3. tools/gpu_pretrain.sh --dry-run --data $data =="
+[ -n "${REHEARSAL_DATA:-}" ] || python3 tools/gpu_pretrain.py prepare --small --data "$data"   # here: prepare reads MNLI with datasets
+PYTHON="$VENV/bin/python" GPU_CHECK_SITE="$site" bash tools/gpu_pretrain.sh --dry-run --data "$data" --work "$work/gpu_pretrain" \
+  --out-dir "$work/gpu_pretrain_out"
+echo "gpu_rehearsal: all three passed"
