@@ -75,3 +75,15 @@ def test_prepare_counts_what_travels(dry_run):
         'shards/part-0.txt.xz', 'tokenizer/tokenizer.json', 'held_out.raw.xz', 'mnli_train.jsonl.xz', 'mnli_dev_mismatched.jsonl.xz'}
     r = subprocess.run([sys.executable, 'tools/gpu_pretrain.py', 'prepare', '--shards', '0'], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().endswith('--shards must be >= 1')
+
+
+def test_the_full_models_weights_come_back_in_three_files_under_16_mib(tmp_path):
+    "atombert-8m at 30,000 entries, saved as the job saves it: config, index and 3 shards, each under the 16 MiB a file may carry."
+    sys.path.insert(0, str(ROOT/'tools'))
+    import gpu_pretrain
+    from atombert.config import AtomBertConfig
+    from atombert.model import AtomBertForPreTraining
+    S = gpu_pretrain.FULL
+    AtomBertForPreTraining(AtomBertConfig.preset(S['preset']).replace(vocab_size=S['vocab_size'])).save_pretrained(tmp_path, max_shard_size=S['shard_limit'])
+    files = sorted(tmp_path.iterdir())
+    assert len(files) == 5 and all(f.stat().st_size < 16 * 2 ** 20 for f in files), [(f.name, f.stat().st_size) for f in files]

@@ -176,17 +176,22 @@ def pretrained(S: dict, data: Path, run: Path, cache: Path, device: str, minutes
              log_every=S['log_every'], num_workers=S['num_workers'], device=device, precision='auto', seed=0, cache_dir=str(cache),
              progress=False, callbacks=[first])
     info, rows = json.loads((run/'run.json').read_text()), read_metrics(run)
-    train = [r for r in rows if r['split'] == 'train'][1:]          # the first window holds the start (CUDA's, the workers')
+    logged = [r for r in rows if r['split'] == 'train']
+    train = logged[1:]                                             # the first window holds the start (CUDA's, the workers')
     med = lambda k: sorted(r[k] for r in train)[len(train) // 2] if train and k in train[0] else None
+    steps = [b['step'] - a['step'] for a, b in zip(logged, train)]  # each window's steps: the run's rate weighs them so
+    run_rate = sum(steps) / sum(n / r['tokens_per_s'] for n, r in zip(steps, train)) if train else None
     steps = max(r['step'] for r in rows)
     return dict(args={k: info['args'][k] for k in ('batch_size', 'lr', 'precision', 'num_workers', 'device')}, budget=info['budget'],
                 steps=steps, epochs=max(r['epoch'] for r in rows if r['split'] == 'train') + 1, train_examples=info['train_examples'],
-                train_tokens=info['train_tokens'], tokens_per_s=med('tokens_per_s'), mfu=med('mfu'), data_ms=med('data_ms'),
+                train_tokens=info['train_tokens'], tokens_per_s=run_rate, tokens_per_s_median_window=med('tokens_per_s'),
+                mfu=med('mfu'), data_ms=med('data_ms'),
                 model_tflops=med('model_tflops'),
                 held_out=[{k: r.get(k) for k in ('step', 'mlm_accuracy', 'mlm_loss', 'unigram_accuracy', 'unigram_loss', 'sop_accuracy')}
                           for r in rows if r['split'] == 'eval'],
                 train_curve=[{k: r.get(k) for k in ('step', 'time', 'mlm_loss', 'mlm_accuracy', 'tokens_per_s')} for r in rows if r['split'] == 'train'],
-                note='tokens/s, MFU and data_ms: medians over the logged windows but the first (evaluation and saving left out); '
+                note='tokens/s: over the run but its first logged window (the start), epoch boundaries included; MFU and '
+                     'data_ms: medians over those windows; evaluation and saving are never counted; '
                      'MFU against the GPU\'s published dense bf16 peak (atombert.devices.PEAK_FLOPS)'), first.batch
 
 
