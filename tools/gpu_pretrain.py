@@ -20,7 +20,9 @@ valid as xz JSON lines and text, with a manifest of checksums.
 4. finetune the pretrained model and its untrained twin (same config, tokenizer and seed) with `finetune`'s defaults on
    the 29,946 pairs, and score both on the full dev matched and mismatched sets.
 The JSON, a plot and the pretrained weights as sharded safetensors (under 16 MiB a file, without the tokenizer: it
-travelled from here, and its fingerprint is in the JSON) go to --out-dir ($OUT on the GPU machine): 7 files.
+travelled from here, and its fingerprint is in the JSON) go to --out-dir ($OUT on the GPU machine): 7 files. The JSON
+is written after every phase and the weights as soon as pretraining ends, so a run cut short still brings back what it
+measured; the untrained twin is skipped if its finetuning would end after --deadline-minutes.
 """
 import argparse, hashlib, json, lzma, os, shutil, sys, time, traceback
 from pathlib import Path
@@ -53,6 +55,7 @@ def parse_args(argv=None):
     run.add_argument('--work', default=None, help='scratch folder (default: a temporary one)')
     run.add_argument('--pretrain-minutes', type=float, default=4.5, help='pretraining budget (the probe included)')
     run.add_argument('--num-workers', type=int, default=None, help='DataLoader workers that read and mask the batches')
+    run.add_argument('--deadline-minutes', type=float, default=9.0, help='the untrained twin is not finetuned if it would end later')
     run.add_argument('--dry-run', action='store_true', help='CPU, smoke size: preset tiny, seconds of pretraining')
     args = p.parse_args(argv)
     if args.command == 'prepare' and args.shards < 1: p.error('--shards must be >= 1')
@@ -140,15 +143,25 @@ def checked_data(folder: Path) -> dict:
 
 
 class Phases(dict):
-    "Seconds of each phase of the job, in order: `with phases('name'): ...`."
+    """Seconds of each phase of the job, in order: `with phases('name'): ...`; `after()` runs when each one ends (the job
+    writes its JSON then: if the machine's time runs out later, what was measured still comes back)."""
+    def __init__(self, after=lambda: None): super().__init__(); self.after, self.t0 = after, time.perf_counter()
+    def elapsed(self) -> float: return time.perf_counter() - self.t0
     def __call__(self, name):
         import contextlib
         @contextlib.contextmanager
         def timed():
             log(f'== {name}'); t = time.perf_counter()
             try: yield
-            finally: self[name] = round(time.perf_counter() - t, 2); log(f'   {name}: {self[name]:.1f} s')
+            finally: self[name] = round(time.perf_counter() - t, 2); log(f'   {name}: {self[name]:.1f} s'); self.after()
         return timed()
+
+
+def write_result(res: dict, out: Path) -> Path:
+    "The JSON, with the log so far, written whole or not at all."
+    from atombert.files import atomic_write
+    return atomic_write(out/'gpu_pretrain.json', json.dumps(res | dict(seconds=round(sum(res['phases'].values()), 1), log=log.lines),
+                                                            indent=1, default=str))
 
 
 def pretokenized(data: Path, cache: Path) -> dict:
@@ -263,8 +276,9 @@ def job(args) -> dict:
     import gpu_check
     S = dict(DRY if args.dry_run else FULL)
     if args.num_workers is not None: S['num_workers'] = args.num_workers
-    device, out, phases = 'cpu' if args.dry_run else 'cuda', Path(args.out_dir), Phases()
+    device, out = 'cpu' if args.dry_run else 'cuda', Path(args.out_dir)
     work = Path(args.work) if args.work else Path(tempfile_dir())
+    phases = Phases(lambda: write_result(res, out))
     res = dict(job='gpu_pretrain', issue=27, dry_run=args.dry_run, argv=sys.argv[1:], settings=S, pretrain_minutes=args.pretrain_minutes,
                seed_mnli_matched=SEED_MNLI, bag_of_words=None if args.dry_run else bag_of_words(), phases=phases)
     try:
@@ -279,10 +293,14 @@ def job(args) -> dict:
         with phases('model_only_step'):
             res['model_only_step'] = model_only(work/'pretrain', batch, S, device, repeats=3 if args.dry_run else 10)
             res['end_to_end_over_model_only'] = res['pretraining']['tokens_per_s'] / res['model_only_step']['tokens_per_s']
+        with phases('weights'): res['weights'] = dict(dir=str(out/'model'), files=shipped_weights(work/'pretrain', out/'model', S['shard_limit']))
         res['mnli'] = {}
         for name, model_dir in (('pretrained', work/'pretrain'), ('untrained', untrained_twin(work/'pretrain', work/'untrained'))):
+            if res['mnli'] and phases.elapsed() + phases['finetune_pretrained'] > args.deadline_minutes * 60:
+                res['mnli'][name] = dict(skipped=f"{phases.elapsed():.0f} s gone: another {phases['finetune_pretrained']:.0f} s would pass "
+                                                 f"the {args.deadline_minutes:g}-minute deadline"); log(f"skipped {name}: {res['mnli'][name]['skipped']}")
+                continue
             with phases(f'finetune_{name}'): res['mnli'][name] = finetuned(model_dir, work/f'finetuned_{name}', train, dev, device)
-        with phases('weights'): res['weights'] = dict(dir=str(out/'model'), files=shipped_weights(work/'pretrain', out/'model', S['shard_limit']))
     except Exception as e:
         res['error'] = f'{type(e).__name__}: {e}'; res['traceback'] = traceback.format_exc()[-4000:]
         log(f'FAILED: {res["error"]}')
@@ -316,6 +334,7 @@ def report(res: dict):
         log(f"model-only step: {m['ms_per_step']:.1f} ms, {m['tokens_per_s']:,.0f} tokens/s, MFU {m['mfu_vs_matmul']:.1%} of the measured matmul rate; "
             f"end to end / model only: {res['end_to_end_over_model_only']:.1%} (target >= 90%)")
     for name, r in res.get('mnli', {}).items():
+        if 'skipped' in r: log(f'MNLI {name:10s}: skipped ({r["skipped"]})'); continue
         log(f"MNLI {name:10s}: dev matched {100 * r['matched']:.2f}%, mismatched {100 * r['mismatched']:.2f}% "
             f"(finetuned in {r['finetune_s']:.0f} s); the seed: {SEED_MNLI}%")
 
@@ -332,7 +351,7 @@ def plot(res: dict, path: Path) -> Path:
     ax[0].set(title='held-out MLM accuracy (WikiText raw valid)', xlabel='step', ylabel='%')
     tr = [r for r in p.get('train_curve', []) if r.get('mlm_loss') is not None]
     ax[1].plot([r['step'] for r in tr], [r['mlm_loss'] for r in tr]); ax[1].set(title='training MLM loss', xlabel='step')
-    mnli, bow = res.get('mnli', {}), None if res['dry_run'] else bag_of_words()     # measured on the full 29,946 pairs
+    mnli, bow = {k: v for k, v in res.get('mnli', {}).items() if 'matched' in v}, None if res['dry_run'] else bag_of_words()
     for i, split in enumerate(('matched', 'mismatched')):
         names = list(mnli)
         ax[2].bar([j + 0.4 * i for j in range(len(names))], [100 * mnli[n][split] for n in names], 0.4, label=f'dev {split}')
@@ -359,9 +378,7 @@ def main(argv=None):
     out = Path(args.out_dir); out.mkdir(parents=True, exist_ok=True)
     res['plot'] = str(plot(res, out/'gpu_pretrain.png'))
     report(res)
-    res['log'] = log.lines
-    (out/'gpu_pretrain.json').write_text(json.dumps(res, indent=1, default=str))
-    log(f"wrote {out/'gpu_pretrain.json'} and {res['plot']}")
+    log(f"wrote {write_result(res, out)} and {res['plot']}")
     if 'error' in res: sys.exit(1)
     return res
 
