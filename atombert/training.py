@@ -165,6 +165,8 @@ def _add_to_window(window:dict, losses:dict, stats:dict, counts:dict):
     for k, (num, den) in stats.items():
         n, d = window.get(k, (0.0, 0)); window[k] = (n + num, d + den)
 
+_FRESH_STATE = dict(step=0, epoch=0, batch=0, bad_steps=0, skipped_steps=0)   # where a run starts; a checkpoint keeps where it is
+
 def _meter() -> dict:
     "A log window's counters: when it started, optimizer steps, tokens, FLOPs, and host seconds spent getting batches."
     return dict(start=time.perf_counter(), steps=0, tokens=0, flops=0, data_s=0.0)
@@ -184,7 +186,7 @@ class Loop:
     device: torch.device
     world: int = 1
     callbacks: tuple = ()
-    state: dict = dataclasses.field(default_factory=lambda: dict(step=0, epoch=0, batch=0, bad_steps=0, skipped_steps=0))
+    state: dict = dataclasses.field(default_factory=lambda: dict(_FRESH_STATE))
     window: dict = dataclasses.field(default_factory=dict)
     meter: dict = dataclasses.field(default_factory=_meter)
 
@@ -270,7 +272,7 @@ def _start(model, args:TrainArgs, device, rank:int, world:int, resume:bool, toke
     "The `Loop` of a run: fresh, or from the newest checkpoint in `args.out_dir` when resuming."
     out = Path(args.out_dir)
     opt, scaler = make_optimizer(model, args), torch.amp.GradScaler(device.type, enabled=args.precision == 'fp16')
-    sched, state = make_schedule(opt, args), dict(step=0, epoch=0, batch=0, bad_steps=0, skipped_steps=0)
+    sched, state = make_schedule(opt, args), dict(_FRESH_STATE)
     if resume and checkpoints(out):
         state.update(load_checkpoint(checkpoints(out)[-1], model, opt, sched, scaler, tokenizer, rank))
         if rank == 0 and (out/'metrics.jsonl').exists():   # drop what was logged after that checkpoint

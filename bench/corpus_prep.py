@@ -5,7 +5,8 @@ Each phase runs in a fresh process, so its wall time and peak RSS are its own, a
 
 1. tokenizer training: `atombert.pretrain`'s tokenizer step (WordPiece, --vocab-size, trained on every paragraph of the
    corpus, streamed from the `xz` files; nothing is decompressed to disk);
-2. pretokenizing: `atombert.data.pretokenize` (sentence splitting, encoding, the `uint16` token memmap), streamed.
+2. pretokenizing: `atombert.data.pretokenize` (sentence splitting, encoding, the `uint16` token memmap), streamed, in
+   one worker process per core (its default); the peak RSS of the main process and of the largest worker.
 
 Then the two tokenizers are compared: how many entries they share, and how many tokens each needs per word of held-out
 text (WikiText raw validation): whether a sample (one shard) would have given the same vocabulary.
@@ -46,8 +47,10 @@ def worker(phase, workdir, cache, files) -> dict:
     else:
         tokens = pretokenize(corpus, load_tokenizer(workdir/'tokenizer'), cache, show_progress=False)
         seconds = time.perf_counter() - t0
+        import resource
         counts = dict(tokens=tokens.num_tokens, documents=tokens.num_docs, sentences=tokens.meta['num_sentences'],
-                      memmap_mb=(tokens.path/'tokens.bin').stat().st_size / 2**20)
+                      memmap_mb=(tokens.path/'tokens.bin').stat().st_size / 2**20, processes=len(os.sched_getaffinity(0)),
+                      worker_peak_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     return dict(seconds=seconds, peak_rss_mb=C.peak_rss_mb(), **counts)
 
 def run_phase(phase, workdir, cache, files) -> dict:
@@ -97,6 +100,7 @@ def main(argv=None):
                              tokenizer_s=tok_run['seconds'], tokenizer_peak_rss_mb=tok_run['peak_rss_mb'],
                              vocab_learned=tok_run['vocab_learned'],
                              pretokenize_s=pre_run['seconds'], pretokenize_peak_rss_mb=pre_run['peak_rss_mb'],
+                             pretokenize_processes=pre_run['processes'], pretokenize_worker_peak_rss_mb=pre_run['worker_peak_rss_mb'],
                              tokens=pre_run['tokens'], documents=pre_run['documents'], sentences=pre_run['sentences'],
                              memmap_mb=pre_run['memmap_mb'], pretokenize_tokens_per_s=pre_run['tokens'] / pre_run['seconds'],
                              tokenizer_tokens_per_s=pre_run['tokens'] / tok_run['seconds'],
@@ -106,11 +110,13 @@ def main(argv=None):
     one, all_ = (set(t.get_vocab()) for t in tokenizers.values())
     comparison = dict(shared_entries=len(one & all_), entries_one_shard=len(one), entries_all=len(all_),
                       shared_share=len(one & all_) / len(all_))
-    print(f'\ndata path: WordPiece {args.vocab_size:,}, {os.cpu_count()} cores, tokenizers pool on; each phase in a fresh process')
+    print(f'\ndata path: WordPiece {args.vocab_size:,}, {os.cpu_count()} cores, tokenizers pool on, pretokenizing in '
+          f"{rows[0]['pretokenize_processes']} processes; each phase in a fresh process")
     C.print_table(rows, [('corpus', 'corpus', ''), ('compressed_mb', 'xz MB', '.1f'), ('tokens', 'tokens', ',.0f'),
                          ('tokenizer_s', 'tokenizer s', '.1f'), ('tokenizer_peak_rss_mb', 'tokenizer peak MB', ',.0f'),
                          ('pretokenize_s', 'pretokenize s', '.1f'), ('pretokenize_tokens_per_s', 'pretokenize tok/s', ',.0f'),
-                         ('pretokenize_peak_rss_mb', 'pretokenize peak MB', ',.0f'), ('total_min', 'total min', '.1f'),
+                         ('pretokenize_peak_rss_mb', 'pretokenize peak MB', ',.0f'),
+                         ('pretokenize_worker_peak_rss_mb', 'worker peak MB', ',.0f'), ('total_min', 'total min', '.1f'),
                          ('held_out_tokens_per_word', 'held-out tok/word', '.3f')])
     print(f"\nthe one-shard tokenizer shares {comparison['shared_entries']:,} of the {comparison['entries_all']:,} entries "
           f"({comparison['shared_share']:.1%}) of the one trained on every shard")

@@ -109,3 +109,22 @@ def test_rehearsal_without_python_312_fails_in_one_line(tmp_path):
                        env={**os.environ, 'PYTHON312': str(tmp_path/'no-python3.12'), 'REHEARSAL_VENV': str(tmp_path/'venv')})
     assert r.returncode == 2 and r.stderr == 'gpu_rehearsal: error: no Python 3.12 interpreter found (set PYTHON312)\n', r.stderr
     assert not (tmp_path/'venv').exists()
+
+
+def test_extrapolation_from_known_rates():
+    "The full recipe's hours from given rates: WikiText-103 × 2 epochs at 256 × 128 is 7,630 steps, MNLI × 2 at 32 is 24,544."
+    import math
+    import pytest
+    sys.path.insert(0, str(ROOT/'tools'))
+    from gpu_timing import MNLI_SHAPES, WIKITEXT103_TOKENS, extrapolate
+    pre = dict(corpus_tokens_per_example=120.0, seconds_per_step=0.04, tokenizer_training_s=5.0, pretokenize_s=7.0,
+               train_tokens=300_000, vocab_size=9000)
+    fin = dict(seconds_per_step=0.016, mean_padded_width=52.5, mean_batch_rows=32, first_run=dict(training_s=20.0, batches=166, distinct_shapes=67))
+    rec = dict(batch_size=256, seq_len=128, pretrain_epochs=2, finetune_epochs=2, finetune_batch_size=32, vocab_size=30000)
+    r = extrapolate(pre, fin, rec)
+    assert r['pretraining_steps'] == [7630, math.ceil(2 * WIKITEXT103_TOKENS / (256 * 120.0))] and r['finetuning_steps'] == 24544
+    per_shape = (20.0 - 166 * 0.016) / 67
+    assert r['seconds_per_new_shape'] == pytest.approx(per_shape)
+    assert r['pretraining_hours'][0] == round(7630 * 0.04 / 3600, 3)
+    assert r['finetuning_hours'] == round((24544 * 0.016 + per_shape * MNLI_SHAPES) / 3600, 3)
+    assert r['data_preparation_hours'] == round(12.0 * WIKITEXT103_TOKENS / 300_000 / 3600, 3)
