@@ -82,7 +82,7 @@ def _content_identity(docs):
     for doc in _as_documents(docs): h.update(json.dumps(doc).encode())
     return 'content:' + h.hexdigest()[:16]
 
-def _chunks(docs, chars:int=1 << 20):
+def _chunks(docs, chars:int):
     "Lists of whole documents of about `chars` characters each: a worker's unit of work."
     chunk, n = [], 0
     for doc in _as_documents(docs):
@@ -111,12 +111,13 @@ def _start_worker(tokenizer_json:str):
     os.environ['TOKENIZERS_PARALLELISM'] = 'false'   # the processes are the parallelism; a fork has no thread pool of its own
     _worker_tokenizer = Tokenizer.from_str(tokenizer_json)
 
-def _encoded_chunks(docs, tok, split, dtype, num_proc:int):
+def _encoded_chunks(docs, tok, split, dtype, num_proc:int, chunk_chars:int):
     """`_encode_chunk` of every chunk in order: here, or in `num_proc` forked processes with at most two chunks each in
-    flight (memory stays bounded however large the corpus)."""
-    chunks = _chunks(docs)
-    head = list(itertools.islice(chunks, 2))
-    if num_proc <= 1 or len(head) < 2 or 'fork' not in mp.get_all_start_methods():
+    flight (memory stays bounded however large the corpus). A corpus of fewer than four chunks stays here: forking
+    would cost what it saves."""
+    chunks = _chunks(docs, chunk_chars)
+    head = list(itertools.islice(chunks, 4))
+    if num_proc <= 1 or len(head) < 4 or 'fork' not in mp.get_all_start_methods():
         for c in itertools.chain(head, chunks): yield _encode_chunk(c, tok, split, dtype)
         return
     with mp.get_context('fork').Pool(num_proc, _start_worker, (tok.to_str(),)) as pool:
@@ -126,10 +127,10 @@ def _encoded_chunks(docs, tok, split, dtype, num_proc:int):
             if len(pending) >= 2 * num_proc: yield pending.popleft().get()
         while pending: yield pending.popleft().get()
 
-def _write_tokens(docs, tok, folder, dtype, split, progress, num_proc):
+def _write_tokens(docs, tok, folder, dtype, split, progress, num_proc, chunk_chars):
     seg_lengths, doc_nsegs = [], []
     with open(folder/'tokens.bin', 'wb') as f:
-        for tokens, lengths, nsegs in _encoded_chunks(docs, tok, split, dtype, num_proc):
+        for tokens, lengths, nsegs in _encoded_chunks(docs, tok, split, dtype, num_proc, chunk_chars):
             f.write(tokens.tobytes()); seg_lengths.append(lengths); doc_nsegs.append(nsegs)
             progress.update(len(tokens)); progress.set_postfix(docs=f'{sum(map(len, doc_nsegs)):,}', refresh=False)
     none = [np.zeros(0, np.int64)]
@@ -144,10 +145,10 @@ def _available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 def pretokenize(corpus, tokenizer: Tokenizer, cache_dir, split_into_sentences=True, show_progress=True,
-                num_proc:int|None=None) -> TokenizedCorpus:
+                num_proc:int|None=None, chunk_chars:int=1 << 20) -> TokenizedCorpus:
     """Tokenize `corpus` (a spec, a `Corpus`, or documents) into a cached token memmap under `cache_dir`; reuse it if there.
-    Chunks of about a million characters are split and encoded in `num_proc` processes (default: one per CPU; a corpus
-    of one chunk stays in this one); the result does not depend on how many."""
+    Chunks of about `chunk_chars` characters are split and encoded in `num_proc` processes (default: one per CPU; a
+    corpus of fewer than four chunks stays in this one); the result does not depend on either."""
     if isinstance(corpus, (str, os.PathLike)): corpus = load_corpus(corpus)
     name = getattr(corpus, 'name', 'documents')
     if not isinstance(corpus, Corpus): corpus = list(corpus)
@@ -163,7 +164,7 @@ def pretokenize(corpus, tokenizer: Tokenizer, cache_dir, split_into_sentences=Tr
     with atomic_dir(final, exist_ok=True) as tmp:    # another process may finish first: its copy is as good as ours
         with tqdm(desc=f'tokenizing {name}', unit='tok', unit_scale=True, disable=not show_progress) as progress:  # shows tokens/s
             num_docs, num_segments, num_tokens = _write_tokens(corpus, tok, tmp, dtype, split_into_sentences, progress,
-                                                               _available_cpus() if num_proc is None else num_proc)
+                                                               _available_cpus() if num_proc is None else num_proc, chunk_chars)
         if num_tokens == 0: raise ValueError(f'empty corpus: {name} gives no tokens')
         meta = dict(format_version=FORMAT_VERSION, corpus=name, identity=identity, tokenizer_fingerprint=fingerprint,
                     vocab_size=vocab_size, dtype=np.dtype(dtype).name, num_docs=num_docs, num_sentences=num_segments,
