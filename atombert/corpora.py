@@ -143,7 +143,12 @@ def _check_text_file(path):
         if not cut_in_a_character: raise ValueError(f'{path} is not UTF-8 text ({e.reason} at byte {e.start})') from None
 
 def _file_identity(files):
-    return [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    "Each file's (size, SHA-256): the content, wherever it lies and whatever its modification time."
+    return [_file_digest(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+@functools.lru_cache(maxsize=4096)
+def _file_digest(path, size, mtime_ns) -> tuple:  # read once a process, while the file's size and time stay put
+    with open(path, 'rb') as f: return size, hashlib.file_digest(f, 'sha256').hexdigest()
 
 def _is_glob(spec) -> bool: return isinstance(spec, str) and re.search(r'[*?[]', spec) is not None and not Path(spec).exists()
 

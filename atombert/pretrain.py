@@ -217,7 +217,7 @@ def _trained_tokenizer(corpus, vocab_size:int, kind:str, cache:Path):
     tokenizers' trainers break ties in hash-map order, which changes from process to process (upstream
     huggingface/tokenizers#1794): two trainings differ in a few tokens at the cutoff and in many ids. Kept in the
     cache, the first one makes every rerun on this machine a rerun. The key holds everything that shapes the result:
-    the corpus files (path, size, modification time: a touched file retrains, a safe miss), every setting of
+    the corpus's content (each file's size and SHA-256: a changed file retrains, a copied or touched one does not), every setting of
     `train_tokenizer` as it is called, and the versions of tokenizers and atombert."""
     import inspect, tokenizers, atombert
     settings = {k: p.default for k, p in inspect.signature(train_tokenizer).parameters.items()

@@ -129,13 +129,19 @@ def main(argv=None):
     wiki = pretrained(args, shards, work/'pretrain-wikipedia', args.minutes, tokenizer=args.tokenizer)
     print(f"  {wiki['budget']['max_steps']:,} steps, {wiki['train_tokens']:,} tokens of text", flush=True)
     models = models_to_finetune(args, wiki, work)
-    control = None
-    if args.control_minutes:
-        corpus, _ = C.study_corpus(work)
-        print(f'pretraining {args.preset} on the 1.1M-token study corpus for {args.control_minutes:g} minutes ...', flush=True)
-        control = pretrained(args, corpus, work/'pretrain-control', args.control_minutes, tokenizer=wiki['run'])
-        c = control['checkpoints'][-1]
-        models.append(dict(name=f"1.1M-token corpus {c['minutes']:.3g} min", corpus='control', **c))
+    out = Path(args.out)
+    result = dict(benchmark='wiki_transfer', machine=C.machine_info('cpu'), args=vars(args), complete=False,
+                  data=dict(pretraining=str(shards), held_out=HELD_OUT, train=[C.MNLI_TRAIN_SAMPLE, MNLI_EXTRA], train_examples=len(train),
+                            dev={k: len(d) for k, d in dev.items()}),
+                  wikipedia=wiki, control=None, bag_of_words=bow, rows=[], labels=[])
+    def save():  # after every finished piece: a study cut short (a session's end) still leaves its table, marked incomplete
+        rows = result['rows']
+        untrained = rows[0]['summary']['matched']['mean']
+        result.update(gain_over_untrained_points={r['model']: (r['summary']['matched']['mean'] - untrained) * 100 for r in rows[1:]},
+                      over_bag_of_words_points={r['model']: (r['summary']['matched']['mean'] - bow['matched']) * 100 for r in rows},
+                      total_minutes=(time.perf_counter() - t0) / 60)
+        result['plot'] = str(plot(result, out.with_suffix('.png')))
+        C.write_json(out, result)
 
     def finetuned(m, seed, n=None):
         data = train if n is None else train.select(range(min(n, len(train))))
@@ -144,34 +150,34 @@ def main(argv=None):
         print(f"  {m['name']:28s} {len(data):>6,} pairs, seed {seed}: dev matched {r['matched']:.2%}, mismatched "
               f"{r['mismatched']:.2%} ({(r['finetune_seconds'] or 0) / 60:.1f} min)", flush=True)
         return r
+    def finetune_all(ms):
+        for m in ms:
+            runs = [finetuned(m, s) for s in args.seeds]
+            result['rows'].append(dict(model=m['name'], corpus=m['corpus'], pretrain_minutes=m['minutes'], pretrain_steps=m['step'],
+                                       held_out_mlm_accuracy=(m['held_out'] or {}).get('mlm_accuracy'),
+                                       most_frequent_token_accuracy=(m['held_out'] or {}).get('unigram_accuracy'), runs=runs, summary=T.summarize(runs)))
+            save()
+    # Wikipedia's models are finetuned before the control is pretrained: the question comes first, its control second
     print(f'finetuning on {len(train):,} pairs, seeds {args.seeds} ...', flush=True)
-    rows = []
-    for m in models:
-        runs = [finetuned(m, s) for s in args.seeds]
-        rows.append(dict(model=m['name'], corpus=m['corpus'], pretrain_minutes=m['minutes'], pretrain_steps=m['step'],
-                         held_out_mlm_accuracy=(m['held_out'] or {}).get('mlm_accuracy'),
-                         most_frequent_token_accuracy=(m['held_out'] or {}).get('unigram_accuracy'), runs=runs, summary=T.summarize(runs)))
-    wiki_rows = [r for r in rows if r['corpus'] == 'wikipedia']
-    best = max(wiki_rows, key=lambda r: r['summary']['matched']['mean'])
+    finetune_all(models)
+    if args.control_minutes:
+        corpus, _ = C.study_corpus(work)
+        print(f'pretraining {args.preset} on the 1.1M-token study corpus for {args.control_minutes:g} minutes ...', flush=True)
+        result['control'] = control = pretrained(args, corpus, work/'pretrain-control', args.control_minutes, tokenizer=wiki['run'])
+        c = control['checkpoints'][-1]
+        finetune_all([dict(name=f"1.1M-token corpus {c['minutes']:.3g} min", corpus='control', **c)])
+    best = max((r for r in result['rows'] if r['corpus'] == 'wikipedia'), key=lambda r: r['summary']['matched']['mean'])
     best_model = next(m for m in models if m['name'] == best['model'])
-    labels = []
     if args.label_budgets:
         print(f"fewer labels: {best['model']} and untrained, seed {args.seeds[0]} ...", flush=True)
         for n in args.label_budgets + [len(train)]:
-            labels.append(dict(pairs=min(n, len(train)), **{m['name']: finetuned(m, args.seeds[0], None if n >= len(train) else n)
-                                                            for m in (models[0], best_model)}))
-    out = Path(args.out)
-    untrained = rows[0]['summary']['matched']['mean']
-    result = dict(benchmark='wiki_transfer', machine=C.machine_info('cpu'), args=vars(args),
-                  data=dict(pretraining=str(shards), held_out=HELD_OUT, train=[C.MNLI_TRAIN_SAMPLE, MNLI_EXTRA], train_examples=len(train),
-                            dev={k: len(d) for k, d in dev.items()}),
-                  wikipedia=wiki, control=control, bag_of_words=bow, rows=rows, labels=labels,
-                  gain_over_untrained_points={r['model']: (r['summary']['matched']['mean'] - untrained) * 100 for r in rows[1:]},
-                  over_bag_of_words_points={r['model']: (r['summary']['matched']['mean'] - bow['matched']) * 100 for r in rows},
-                  total_minutes=(time.perf_counter() - t0) / 60)
-    result['plot'] = str(plot(result, out.with_suffix('.png')))
+            result['labels'].append(dict(pairs=min(n, len(train)), **{m['name']: finetuned(m, args.seeds[0], None if n >= len(train) else n)
+                                                                      for m in (models[0], best_model)}))
+            save()
+    result['complete'] = True
+    save()
     report(result, args)
-    print(f'wrote {C.write_json(out, result)} and {result["plot"]}')
+    print(f'wrote {out} and {result["plot"]}')
     return result
 
 def report(result:dict, args):

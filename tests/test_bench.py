@@ -268,7 +268,7 @@ def test_data_prep_bad_input(tmp_path):
 
 def test_corpus_prep(tmp_path):
     "Tokenizer training and pretokenizing on compressed shards, one shard and all, each phase in a fresh process with its peak RSS."
-    out, res = run_bench('corpus_prep.py', tmp_path/'cp.json')
+    out, res = run_bench('corpus_prep.py', tmp_path/'cp.json', '--num-proc', '1,2')
     assert res['benchmark'] == 'corpus_prep' and 'pretokenize tok/s' in out and 'shares' in out
     one, both = res['rows']
     assert (one['corpus'], both['corpus'], one['shards'], both['shards']) == ('1 shard', '2 shards', 1, 2)
@@ -277,6 +277,9 @@ def test_corpus_prep(tmp_path):
         assert r['tokenizer_s'] > 0 and r['pretokenize_s'] > 0 and r['tokenizer_peak_rss_mb'] > 50 and r['pretokenize_peak_rss_mb'] > 50
         assert abs(r['pretokenize_tokens_per_s'] - r['tokens'] / r['pretokenize_s']) < 1e-6 * r['pretokenize_tokens_per_s']
         assert r['vocab_learned'] <= 1000 and 1 < r['held_out_tokens_per_word'] < 3
+        runs = r['pretokenize_by_processes']          # 1 process and 2, side by side: the same memmap (checked by the script)
+        assert [x['processes'] for x in runs] == [1, 2] and r['pretokenize_s'] == runs[-1]['seconds'] and len(r['tokens_sha256']) == 64
+        assert r['pretokenize_speedup'] == runs[0]['seconds'] / runs[1]['seconds']
     assert 0 < res['vocabulary']['shared_entries'] <= 1000
 
 def test_wiki_transfer(tmp_path):
@@ -285,7 +288,7 @@ def test_wiki_transfer(tmp_path):
     assert res['benchmark'] == 'wiki_transfer' and 'bag of words' in out and res['data']['train_examples'] == 300
     wiki = res['wikipedia']
     assert wiki['budget']['minutes'] == 0.25 and wiki['budget']['max_steps'] == wiki['checkpoints'][-1]['step']
-    assert [r['corpus'] for r in res['rows']][0] is None and 'control' in [r['corpus'] for r in res['rows']]
+    assert [r['corpus'] for r in res['rows']] == [None, 'wikipedia', 'wikipedia', 'control'] and res['complete']   # the question first, its control last
     assert all(0 <= r['summary']['matched']['mean'] <= 1 for r in res['rows'])
     assert [l['pairs'] for l in res['labels']] == [100, 300] and Path(res['plot']).stat().st_size > 0
     assert wiki['curve'][-1]['mlm_accuracy'] > wiki['curve'][0]['mlm_accuracy']     # it learned something on the shards

@@ -22,14 +22,14 @@ Parts, each guarded (a failure is recorded in its part, the other parts still ru
 The JSON goes to `--out` (default bench/results/gpu_check.json) and, when $OUT is set (the GPU machine's folder whose
 files come back), to $OUT/gpu_check.json with the whole log beside it ($OUT/gpu_check.log).
 """
-import argparse, contextlib, io, json, os, platform, shutil, signal, subprocess, sys, tempfile, threading, time, traceback
+import argparse, contextlib, io, json, os, shutil, signal, subprocess, sys, tempfile, threading, time, traceback
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_timing import extrapolate, log  # noqa: E402  (the timed runs: tools/gpu_timing.py)
+from gpu_timing import environment, extrapolate, log  # noqa: E402  (the timed runs: tools/gpu_timing.py)
 
 PARTS = ('environment', 'cuda_tests', 'pretrain_step', 'pretraining')
 
@@ -80,27 +80,7 @@ def child_env(args) -> dict:
 
 # ---------------------------------------------------------------- part 0: the machine
 
-def part_environment(args, ctx) -> dict:
-    import torch, transformers, tokenizers, fastcore
-    r = dict(python=platform.python_version(), platform=platform.platform(), cpus=os.cpu_count(), torch=torch.__version__,
-             torch_cuda=torch.version.cuda, transformers=transformers.__version__, tokenizers=tokenizers.__version__,
-             fastcore=fastcore.__version__, fastcore_from=str(Path(fastcore.__file__).parent.parent),
-             installed_from_wheels=os.environ.get('GPU_CHECK_INSTALLED_WHEELS', '') or None,
-             cuda_available=torch.cuda.is_available() and not args.dry_run)
-    if r['cuda_available']:
-        p = torch.cuda.get_device_properties(0)
-        r.update(gpu=torch.cuda.get_device_name(0), gpu_memory_gb=round(p.total_memory / 2 ** 30, 1),
-                 capability=f'{p.major}.{p.minor}', multiprocessors=p.multi_processor_count,
-                 bf16_native=torch.cuda.is_bf16_supported(including_emulation=False))
-        if shutil.which('nvidia-smi'):
-            q = subprocess.run(['nvidia-smi', '--query-gpu=name,driver_version,memory.total,clocks.max.sm', '--format=csv,noheader'],
-                               capture_output=True, text=True, timeout=30)
-            r['nvidia_smi'] = q.stdout.strip() or q.stderr.strip()
-    elif not args.dry_run:
-        raise RuntimeError('no CUDA device: torch.cuda.is_available() is False (run with --dry-run for the CPU smoke run)')
-    log(f"environment: Python {r['python']}, torch {r['torch']} (CUDA {r['torch_cuda']}), transformers {r['transformers']}, "
-        f"fastcore {r['fastcore']}; " + (f"{r['gpu']} ({r['gpu_memory_gb']} GiB)" if r['cuda_available'] else 'CPU only'))
-    return r
+def part_environment(args, ctx) -> dict: return environment(args.dry_run)
 
 # ---------------------------------------------------------------- part 1: the CUDA tests
 

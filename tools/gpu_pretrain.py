@@ -11,11 +11,11 @@ the MNLI pairs `bench/wiki_transfer.py` uses (the 29,946 train pairs in its orde
 valid as xz JSON lines and text, with a manifest of checksums.
 
 `run` (what the .sh calls), one phase after another, each timed:
-1. pretokenize the shards with every core (tokenizers' own thread pool);
+1. pretokenize the shards with every core (`pretokenize`'s worker processes, one a core);
 2. pretrain `atombert-8m` with the full recipe (`atombert run`'s batch 256 × 128, lr 1e-3, bf16 on the GPU) for a
    budget of --pretrain-minutes (a probe fixes the step count), the batches masked in DataLoader workers, held out
    on WikiText raw valid with the unigram references;
-3. the model-only step: the same model's forward + backward + AdamW step on one batch already on the device, beside
+3. the model-only step: `fit`'s own step (`Loop.backward`, `Loop.optimizer_step`) on one batch already on the device, beside
    a bf16 matmul probe (its rate is the MFU's reference): the end-to-end step is measured against it;
 4. finetune the pretrained model and its untrained twin (same config, tokenizer and seed) with `finetune`'s defaults on
    the 29,946 pairs, and score both on the full dev matched and mismatched sets.
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 for p in (ROOT, ROOT/'bench', ROOT/'tools'):
     if str(p) not in sys.path: sys.path.insert(0, str(p))
-from gpu_timing import log  # noqa: E402
+from gpu_timing import environment, log  # noqa: E402
 
 SEED_MNLI = 66.33                 # the seed's MNLI: 8M-core AtomBERT, WikiText-103 × 2 epochs, then all of MNLI
 CARRY_LIMIT = 64 * 2 ** 20        # what travels to the GPU machine: the working tree, the wheels and the data
@@ -209,30 +209,28 @@ def pretrained(S: dict, data: Path, run: Path, cache: Path, device: str, minutes
 
 
 def model_only(run: Path, batch: dict, S: dict, device: str, repeats: int = 10) -> dict:
-    """The pretraining step without its data: `PreTrainingTask`'s forward and backward under the run's autocast, clipping
-    and the AdamW step, on one of the run's own prepared batches already on the device; beside a bf16 matmul probe."""
+    """The pretraining step without its data: `fit`'s own `Loop.backward` and `Loop.optimizer_step` (forward and backward
+    under the run's autocast, clipping, the AdamW step, the schedule) on one of the run's own prepared batches already on
+    the device; beside a bf16 matmul probe."""
     import statistics, torch
-    from atombert.devices import autocast_for, resolve_precision
+    from atombert.devices import resolve_precision
     from atombert.measure import interleaved, matmul_fn, matmul_reference, with_matmul
     from atombert.model import AtomBertForPreTraining
     from atombert.pretrain import PreTrainingTask
-    from atombert.training import TrainArgs, make_optimizer
+    from atombert.training import Loop, TrainArgs, make_optimizer, make_schedule
     dev = torch.device(device)
     model = AtomBertForPreTraining.from_pretrained(run).to(dev).train()
-    opt, task = make_optimizer(model, TrainArgs(lr=S['lr'], device=device)), PreTrainingTask('sop')
-    precision = resolve_precision('auto', dev, model)
+    args = TrainArgs(lr=S['lr'], device=device, precision=resolve_precision('auto', dev, model))
+    opt, task = make_optimizer(model, args), PreTrainingTask('sop')
+    loop = Loop(model, model, model, task, args, opt, make_schedule(opt, args), torch.amp.GradScaler(dev.type, enabled=False), dev)
     b = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
-    def step():
-        with autocast_for(precision, dev):
-            losses, _ = task.loss(model, b)
-            loss = sum(task.weights.get(k, 1.0) * v for k, v in losses.items())
-        loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); opt.zero_grad(set_to_none=True)
-    mm, mm_flops = matmul_fn(S['matmul_size'], device, torch.bfloat16 if precision == 'bf16' else torch.float32)
+    def step(): loop.backward([b]); loop.optimizer_step()
+    mm, mm_flops = matmul_fn(S['matmul_size'], device, torch.bfloat16 if args.precision == 'bf16' else torch.float32)
     times = interleaved(with_matmul({'step': step}, mm), repeats, 3, device, log=lambda s: None)
     rate = statistics.median(matmul_reference(times, ['step'], mm_flops)['step'])
     t, tokens = statistics.median(times['step']), b['input_ids'].numel()
     flops = task.flops(model, b)
-    return dict(batch=list(b['input_ids'].shape), masked=int((b['labels'] != -100).sum()), precision=precision, ms_per_step=t * 1e3,
+    return dict(batch=list(b['input_ids'].shape), masked=int((b['labels'] != -100).sum()), precision=args.precision, ms_per_step=t * 1e3,
                 tokens_per_s=tokens / t, flops_per_step=flops, matmul_flops_per_s=rate, mfu_vs_matmul=flops / t / rate,
                 ms_all=[x * 1e3 for x in times['step']])
 
@@ -273,7 +271,6 @@ def shipped_weights(run: Path, out: Path, shard_limit) -> dict:
 
 def job(args) -> dict:
     "Every phase in turn; what is done is kept in the JSON if a later phase fails."
-    import gpu_check
     S = dict(DRY if args.dry_run else FULL)
     if args.num_workers is not None: S['num_workers'] = args.num_workers
     device, out = 'cpu' if args.dry_run else 'cuda', Path(args.out_dir)
@@ -283,7 +280,7 @@ def job(args) -> dict:
                seed_mnli_matched=SEED_MNLI, bag_of_words=None if args.dry_run else bag_of_words(), phases=phases)
     try:
         with phases('environment'):
-            res['environment'] = gpu_check.part_environment(args, None)
+            res['environment'] = environment(args.dry_run)
             data = Path(args.data) if args.data else work/'data'
             if not args.data: prepare(argparse.Namespace(data=str(data), shards=2, small=True))
             res['data'] = args.manifest or checked_data(data)

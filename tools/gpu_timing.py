@@ -1,11 +1,12 @@
-"""The timed runs of the GPU check's pretraining part (tools/gpu_check.py), and what they extrapolate to.
+"""The timed runs of the GPU check's pretraining part (tools/gpu_check.py), and what they extrapolate to; with what both
+GPU jobs (gpu_check.py, gpu_pretrain.py) share: the log and the environment they ran in.
 
 `pretraining_worker` runs in a process of its own (`python tools/gpu_timing.py SPEC_JSON OUT_JSON`, as gpu_check starts
 it): `atombert.pretrain.pretrain` as `atombert run` calls it, stopped by a `StepClock` after a number of seconds of
 training, then finetuning steps; `extrapolate` turns the measured rates into the full recipe's wall time, with every
 assumption written beside the number.
 """
-import json, math, random, shutil, sys, time
+import json, math, os, platform, random, shutil, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,29 @@ log = Log()
 # the timed runs' optimizer steps: never reached in their seconds; the schedule's 10% warmup (10,000 steps) is what they train in
 MAX_STEPS = 100_000
 
+
+def environment(dry_run: bool) -> dict:
+    "The software and the GPU this job runs on; without a GPU an error unless `dry_run` (the CPU smoke run)."
+    import torch, transformers, tokenizers, fastcore
+    r = dict(python=platform.python_version(), platform=platform.platform(), cpus=os.cpu_count(), torch=torch.__version__,
+             torch_cuda=torch.version.cuda, transformers=transformers.__version__, tokenizers=tokenizers.__version__,
+             fastcore=fastcore.__version__, fastcore_from=str(Path(fastcore.__file__).parent.parent),
+             installed_from_wheels=os.environ.get('GPU_CHECK_INSTALLED_WHEELS', '') or None,
+             cuda_available=torch.cuda.is_available() and not dry_run)
+    if r['cuda_available']:
+        p = torch.cuda.get_device_properties(0)
+        r.update(gpu=torch.cuda.get_device_name(0), gpu_memory_gb=round(p.total_memory / 2 ** 30, 1),
+                 capability=f'{p.major}.{p.minor}', multiprocessors=p.multi_processor_count,
+                 bf16_native=torch.cuda.is_bf16_supported(including_emulation=False))
+        if shutil.which('nvidia-smi'):
+            q = subprocess.run(['nvidia-smi', '--query-gpu=name,driver_version,memory.total,clocks.max.sm', '--format=csv,noheader'],
+                               capture_output=True, text=True, timeout=30)
+            r['nvidia_smi'] = q.stdout.strip() or q.stderr.strip()
+    elif not dry_run:
+        raise RuntimeError('no CUDA device: torch.cuda.is_available() is False (run with --dry-run for the CPU smoke run)')
+    log(f"environment: Python {r['python']}, torch {r['torch']} (CUDA {r['torch_cuda']}), transformers {r['transformers']}, "
+        f"fastcore {r['fastcore']}; " + (f"{r['gpu']} ({r['gpu_memory_gb']} GiB)" if r['cuda_available'] else 'CPU only'))
+    return r
 
 def batch_counter():
     "A `fit` callback that counts the batches it trains on: micro-batches, rows, real and padded tokens, masked tokens, shapes."
