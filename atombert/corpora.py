@@ -148,7 +148,10 @@ def _file_identity(files):
 
 @functools.lru_cache(maxsize=4096)
 def _file_digest(path, size, mtime_ns) -> tuple:  # read once a process, while the file's size and time stay put
-    with open(path, 'rb') as f: return size, hashlib.file_digest(f, 'sha256').hexdigest()
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)   # hashlib.file_digest needs Python 3.11
+    return size, h.hexdigest()
 
 def _is_glob(spec) -> bool: return isinstance(spec, str) and re.search(r'[*?[]', spec) is not None and not Path(spec).exists()
 
