@@ -105,10 +105,10 @@ def nearest(ckpts:list, minutes:float) -> dict:
     return min(ckpts, key=lambda c: abs(c['minutes'] - minutes))
 
 def models_to_finetune(args, wiki:dict, work:Path) -> list:
-    "The untrained model, then the Wikipedia checkpoints nearest --checkpoint-minutes (each once)."
+    "The untrained model, then the Wikipedia checkpoints nearest --checkpoint-minutes (each once), the longest-trained first."
     models = [dict(name='untrained', corpus=None, minutes=0.0, step=0, path=T.untrained_model(args, Path(wiki['run']), work),
                    held_out=wiki['held_out_start'])]
-    for m in args.checkpoint_minutes:
+    for m in sorted(args.checkpoint_minutes, reverse=True):   # a study cut short has measured its best-trained model
         c = nearest(wiki['checkpoints'], m)
         if c['path'] not in [x['path'] for x in models]:
             models.append(dict(name=f"Wikipedia {c['minutes']:.3g} min", corpus='wikipedia', **c))
@@ -136,6 +136,7 @@ def main(argv=None):
                   wikipedia=wiki, control=None, bag_of_words=bow, rows=[], labels=[])
     def save():  # after every finished piece: a study cut short (a session's end) still leaves its table, marked incomplete
         rows = result['rows']
+        rows.sort(key=lambda r: (r['corpus'] is not None, r['corpus'] == 'control', r['pretrain_minutes']))   # untrained, Wikipedia by minutes, control
         untrained = rows[0]['summary']['matched']['mean']
         result.update(gain_over_untrained_points={r['model']: (r['summary']['matched']['mean'] - untrained) * 100 for r in rows[1:]},
                       over_bag_of_words_points={r['model']: (r['summary']['matched']['mean'] - bow['matched']) * 100 for r in rows},
