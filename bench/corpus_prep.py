@@ -55,12 +55,15 @@ def worker(phase, workdir, cache, files) -> dict:
     else:
         tokens = pretokenize(corpus, load_tokenizer(workdir/'tokenizer'), cache, show_progress=False, num_proc=settings['num_proc'],
                              chunk_chars=settings['chunk_chars'])
-        seconds = time.perf_counter() - t0
+        seconds, peak = time.perf_counter() - t0, C.peak_rss_mb()    # the peak before the checksum reads the memmap
         import resource
-        counts = dict(tokens=tokens.num_tokens, documents=tokens.num_docs, sentences=tokens.meta['num_sentences'],
-                      memmap_mb=(tokens.path/'tokens.bin').stat().st_size / 2**20, processes=settings['num_proc'],
-                      worker_peak_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-                      tokens_sha256=hashlib.sha256((tokens.path/'tokens.bin').read_bytes()).hexdigest())
+        h = hashlib.sha256()
+        with open(tokens.path/'tokens.bin', 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+        return dict(seconds=seconds, peak_rss_mb=peak, tokens=tokens.num_tokens, documents=tokens.num_docs,
+                    sentences=tokens.meta['num_sentences'], memmap_mb=(tokens.path/'tokens.bin').stat().st_size / 2**20,
+                    processes=settings['num_proc'], worker_peak_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                    tokens_sha256=h.hexdigest())
     return dict(seconds=seconds, peak_rss_mb=C.peak_rss_mb(), **counts)
 
 def run_phase(phase, workdir, cache, files) -> dict:
