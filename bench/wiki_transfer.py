@@ -1,7 +1,10 @@
 """Does real text transfer? `atombert pretrain`'s CPU recipe on the 65M words of Wikipedia in `../shared/data/wikipedia/`
 (the seven `xz` shards as they are), for a wall-clock budget, then MNLI on all 29,946 real train pairs.
 
-One command, resumable (every finished piece is kept in --work and reused):
+One command, resumable: every finished piece is kept in --work and reused, and every measured row in --out is kept. When
+--work is gone (a new machine), a rerun finetunes only what --out lacks, and redoes the Wikipedia pretraining, with the step
+count --out recorded, only as far as the checkpoints still to finetune (so the run is the same, step for step; the held-out
+curves of both runs are compared in `wikipedia.rerun`).
 
 - **pretrained on Wikipedia**: `atombert.pretrain.pretrain(shards, budget_minutes=--minutes)` with every other setting at
   its default (the `small` preset, its WordPiece vocabulary trained on the shards), held out on WikiText raw validation
@@ -77,21 +80,44 @@ def mnli_data(args):
     if args.small: train, dev = train.select(range(300)), {k: d.select(range(200)) for k, d in dev.items()}
     return train, dev
 
-def pretrained(args, corpus, run:Path, minutes:float, tokenizer=None) -> dict:
-    "One budgeted `pretrain` run in `run` (resumed if it was cut short); its checkpoints with their training minutes."
+STUDY_SETTINGS = ('small', 'shards', 'preset', 'config_overrides', 'minutes', 'checkpoint_minutes', 'control_minutes', 'tokenizer',
+                  'save_every', 'seeds', 'label_budgets')
+
+def earlier_study(out:Path, args) -> dict|None:
+    "The study already in `out`, whose measured pieces are kept; one run with other settings is refused, never overwritten."
+    if not out.is_file(): return None
+    try: res = json.loads(out.read_text())
+    except json.JSONDecodeError as e: raise SystemExit(f'error: --out {out} is not JSON ({e}); move it away to start afresh')
+    if not isinstance(res, dict) or res.get('benchmark') != 'wiki_transfer': raise SystemExit(f'error: --out {out} holds no wiki_transfer study; choose another --out')
+    differ = [f'{k} {res["args"].get(k)!r} there, {getattr(args, k)!r} here' for k in STUDY_SETTINGS if res['args'].get(k) != getattr(args, k)]
+    if differ: raise SystemExit(f"error: --out {out} holds a study with other settings ({'; '.join(differ)}); choose another --out")
+    return res
+
+def step_of(checkpoint:Path) -> int: return int(checkpoint.name.split('-')[1])
+
+def pretrained(args, corpus, run:Path, minutes:float, tokenizer=None, budget:dict|None=None, until:int|None=None) -> dict:
+    """One budgeted `pretrain` run in `run` (resumed if it was cut short), trained as far as step `until` (default: its end);
+    its checkpoints with their training minutes. `budget`, the one an earlier run recorded, fixes the step count without a
+    new probe: a run whose folder was lost is redone step for step."""
     from atombert.pretrain import pretrain
     from atombert.logs import read_metrics
     from atombert.trainer_state import checkpoints
-    if not (run/'model.safetensors').exists():
-        resume = (run/'run.json').exists()
+    from atombert.training import Callback
+    class StopAt(Callback):
+        def after_step(self, state): return state['step'] >= until   # a checkpoint is written there; a later call goes on
+    if budget and not (run/'run.json').exists():
+        run.mkdir(parents=True, exist_ok=True); (run/'run.json').write_text(json.dumps(dict(budget=budget)))
+    started = (run/'run.json').exists()
+    goal = until or started and (json.loads((run/'run.json').read_text()).get('budget') or {}).get('max_steps')
+    if not started or not goal or (step_of(checkpoints(run)[-1]) if checkpoints(run) else 0) < goal:
         pretrain(str(corpus), str(run), preset=args.preset, config_overrides=args.config_overrides, eval_corpus=str(C.shared_path(HELD_OUT)), budget_minutes=minutes,
                  tokenizer=tokenizer and str(tokenizer), save_every=args.save_every, eval_every=args.save_every,
-                 keep_checkpoints=10_000, cache_dir=str(Path(args.work)/'cache'), progress=False, resume=resume,
-                 **({'vocab_size': 1000, 'batch_size': 16} if args.small else {}))
+                 keep_checkpoints=10_000, cache_dir=str(Path(args.work)/'cache'), progress=False, resume=started,
+                 callbacks=[StopAt()] if until else (), **({'vocab_size': 1000, 'batch_size': 16} if args.small else {}))
     rows = read_metrics(run)
     seconds = {r['step']: r['time'] for r in rows if r['split'] == 'train'}
     evals = {r['step']: r for r in rows if r['split'] == 'eval'}
-    ckpts = [dict(step=int(p.name.split('-')[1]), path=str(p)) for p in checkpoints(run)]
+    ckpts = [dict(step=step_of(p), path=str(p)) for p in checkpoints(run)]
     info = json.loads((run/'run.json').read_text())
     budget = info.get('budget') or {}
     def minutes(step):  # the step's share of the budget: a rerun, or a run paused by its host, gets the same minutes
@@ -104,43 +130,80 @@ def pretrained(args, corpus, run:Path, minutes:float, tokenizer=None) -> dict:
 def nearest(ckpts:list, minutes:float) -> dict:
     return min(ckpts, key=lambda c: abs(c['minutes'] - minutes))
 
-def models_to_finetune(args, wiki:dict, work:Path) -> list:
+def models_to_finetune(args, wiki:dict) -> list:
     "The untrained model, then the Wikipedia checkpoints nearest --checkpoint-minutes (each once), the longest-trained first."
-    models = [dict(name='untrained', corpus=None, minutes=0.0, step=0, path=T.untrained_model(args, Path(wiki['run']), work),
-                   held_out=wiki['held_out_start'])]
+    models = [dict(name='untrained', corpus=None, minutes=0.0, step=0, held_out=wiki['held_out_start'])]
     for m in sorted(args.checkpoint_minutes, reverse=True):   # a study cut short has measured its best-trained model
         c = nearest(wiki['checkpoints'], m)
-        if c['path'] not in [x['path'] for x in models]:
-            models.append(dict(name=f"Wikipedia {c['minutes']:.3g} min", corpus='wikipedia', **c))
+        if c['step'] not in [x['step'] for x in models]:
+            models.append(dict(name=f"Wikipedia {c['minutes']:.3g} min", corpus='wikipedia', **{k: c[k] for k in ('step', 'minutes', 'held_out')}))
     return models
+
+def same_run(recorded:dict, rerun:dict) -> dict:
+    "How far a redone pretraining run matches the recorded one: their held-out evaluations at the steps both reached."
+    old = {c['step']: c for c in recorded['curve']}
+    both = [(old[c['step']], c) for c in rerun['curve'] if c['step'] in old]
+    diff = lambda k: max(abs(a[k] - b[k]) for a, b in both)
+    return dict(steps=rerun['curve'][-1]['step'], evals_compared=len(both), max_abs_diff_mlm_accuracy=diff('mlm_accuracy'),
+                max_abs_diff_mlm_loss=diff('mlm_loss'))
 
 def main(argv=None):
     args = parse_args(argv)
     work = Path(args.work); work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     shards = small_shards(work) if args.small else Path(args.shards) if args.shards else C.shared_path('wikipedia')
-    train, dev = mnli_data(args)
-    print(f'bag of words on {len(train):,} pairs ...', flush=True)
-    bow = T.bag_of_words(train, dev)
-    print(f"  dev matched {bow['matched']:.2%}, mismatched {bow['mismatched']:.2%}", flush=True)
-
-    print(f'pretraining {args.preset} on {shards} for {args.minutes:g} minutes ...', flush=True)
-    if args.tokenizer and not (Path(args.tokenizer)/'tokenizer.json').is_file(): raise SystemExit(f'error: --tokenizer {args.tokenizer}: no tokenizer.json there')
-    wiki = pretrained(args, shards, work/'pretrain-wikipedia', args.minutes, tokenizer=args.tokenizer)
-    print(f"  {wiki['budget']['max_steps']:,} steps, {wiki['train_tokens']:,} tokens of text", flush=True)
-    models = models_to_finetune(args, wiki, work)
     out = Path(args.out)
+    earlier = earlier_study(out, args) or dict(rows=[], labels=[], control=None, total_minutes=0)
+    measured = {r['model'] for r in earlier['rows']}
+    if earlier['rows']: print(f"kept from {out}: {', '.join(sorted(measured))}; {len(earlier['labels'])} label budgets", flush=True)
+    train, dev = mnli_data(args)
+    label_budgets = sorted({min(n, len(train)) for n in args.label_budgets + [len(train)]}) if args.label_budgets else []
+    labels_todo = [n for n in label_budgets if n not in [l['pairs'] for l in earlier['labels']]]
+    bow = earlier.get('bag_of_words')
+    if bow is None:
+        print(f'bag of words on {len(train):,} pairs ...', flush=True)
+        bow = T.bag_of_words(train, dev)
+        print(f"  dev matched {bow['matched']:.2%}, mismatched {bow['mismatched']:.2%}", flush=True)
+
+    if args.tokenizer and not (Path(args.tokenizer)/'tokenizer.json').is_file(): raise SystemExit(f'error: --tokenizer {args.tokenizer}: no tokenizer.json there')
+    run, recorded = work/'pretrain-wikipedia', earlier.get('wikipedia')
+    lost = recorded is not None and not (run/'run.json').exists()
+    if recorded is None:
+        print(f'pretraining {args.preset} on {shards} for {args.minutes:g} minutes ...', flush=True)
+        wiki = pretrained(args, shards, run, args.minutes, tokenizer=args.tokenizer)
+    else:   # only as far as the checkpoints still to finetune, on the recorded step count
+        wiki = recorded
+        plan = models_to_finetune(args, wiki)
+        todo = [m for i, m in enumerate(plan) if m['name'] not in measured or (i < 2 and labels_todo)]
+        until = max((m['step'] or 1 for m in todo), default=0)      # the untrained model takes its config and tokenizer from the run
+        if lost and not args.tokenizer and (until or args.control_minutes):
+            raise SystemExit(f'error: the pretraining run in {run} is gone and its tokenizer was trained there; a new one would differ '
+                             '(tokenizers#1794): pass --tokenizer, or start afresh with another --out')
+        if until:
+            print(f"pretraining {args.preset} on {shards} as far as step {until:,} of the recorded {wiki['budget']['max_steps']:,} ...", flush=True)
+            again = pretrained(args, shards, run, args.minutes, tokenizer=args.tokenizer, budget=wiki['budget'], until=until)
+            if lost:
+                wiki = wiki | dict(rerun=same_run(wiki, again))
+                print(f"  redone to step {until:,}: held-out MLM accuracy within {wiki['rerun']['max_abs_diff_mlm_accuracy']:.2g} of the "
+                      f"recorded run at {wiki['rerun']['evals_compared']} evaluations", flush=True)
+    print(f"  {wiki['budget']['max_steps']:,} steps, {wiki['train_tokens']:,} tokens of text", flush=True)
+    models = models_to_finetune(args, wiki)
+    from atombert.trainer_state import checkpoints
+    local = {step_of(p): str(p) for p in checkpoints(run)}
+    for i, m in enumerate(models):   # the models still to finetune are there (the untrained one is made from the run)
+        if m['name'] not in measured or (i < 2 and labels_todo):
+            m['path'] = str(T.untrained_model(args, run, work)) if m['corpus'] is None else local[m['step']]
     result = dict(benchmark='wiki_transfer', machine=C.machine_info('cpu'), args=vars(args), complete=False,
                   data=dict(pretraining=str(shards), held_out=HELD_OUT, train=[C.MNLI_TRAIN_SAMPLE, MNLI_EXTRA], train_examples=len(train),
                             dev={k: len(d) for k, d in dev.items()}),
-                  wikipedia=wiki, control=None, bag_of_words=bow, rows=[], labels=[])
+                  wikipedia=wiki, control=earlier['control'], bag_of_words=bow, rows=earlier['rows'], labels=earlier['labels'])
     def save():  # after every finished piece: a study cut short (a session's end) still leaves its table, marked incomplete
         rows = result['rows']
         rows.sort(key=lambda r: (r['corpus'] is not None, r['corpus'] == 'control', r['pretrain_minutes']))   # untrained, Wikipedia by minutes, control
         untrained = rows[0]['summary']['matched']['mean']
         result.update(gain_over_untrained_points={r['model']: (r['summary']['matched']['mean'] - untrained) * 100 for r in rows[1:]},
                       over_bag_of_words_points={r['model']: (r['summary']['matched']['mean'] - bow['matched']) * 100 for r in rows},
-                      total_minutes=(time.perf_counter() - t0) / 60)
+                      total_minutes=earlier['total_minutes'] + (time.perf_counter() - t0) / 60)   # every run's minutes
         result['plot'] = str(plot(result, out.with_suffix('.png')))
         C.write_json(out, result)
 
@@ -152,7 +215,7 @@ def main(argv=None):
               f"{r['mismatched']:.2%} ({(r['finetune_seconds'] or 0) / 60:.1f} min)", flush=True)
         return r
     def finetune_all(ms):
-        for m in ms:
+        for m in [m for m in ms if m['name'] not in measured]:
             runs = [finetuned(m, s) for s in args.seeds]
             result['rows'].append(dict(model=m['name'], corpus=m['corpus'], pretrain_minutes=m['minutes'], pretrain_steps=m['step'],
                                        held_out_mlm_accuracy=(m['held_out'] or {}).get('mlm_accuracy'),
@@ -162,17 +225,17 @@ def main(argv=None):
     # then the shorter checkpoints, and the control's two hours of pretraining last
     print(f'finetuning on {len(train):,} pairs, seeds {args.seeds} ...', flush=True)
     finetune_all(models[:2])
-    if args.label_budgets:
+    if labels_todo:
         print(f"fewer labels: {models[1]['name']} and untrained, seed {args.seeds[0]} ...", flush=True)
-        for n in args.label_budgets + [len(train)]:
-            result['labels'].append(dict(pairs=min(n, len(train)), **{m['name']: finetuned(m, args.seeds[0], None if n >= len(train) else n)
-                                                                      for m in models[:2]}))
+        for n in labels_todo:
+            result['labels'].append(dict(pairs=n, **{m['name']: finetuned(m, args.seeds[0], None if n == len(train) else n) for m in models[:2]}))
+            result['labels'].sort(key=lambda l: l['pairs'])
             save()
     finetune_all(models[2:])
-    if args.control_minutes:
+    if args.control_minutes and not any(r['corpus'] == 'control' for r in result['rows']):
         corpus, _ = C.study_corpus(work)
         print(f'pretraining {args.preset} on the 1.1M-token study corpus for {args.control_minutes:g} minutes ...', flush=True)
-        result['control'] = control = pretrained(args, corpus, work/'pretrain-control', args.control_minutes, tokenizer=wiki['run'])
+        result['control'] = control = pretrained(args, corpus, work/'pretrain-control', args.control_minutes, tokenizer=args.tokenizer or run)
         c = control['checkpoints'][-1]
         finetune_all([dict(name=f"1.1M-token corpus {c['minutes']:.3g} min", corpus='control', **c)])
     result['complete'] = True

@@ -1,5 +1,5 @@
 "Smoke test of the benchmark scripts in bench/: each runs at its --small size and writes valid JSON (no thresholds on time)."
-import json, subprocess, sys
+import json, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -284,7 +284,8 @@ def test_corpus_prep(tmp_path):
 
 def test_wiki_transfer(tmp_path):
     "The study at smoke size: budgeted pretraining on compressed shards, a control corpus, finetuned rows, bag of words, fewer labels."
-    out, res = run_bench('wiki_transfer.py', tmp_path/'wt.json', '--work', str(tmp_path/'work'))
+    study = lambda out: run_bench('wiki_transfer.py', out, '--work', str(tmp_path/'work'), '--tokenizer', 'bench/studies/wiki_tokenizer')
+    out, res = study(tmp_path/'wt.json')
     assert res['benchmark'] == 'wiki_transfer' and 'bag of words' in out and res['data']['train_examples'] == 300
     wiki = res['wikipedia']
     assert wiki['budget']['minutes'] == 0.25 and wiki['budget']['max_steps'] == wiki['checkpoints'][-1]['step']
@@ -293,8 +294,25 @@ def test_wiki_transfer(tmp_path):
     assert [l['pairs'] for l in res['labels']] == [100, 300] and Path(res['plot']).stat().st_size > 0
     assert wiki['curve'][-1]['mlm_accuracy'] > wiki['curve'][0]['mlm_accuracy']     # it learned something on the shards
     # a rerun reuses every finished piece: no pretraining, no finetuning
-    out2, res2 = run_bench('wiki_transfer.py', tmp_path/'wt2.json', '--work', str(tmp_path/'work'))
+    out2, res2 = study(tmp_path/'wt2.json')
     assert res2['rows'] == res['rows'] and res2['wikipedia']['budget'] == wiki['budget']
+    # a new machine: the runs are gone, the JSON is kept; only the missing row is measured, on a pretraining run redone
+    # step for step (the recorded step count, no new probe) as far as its checkpoint
+    shutil.rmtree(tmp_path/'work'); short = res['rows'][1]
+    res['rows'].remove(short); (tmp_path/'wt.json').write_text(json.dumps(res))
+    out3, res3 = study(tmp_path/'wt.json')
+    assert 'bag of words on' not in out3 and f"as far as step {short['pretrain_steps']:,}" in out3
+    assert [r['model'] for r in res3['rows']] == [r['model'] for r in res2['rows']] and res3['rows'][1]['pretrain_steps'] == short['pretrain_steps']
+    same = lambda runs: [(r['matched'], r['mismatched']) for r in runs]
+    assert same(res3['rows'][1]['runs']) == same(short['runs']) and res3['labels'] == res['labels']   # the same weights finetune the same
+    rerun = res3['wikipedia']['rerun']
+    assert rerun['steps'] == short['pretrain_steps'] and rerun['evals_compared'] >= 2 and rerun['max_abs_diff_mlm_accuracy'] == 0
+    assert res3['wikipedia']['curve'] == wiki['curve'] and res3['total_minutes'] > res['total_minutes']
+    # another study's settings in --out: refused, and the file is left as it was
+    r = subprocess.run([sys.executable, 'bench/wiki_transfer.py', '--small', '--out', str(tmp_path/'wt.json'), '--work', str(tmp_path/'work'),
+                        '--tokenizer', 'bench/studies/wiki_tokenizer', '--config-overrides', '{"sharing": "none"}'], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith(f"error: --out {tmp_path/'wt.json'} holds a study with other settings (config_overrides None there")
+    assert json.loads((tmp_path/'wt.json').read_text()) == res3
 
 def test_glue_transfer(tmp_path):
     "GLUE at smoke size: both models through the suite on three tasks over two seeds, bag of words beside them, resumable."
