@@ -9,6 +9,7 @@ __all__ = ['TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'HUB_CORPORA', 'SPLITS', 'wikitext
 # %% ../nbs/05_corpora.ipynb #209885ae
 import ast, functools, glob, hashlib, itertools, json, re, sys, sysconfig
 from pathlib import Path
+from .files import sha256_file
 from .tokenizer import COMPRESSIONS, decompressing, open_bytes, text_file_lines
 
 # %% ../nbs/05_corpora.ipynb #af7209f4
@@ -148,10 +149,7 @@ def _file_identity(files):
 
 @functools.lru_cache(maxsize=4096)
 def _file_digest(path, size, mtime_ns) -> tuple:  # read once a process, while the file's size and time stay put
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)   # hashlib.file_digest needs Python 3.11
-    return size, h.hexdigest()
+    return size, sha256_file(path)
 
 def _is_glob(spec) -> bool: return isinstance(spec, str) and re.search(r'[*?[]', spec) is not None and not Path(spec).exists()
 

@@ -6,12 +6,12 @@
 __all__ = ['rank_rng_states', 'check_out_dir', 'checkpoints', 'save_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/06_trainer_state.ipynb #dd028d12
-import hashlib, json, random, shutil
+import json, random, shutil
 from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from .files import atomic_dir
+from .files import atomic_dir, sha256_file
 from .checkpoint import check_tokenizer
 
 # %% ../nbs/06_trainer_state.ipynb #8d6666a7
@@ -61,7 +61,7 @@ def save_checkpoint(out_dir, model, opt, sched, scaler, state:dict, tokenizer=No
             torch.save(dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict(),
                             rank_rng=rng_states or rank_rng_states()), tmp/'trainer_state.pt')
             (tmp/'trainer_state.json').write_text(json.dumps({**state, 'rng': _rng_state(),
-                                                              'sha256': _sha256(tmp/'trainer_state.pt')}))
+                                                              'sha256': sha256_file(tmp/'trainer_state.pt')}))
     except OSError as e:      # e.g. a full disk: what was written before stays as it was
         prev = checkpoints(out_dir)
         raise OSError(e.errno, f'could not write checkpoint {final} ({e.strerror or e}); '
@@ -69,18 +69,12 @@ def save_checkpoint(out_dir, model, opt, sched, scaler, state:dict, tokenizer=No
     for old in checkpoints(out_dir)[:-keep]: shutil.rmtree(old, ignore_errors=True)
     return final
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
-    return h.hexdigest()
-
 def load_checkpoint(path, model, opt, sched, scaler, tokenizer=None, rank:int=0) -> dict:
     "Restore weights, optimizer, schedule, scaler and RNG states (process `rank`'s) from checkpoint `path`; returns the loop state."
     path = Path(path)
     try: state = json.loads((path/'trainer_state.json').read_text())
     except (OSError, json.JSONDecodeError) as e: raise ValueError(f'{path/"trainer_state.json"} is unreadable ({e})') from None
-    if state.get('sha256') != _sha256(path/'trainer_state.pt'):
+    if state.get('sha256') != sha256_file(path/'trainer_state.pt'):
         raise ValueError(f'{path/"trainer_state.pt"} does not match the checksum written with it (altered or truncated)')
     check_tokenizer(path, tokenizer)
     sd = model.checkpoint_state(path)                                          # checks the weights' checksum

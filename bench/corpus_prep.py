@@ -43,7 +43,7 @@ def worker(phase, workdir, cache, files) -> dict:
     from atombert.data import pretokenize
     from atombert.pretrain import _trained_tokenizer
     from atombert.tokenizer import load_tokenizer, save_tokenizer
-    import hashlib
+    from atombert.files import sha256_file
     workdir, settings = Path(workdir), json.loads((Path(workdir)/'settings.json').read_text())
     corpus = load_corpus(json.loads(files))
     t0 = time.perf_counter()
@@ -57,13 +57,10 @@ def worker(phase, workdir, cache, files) -> dict:
                              chunk_chars=settings['chunk_chars'])
         seconds, peak = time.perf_counter() - t0, C.peak_rss_mb()    # the peak before the checksum reads the memmap
         import resource
-        h = hashlib.sha256()
-        with open(tokens.path/'tokens.bin', 'rb') as f:
-            for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
         return dict(seconds=seconds, peak_rss_mb=peak, tokens=tokens.num_tokens, documents=tokens.num_docs,
                     sentences=tokens.meta['num_sentences'], memmap_mb=(tokens.path/'tokens.bin').stat().st_size / 2**20,
                     processes=settings['num_proc'], worker_peak_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-                    tokens_sha256=h.hexdigest())
+                    tokens_sha256=sha256_file(tokens.path/'tokens.bin'))
     return dict(seconds=seconds, peak_rss_mb=C.peak_rss_mb(), **counts)
 
 def run_phase(phase, workdir, cache, files) -> dict:

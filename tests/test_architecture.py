@@ -92,7 +92,7 @@ ALLOWED = {
     'devices': set(), 'logs': set(),
     'data': {'corpora', 'tokenizer', 'config', 'files'},
     'masking': {'data', 'tokenizer'},
-    'corpora': {'tokenizer'},
+    'corpora': {'tokenizer', 'files'},
     'hf': {'albert', 'model', 'config'},
     'checkpoint': {'albert', 'model', 'tokenizer', 'config', 'files'},
     'albert': {'model', 'config'},

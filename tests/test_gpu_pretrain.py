@@ -87,3 +87,15 @@ def test_the_full_models_weights_come_back_in_three_files_under_16_mib(tmp_path)
     AtomBertForPreTraining(AtomBertConfig.preset(S['preset']).replace(vocab_size=S['vocab_size'])).save_pretrained(tmp_path, max_shard_size=S['shard_limit'])
     files = sorted(tmp_path.iterdir())
     assert len(files) == 5 and all(f.stat().st_size < 16 * 2 ** 20 for f in files), [(f.name, f.stat().st_size) for f in files]
+
+
+def test_a_run_too_short_for_a_rate_is_reported_not_a_crash(capsys):
+    "A budget that held a single logged step (a dry run on a loaded machine) has no end-to-end rate: the report says so."
+    sys.path.insert(0, str(ROOT/'tools'))
+    import gpu_pretrain
+    res = dict(phases=dict(pretrain=1.0, model_only_step=0.5), seconds=1.5, end_to_end_over_model_only=None,
+               pretraining=dict(steps=1, epochs=1, train_tokens=1000, tokens_per_s=None, held_out=[]),
+               model_only_step=dict(ms_per_step=30.0, tokens_per_s=30_000, mfu_vs_matmul=0.1))
+    gpu_pretrain.report(res)
+    out = capsys.readouterr().out
+    assert 'no end-to-end rate' in out and 'end to end / model only: n/a' in out and ' 0 tokens/s' not in out

@@ -24,7 +24,7 @@ travelled from here, and its fingerprint is in the JSON) go to --out-dir ($OUT o
 is written after every phase and the weights as soon as pretraining ends, so a run cut short still brings back what it
 measured; the untrained twin is skipped if its finetuning would end after --deadline-minutes.
 """
-import argparse, hashlib, json, lzma, os, shutil, sys, time, traceback
+import argparse, json, lzma, os, shutil, sys, time, traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,12 +72,6 @@ def fail(message: str):
     print(f'gpu_pretrain: error: {message}', file=sys.stderr); raise SystemExit(2)
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
-    return h.hexdigest()
-
 
 def write_pairs(path: Path, data) -> int:
     "MNLI pairs as xz JSON lines (premise, hypothesis, label): the GPU machine has no `datasets`."
@@ -104,6 +98,7 @@ def carried_bytes(data: Path) -> dict:
 def prepare(args):
     import common as C, wiki_transfer as W
     from atombert.corpora import load_corpus
+    from atombert.files import sha256_file
     from atombert.tokenizer import save_tokenizer, tokenizer_fingerprint, train_tokenizer
     data = Path(args.data); shutil.rmtree(data, ignore_errors=True); (data/'shards').mkdir(parents=True)
     source = W.small_shards(data/'source') if args.small else C.shared_path('wikipedia')
@@ -122,7 +117,7 @@ def prepare(args):
     files = sorted(f for f in data.rglob('*') if f.is_file())
     manifest = dict(shards=[f.name for f in shards], held_out=W.HELD_OUT, mnli=dict(train_files=[C.MNLI_TRAIN_SAMPLE, W.MNLI_EXTRA], **counts),
                     tokenizer=dict(vocab_size=tok.get_vocab_size(), fingerprint=tokenizer_fingerprint(tok), training_s=tokenizer_s),
-                    files={str(f.relative_to(data)): dict(bytes=f.stat().st_size, sha256=sha256(f)) for f in files})
+                    files={str(f.relative_to(data)): dict(bytes=f.stat().st_size, sha256=sha256_file(f)) for f in files})
     (data/'manifest.json').write_text(json.dumps(manifest, indent=1))
     sizes = carried_bytes(data)
     log(f"{data}: {len(shards)} shard(s), tokenizer {manifest['tokenizer']['fingerprint']} ({tokenizer_s:.0f} s), "
@@ -135,10 +130,11 @@ def prepare(args):
 
 def checked_data(folder: Path) -> dict:
     "The manifest of `folder`, every file's checksum verified (one line names the first that differs)."
+    from atombert.files import sha256_file
     if not (folder/'manifest.json').is_file(): fail(f'{folder}/manifest.json not found: run `python tools/gpu_pretrain.py prepare` first')
     manifest = json.loads((folder/'manifest.json').read_text())
     for name, f in manifest['files'].items():
-        if not (folder/name).is_file() or sha256(folder/name) != f['sha256']: fail(f'{folder/name} is missing or not what `prepare` wrote')
+        if not (folder/name).is_file() or sha256_file(folder/name) != f['sha256']: fail(f'{folder/name} is missing or not what `prepare` wrote')
     return manifest
 
 
@@ -289,7 +285,8 @@ def job(args) -> dict:
         with phases('pretrain'): res['pretraining'], batch = pretrained(S, data, work/'pretrain', work/'cache', device, args.pretrain_minutes)
         with phases('model_only_step'):
             res['model_only_step'] = model_only(work/'pretrain', batch, S, device, repeats=3 if args.dry_run else 10)
-            res['end_to_end_over_model_only'] = res['pretraining']['tokens_per_s'] / res['model_only_step']['tokens_per_s']
+            rate = res['pretraining']['tokens_per_s']       # None when the budget held too few logged windows (a loaded dry run)
+            res['end_to_end_over_model_only'] = rate and rate / res['model_only_step']['tokens_per_s']
         with phases('weights'): res['weights'] = dict(dir=str(out/'model'), files=shipped_weights(work/'pretrain', out/'model', S['shard_limit']))
         res['mnli'] = {}
         for name, model_dir in (('pretrained', work/'pretrain'), ('untrained', untrained_twin(work/'pretrain', work/'untrained'))):
@@ -324,12 +321,13 @@ def report(res: dict):
     if 'pretokenize' in res: log(f"pretokenize: {res['pretokenize']['tokens']:,} tokens at {res['pretokenize']['tokens_per_s']:,.0f} tokens/s")
     if 'pretraining' in res:
         p = res['pretraining']; last = p['held_out'][-1] if p['held_out'] else {}
-        log(f"pretraining: {p['steps']:,} steps ({p['epochs']} epoch(s) of {p['train_tokens']:,} tokens), {p['tokens_per_s'] or 0:,.0f} tokens/s end to end, "
-            f"held-out MLM accuracy {100 * (last.get('mlm_accuracy') or 0):.2f}% (most frequent token {100 * (last.get('unigram_accuracy') or 0):.2f}%)")
+        log(f"pretraining: {p['steps']:,} steps ({p['epochs']} epoch(s) of {p['train_tokens']:,} tokens), "
+            + (f"{p['tokens_per_s']:,.0f} tokens/s end to end, " if p['tokens_per_s'] else "no end-to-end rate, ")
+            + f"held-out MLM accuracy {100 * (last.get('mlm_accuracy') or 0):.2f}% (most frequent token {100 * (last.get('unigram_accuracy') or 0):.2f}%)")
     if 'model_only_step' in res:
-        m = res['model_only_step']
+        m, ratio = res['model_only_step'], res['end_to_end_over_model_only']
         log(f"model-only step: {m['ms_per_step']:.1f} ms, {m['tokens_per_s']:,.0f} tokens/s, MFU {m['mfu_vs_matmul']:.1%} of the measured matmul rate; "
-            f"end to end / model only: {res['end_to_end_over_model_only']:.1%} (target >= 90%)")
+            f"end to end / model only: " + (f"{ratio:.1%} (target >= 90%)" if ratio else "n/a (the run logged too few steps for an end-to-end rate)"))
     for name, r in res.get('mnli', {}).items():
         if 'skipped' in r: log(f'MNLI {name:10s}: skipped ({r["skipped"]})'); continue
         log(f"MNLI {name:10s}: dev matched {100 * r['matched']:.2f}%, mismatched {100 * r['mismatched']:.2f}% "
@@ -359,7 +357,7 @@ def plot(res: dict, path: Path) -> Path:
     if mnli: ax[2].legend(fontsize=7)
     ph = res['phases']
     ax[3].barh(list(ph)[::-1], list(ph.values())[::-1]); ax[3].set(title=f"phases: {res['seconds']:.0f} s in all", xlabel='seconds')
-    if 'end_to_end_over_model_only' in res:
+    if res.get('end_to_end_over_model_only'):
         ax[3].text(0.98, 0.02, f"end-to-end step at {res['end_to_end_over_model_only']:.0%} of the model-only step's tokens/s",
                    transform=ax[3].transAxes, ha='right', fontsize=8)
     fig.suptitle(f"{res['settings']['preset']} on {res.get('environment', {}).get('gpu', 'CPU (dry run)')}"); fig.tight_layout()
