@@ -1,5 +1,7 @@
-"""Which finetuning recipe suits a small model and 20k MNLI pairs? One knob at a time around `atombert.finetuning.finetune`'s
-defaults, for the untrained model and the fully pretrained one of `bench/transfer.py`'s run.
+"""Which finetuning recipe suits a small model and 20k MNLI pairs, and what do pretrained weights need that random ones do
+not? One knob at a time around `atombert.finetuning.finetune`'s defaults, for an untrained model and a pretrained one:
+`bench/transfer.py`'s run, or with --pretrained any pretraining run (`wiki_transfer`'s) and its untrained twin (same
+config, tokenizer and initialization seed), finetuned on the first --train-examples of `wiki_transfer`'s 29,946 pairs.
 
 The default recipe: 3 epochs, batch 32, 10% warmup, the LR by width (`finetune_lr`: 3e-4 for `small`; the LR was swept
 by `bench/transfer.py --finetune-lrs`), the model's own dropout (`small`: none in the encoder, 0.1 before the
@@ -8,13 +10,22 @@ classifier). Each variant changes one knob:
 - batch 16 and 64 (same epochs: twice and half the steps);
 - no warmup, and 30% warmup;
 - dropout 0.1 and 0 (hidden, attention and classifier: `finetune(dropout=)`);
-- the word embeddings frozen (`finetune(freeze_embeddings=True)`).
+- the word embeddings frozen (`finetune(freeze_embeddings=True)`);
+- lr 1e-3 (`finetune_lr`'s 3e-4 × 3.3);
+- a new pooler: the pooler re-initialized as a fresh model of the same config (seed 0) has it. Sentence-order prediction
+  trained the pretrained model's pooler and finetuning reuses it; the untrained model's is new already (its row is the
+  default's).
+Before any finetuning, what the new classifier starts from is measured on --probe-pairs train pairs, for both models: the
+[CLS] vectors' and pooled outputs' mean pairwise cosine similarity, their spread (the mean distance from the mean vector,
+over its length) and the share of pooled units saturated (|tanh| > 0.99).
 Both models are finetuned with each, on `../shared/data/mnli/train_sample_20k_ptbtok.tsv`, and evaluated on the full
 `dev_matched.jsonl` and `dev_mismatched.jsonl`. The models come from `--work`, the folder of a `bench/transfer.py`
 run with the same `--preset` and `--pretrain-steps` (made first when it is not there: the pretraining is then part
 of the time); finetunings already in `--work` are reused, the default recipe's from `bench/transfer.py` too.
 
     python bench/finetune_recipe.py --pretrain-steps 12000   # the models of transfer_long: about 90 minutes on 2 cores
+    python bench/finetune_recipe.py --pretrained runs/wiki_transfer_120/pretrain-wikipedia --checkpoint-step 8000 \
+        --train-examples 5000 --variants 'lr 1e-3,epochs 5,frozen embeddings,new pooler' --work runs/recipe_wiki
     python bench/finetune_recipe.py --small                  # CI smoke size (preset tiny, a few steps, 300 pairs)
 """
 import json, sys, time
@@ -30,6 +41,8 @@ VARIANTS = {                                # name: what changes against finetun
     'no warmup': dict(warmup=0), 'warmup 30%': dict(warmup=0.3),
     'dropout 0.1': dict(dropout=0.1), 'dropout 0': dict(dropout=0.0),
     'frozen embeddings': dict(freeze_embeddings=True),
+    'lr 1e-3': dict(lr=1e-3),
+    'new pooler': {},                       # the weights change, not the recipe: `with_new_pooler`
 }
 
 def parse_args(argv=None):
@@ -41,6 +54,10 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0, help='finetuning seed')
     p.add_argument('--train-examples', type=int, default=0, help='first N pairs of the train sample (0: all 20k)')
     p.add_argument('--dev-examples', type=int, default=0, help='first N pairs of each dev set (0: all)')
+    p.add_argument('--pretrained', default=None, help="a pretraining run's folder to take the models from (its run.json, config and "
+                   "tokenizer make the untrained twin), instead of bench/transfer.py's run")
+    p.add_argument('--checkpoint-step', type=int, default=0, help="with --pretrained: its checkpoint at this step (0: the run's final model)")
+    p.add_argument('--probe-pairs', type=int, default=512, help='train pairs the starting representations are measured on')
     p.add_argument('--work', default='runs/transfer', help="bench/transfer.py's folder: its models, and the finetuned ones")
     args = p.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(',') if v.strip()]
@@ -49,12 +66,13 @@ def parse_args(argv=None):
     if 'default' not in args.variants: args.variants.insert(0, 'default')      # what the others are compared with
     for name in ('vocab_size',):
         if getattr(args, name) <= 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be > 0')
-    for name in ('pretrain_steps', 'train_examples', 'dev_examples', 'seed'):
+    if args.probe_pairs < 2: raise SystemExit('error: --probe-pairs must be >= 2')
+    for name in ('pretrain_steps', 'train_examples', 'dev_examples', 'seed', 'checkpoint_step'):
         if getattr(args, name) < 0: raise SystemExit(f'error: --{name.replace("_", "-")} must be >= 0')
     args.epochs_scale = 1.0
     if args.small:
         args.preset, args.vocab_size, args.pretrain_steps, args.train_examples, args.dev_examples = 'tiny', 1000, 20, 300, 200
-        args.epochs_scale = 1 / 3                   # every variant's epochs scaled: 1 epoch by default
+        args.epochs_scale, args.probe_pairs = 1 / 3, 64  # every variant's epochs scaled: 1 epoch by default
     from atombert.config import PRESETS
     if args.preset not in PRESETS: raise SystemExit(f'error: --preset {args.preset!r} is not one of {list(PRESETS)}')
     # what bench/transfer.py's pretraining run takes: its MLM run, checkpointed at its end only
@@ -70,6 +88,50 @@ def recipe_of(variant:str, scale:float=1.0) -> dict:
     kw = defaults | VARIANTS[variant]
     kw['epochs'] *= scale
     return kw
+
+def pretrained_models(args, work:Path) -> tuple:
+    "(run, {model: (pretraining step, folder)}, train, dev) of --pretrained: a run's model or checkpoint and its untrained twin."
+    import wiki_transfer as W
+    run = Path(args.pretrained)
+    if not (run/'run.json').is_file(): raise SystemExit(f'error: --pretrained {run}: no run.json there (not a pretraining run folder)')
+    path = run/'checkpoints'/f'step-{args.checkpoint_step:08d}' if args.checkpoint_step else run
+    if not (path/'config.json').is_file(): raise SystemExit(f'error: {path}: no model there')
+    step = args.checkpoint_step or json.loads((run/'run.json').read_text()).get('budget', {}).get('max_steps', 0)
+    train, dev = W.mnli_data(args)            # the 29,946 pairs in wiki_transfer's order: its label budgets are the first N
+    if args.train_examples: train = train.select(range(min(args.train_examples, len(train))))
+    if args.dev_examples: dev = {k: d.select(range(min(args.dev_examples, len(d)))) for k, d in dev.items()}
+    return run, {'untrained': (0, T.untrained_model(args, run, work)), 'pretrained': (step, path)}, train, dev
+
+def with_new_pooler(model_dir:Path, out:Path) -> Path:
+    "`model_dir`'s weights with the pooler a fresh model of the same config (seed 0) has."
+    import torch
+    from atombert.model import AtomBertForPreTraining
+    from atombert.evaluation import tokenizer_of
+    if not (out/'model.safetensors').exists():
+        model = AtomBertForPreTraining.from_pretrained(model_dir)
+        torch.manual_seed(0)
+        model.model.pooler.load_state_dict(AtomBertForPreTraining(model.config).model.pooler.state_dict())
+        model.save_pretrained(out, tokenizer=tokenizer_of(model_dir))
+    return out
+
+def starting_point(model_dir:Path, data, n:int) -> dict:
+    "What a new classifier sees before finetuning: how alike the [CLS] vectors and pooled outputs of `n` pairs are."
+    import torch
+    from atombert.model import AtomBertForPreTraining
+    from atombert.batches import encode_examples, pad_pairs, pad_id_of
+    from atombert.evaluation import tokenizer_of
+    model, tok = AtomBertForPreTraining.from_pretrained(model_dir).eval(), tokenizer_of(model_dir)
+    enc = encode_examples(tok, data.select(range(min(n, len(data)))), 128)
+    batch = pad_pairs([{k: enc[k][i] for k in ('input_ids', 'token_type_ids', 'attention_mask')} for i in range(len(enc['input_ids']))],
+                      pad_id_of(tok))
+    with torch.no_grad(): out = model.model(batch['input_ids'], batch['attention_mask'], batch['token_type_ids'])
+    def mean_cosine(x):
+        x = torch.nn.functional.normalize(x, dim=-1); sim = x @ x.T
+        return ((sim.sum() - sim.diagonal().sum()) / (len(x) * (len(x) - 1))).item()
+    def spread(x): return ((x - x.mean(0)).norm(dim=-1).mean() / x.mean(0).norm()).item()
+    cls, pooled = out.last_hidden_state[:, 0].double(), out.pooler_output.double()
+    return dict(pairs=len(cls), cls_cosine=mean_cosine(cls), cls_spread=spread(cls), pooled_cosine=mean_cosine(pooled),
+                pooled_spread=spread(pooled), pooled_saturated=(pooled.abs() > 0.99).double().mean().item())
 
 def plot(result:dict, path:Path) -> Path:
     import matplotlib; matplotlib.use('Agg')
@@ -102,21 +164,34 @@ def main(argv=None):
     from atombert.finetuning import finetune_lr
     work = Path(args.work); work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    corpus, held_out, tokenizer, train, dev = T.study_data(args, work)
-    print(f'the models: {args.preset}, untrained and pretrained ({args.pretrain_steps or "the default"} steps) in {work} ...', flush=True)
-    run, pre = T.pretrain_run(args, corpus, held_out, tokenizer, work)
-    final = pre['budgets'][-1]
-    models = {'untrained': (0, T.untrained_model(args, run, work)), 'pretrained': (final['step'], Path(final['checkpoint']))}
+    if args.pretrained:
+        print(f'the models: {args.pretrained} (step {args.checkpoint_step or "final"}) and its untrained twin ...', flush=True)
+        run, models, train, dev = pretrained_models(args, work)
+        pretraining = dict(run=str(run), steps=models['pretrained'][0], checkpoint=str(models['pretrained'][1]))
+    else:
+        corpus, held_out, tokenizer, train, dev = T.study_data(args, work)
+        print(f'the models: {args.preset}, untrained and pretrained ({args.pretrain_steps or "the default"} steps) in {work} ...', flush=True)
+        run, pre = T.pretrain_run(args, corpus, held_out, tokenizer, work)
+        final = pre['budgets'][-1]
+        models = {'untrained': (0, T.untrained_model(args, run, work)), 'pretrained': (final['step'], Path(final['checkpoint']))}
+        pretraining = dict(run=str(run), steps=pre['steps'], held_out=final['held_out'])
+    start = {model: starting_point(path, train, args.probe_pairs) for model, (_, path) in models.items()}
+    for model, s in start.items():
+        print(f"  {model:10s} before finetuning: [CLS] cosine {s['cls_cosine']:.4f}, spread {s['cls_spread']:.3f}; pooled cosine "
+              f"{s['pooled_cosine']:.4f}, spread {s['pooled_spread']:.3f}, units saturated {s['pooled_saturated']:.1%}", flush=True)
     lr = finetune_lr(config_from_albert(json.loads((run/'config.json').read_text())))
     rows = []
     for variant in args.variants:
         kw = recipe_of(variant, args.epochs_scale)
         for model, (step, path) in models.items():
-            # the default recipe's folder is bench/transfer.py's own name for it: its finetunings are reused
-            suffix = '' if variant == 'default' else '-' + variant.replace(' ', '-').replace('%', 'pct')
+            # the default recipe's folder is bench/transfer.py's own name for it: its finetunings are reused; an untrained
+            # model's pooler is new already, so its 'new pooler' is its default
+            same = variant == 'default' or (variant == 'new pooler' and model == 'untrained')
+            suffix = '' if same else '-' + variant.replace(' ', '-').replace('%', 'pct')
             epochs = 'default' if args.epochs_scale == 1 else f"{kw['epochs']:g}"
             out = work/'finetuned'/f'step-{step}-seed-{args.seed}-lr-{lr:g}-epochs-{epochs}{suffix}'
-            r = T.finetuned_accuracy(path, out, train, dev, args.seed, lr, **kw)
+            if variant == 'new pooler' and model == 'pretrained': path = with_new_pooler(path, work/f'step-{step}-new-pooler')
+            r = T.finetuned_accuracy(path, out, train, dev, args.seed, kw.get('lr', lr), **{k: v for k, v in kw.items() if k != 'lr'})
             rows.append(dict(variant=variant, model=model, pretrain_steps=step, recipe=kw, **r))
             print(f"  {variant:17s} {model:10s}: dev matched {r['matched']:.2%}, mismatched {r['mismatched']:.2%} "
                   f"({(r['finetune_seconds'] or 0) / 60:.1f} min)", flush=True)
@@ -127,9 +202,8 @@ def main(argv=None):
     out = Path(args.out)
     result = dict(benchmark='finetune_recipe', machine=C.machine_info(args.device), args=vars(args), lr=lr,
                   default_recipe=recipe_of('default', args.epochs_scale),
-                  data=dict(train=C.MNLI_TRAIN_SAMPLE, train_examples=len(train), dev={k: len(d) for k, d in dev.items()}),
-                  pretraining=dict(run=str(run), steps=pre['steps'], held_out=final['held_out']),
-                  rows=rows, table=table, total_minutes=(time.perf_counter() - t0) / 60)
+                  data=dict(train=[C.MNLI_TRAIN_SAMPLE, 'mnli/train_extra_9946.tsv'] if args.pretrained else C.MNLI_TRAIN_SAMPLE, train_examples=len(train), dev={k: len(d) for k, d in dev.items()}),
+                  pretraining=pretraining, starting_point=start, rows=rows, table=table, total_minutes=(time.perf_counter() - t0) / 60)
     result['plot'] = str(plot(result, out.with_suffix('.png')))
     print()
     C.print_table(table, [('variant', 'recipe', ''), ('u', 'untrained matched %', '.2f'), ('p', 'pretrained matched %', '.2f'),

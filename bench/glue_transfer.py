@@ -48,15 +48,6 @@ def parse_args(argv=None):
     if args.small: args.tasks, args.seeds, args.large_seeds, args.max_steps = ['cola', 'stsb', 'rte'], [0, 1], [0], 3
     return args
 
-def small_pretrained(work:Path) -> Path:
-    "A tiny model pretrained for 20 steps on the builtin corpus (CI)."
-    from atombert.pretrain import pretrain
-    run = work/'pretrained'
-    if not (run/'model.safetensors').exists():
-        pretrain('builtin', str(run), preset='tiny', vocab_size=1000, max_steps=20, batch_size=8, eval_every=0,
-                 cache_dir=str(work/'cache'), progress=False)
-    return run
-
 # ---------------------------------------------------------------- bag of words
 
 def bag_of_words_task(task, train:list, devs:dict) -> dict:
@@ -115,7 +106,7 @@ def main(argv=None):
     work = Path(args.work); work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = Path(args.data) if args.data else C.shared_path('glue')
-    pretrained = small_pretrained(work) if args.small else Path(args.pretrained)
+    pretrained = T.small_pretrained(work) if args.small else Path(args.pretrained)
     if not (pretrained/'model.safetensors').is_file(): raise SystemExit(f'error: --pretrained {pretrained}: no model.safetensors there')
     models = dict(untrained=T.untrained_model(args, pretrained, work), pretrained=pretrained)
     info = json.loads((pretrained/'run.json').read_text()) if (pretrained/'run.json').is_file() else {}

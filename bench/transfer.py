@@ -147,6 +147,15 @@ def run_name(args) -> str:
     return 'pretrain' if args.token_objective == 'mlm' else f'pretrain-{args.token_objective}'
 
 
+def small_pretrained(work:Path) -> Path:
+    "A tiny model pretrained for 20 steps on the builtin corpus (CI)."
+    from atombert.pretrain import pretrain
+    run = work/'pretrained'
+    if not (run/'model.safetensors').exists():
+        pretrain('builtin', str(run), preset='tiny', vocab_size=1000, max_steps=20, batch_size=8, eval_every=0,
+                 cache_dir=str(work/'cache'), progress=False)
+    return run
+
 def untrained_model(args, run:Path, work:Path) -> Path:
     "The pretraining run's model as initialized (same config, tokenizer and seed)."
     from atombert.config import AtomBertConfig

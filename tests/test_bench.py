@@ -198,6 +198,19 @@ def test_finetune_recipe(tmp_path):
     # a rerun finetunes nothing again: every result comes from the work folder
     out, again = run_bench('finetune_recipe.py', tmp_path/'again.json', '--work', str(tmp_path/'work'), '--variants', 'dropout 0,batch 64')
     assert again['rows'] == res['rows']
+    start = res['starting_point']                 # what the new classifier sees, before finetuning
+    assert set(start) == {'untrained', 'pretrained'} and all(s['pairs'] == 64 and -1 <= s['cls_cosine'] <= 1 and s['cls_spread'] > 0
+                                                             and 0 <= s['pooled_saturated'] <= 1 for s in start.values())
+    # any pretraining run's model and its untrained twin, on wiki_transfer's pairs; a new pooler for the pretrained one only
+    run = Path(res['pretraining']['run'])
+    out, wiki = run_bench('finetune_recipe.py', tmp_path/'wiki.json', '--work', str(tmp_path/'work2'), '--pretrained', str(run),
+                          '--variants', 'new pooler,lr 1e-3')
+    by = {(r['variant'], r['model']): r for r in wiki['rows']}
+    assert list(by) == [(v, m) for v in ('default', 'new pooler', 'lr 1e-3') for m in ('untrained', 'pretrained')]
+    assert by['lr 1e-3', 'pretrained']['recipe'] == by['default', 'pretrained']['recipe'] | dict(lr=1e-3) and by['lr 1e-3', 'pretrained']['lr'] == 1e-3
+    assert by['new pooler', 'untrained']['matched'] == by['default', 'untrained']['matched']     # its pooler is new already: the same run
+    assert (tmp_path/'work2'/f"step-{wiki['pretraining']['steps']}-new-pooler"/'model.safetensors').is_file()
+    assert wiki['data']['train_examples'] == 300 and set(wiki['starting_point']) == {'untrained', 'pretrained'}
 
 def test_finetune_recipe_unknown_variant(tmp_path):
     r = subprocess.run([sys.executable, 'bench/finetune_recipe.py', '--variants', 'epochs 2,nope', '--out', str(tmp_path/'x.json')],
