@@ -22,7 +22,7 @@ curves of both runs are compared in `wikipedia.rerun`).
     python bench/wiki_transfer.py --minutes 60 --checkpoint-minutes 15,30,60 --control-minutes 0
     python bench/wiki_transfer.py --small                                                  # CI smoke size
 """
-import json, lzma, sys, time
+import json, lzma, math, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C
@@ -108,8 +108,9 @@ def pretrained(args, corpus, run:Path, minutes:float, tokenizer=None, budget:dic
     if budget and not (run/'run.json').exists():
         run.mkdir(parents=True, exist_ok=True); (run/'run.json').write_text(json.dumps(dict(budget=budget)))
     started = (run/'run.json').exists()
-    goal = until or started and (json.loads((run/'run.json').read_text()).get('budget') or {}).get('max_steps')
-    if not started or not goal or (step_of(checkpoints(run)[-1]) if checkpoints(run) else 0) < goal:
+    end = (json.loads((run/'run.json').read_text()).get('budget') or {}).get('max_steps') if started else None
+    reached = step_of(checkpoints(run)[-1]) if checkpoints(run) else 0
+    if not started or reached < (until or end or math.inf):
         pretrain(str(corpus), str(run), preset=args.preset, config_overrides=args.config_overrides, eval_corpus=str(C.shared_path(HELD_OUT)), budget_minutes=minutes,
                  tokenizer=tokenizer and str(tokenizer), save_every=args.save_every, eval_every=args.save_every,
                  keep_checkpoints=10_000, cache_dir=str(Path(args.work)/'cache'), progress=False, resume=started,
