@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from atombert import AtomBertForPreTraining
-from atombert.trainer_state import _sha256, checkpoints
+from atombert.files import sha256_file
+from atombert.trainer_state import checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get('ATOMBERT_SHARED_DATA', ROOT.parent/'shared'/'data'))
@@ -31,7 +32,7 @@ def assert_complete_checkpoints(run, cls=AtomBertForPreTraining):
     assert cks, f'no complete checkpoint in {run}'
     for ck in cks:
         cls.from_pretrained(ck)
-        assert json.loads((ck/'trainer_state.json').read_text())['sha256'] == _sha256(ck/'trainer_state.pt')
+        assert json.loads((ck/'trainer_state.json').read_text())['sha256'] == sha256_file(ck/'trainer_state.pt')
     return [int(ck.name.split('-')[1]) for ck in cks]
 
 
