@@ -185,6 +185,10 @@ def finetune_defaults(*names:str, task:str='mnli') -> dict:
     if defaults.get('epochs', 0) is None: defaults['epochs'] = glue_task(task).epochs
     return defaults
 
+def first(data, n:int|None):
+    "The first `n` rows of a dataset (all of them when `n` is 0 or None, or more than it holds)."
+    return data.select(range(min(n, len(data)))) if n else data
+
 def write_json(path, obj) -> Path:
     path = Path(path)
     if not path.is_absolute(): path = Path.cwd() / path

@@ -98,8 +98,7 @@ def pretrained_models(args, work:Path) -> tuple:
     if not (path/'config.json').is_file(): raise SystemExit(f'error: {path}: no model there')
     step = args.checkpoint_step or json.loads((run/'run.json').read_text()).get('budget', {}).get('max_steps', 0)
     train, dev = W.mnli_data(args)            # the 29,946 pairs in wiki_transfer's order: its label budgets are the first N
-    if args.train_examples: train = train.select(range(min(args.train_examples, len(train))))
-    if args.dev_examples: dev = {k: d.select(range(min(args.dev_examples, len(d)))) for k, d in dev.items()}
+    train, dev = C.first(train, args.train_examples), {k: C.first(d, args.dev_examples) for k, d in dev.items()}
     return run, {'untrained': (0, T.untrained_model(args, run, work)), 'pretrained': (step, path)}, train, dev
 
 def with_new_pooler(model_dir:Path, out:Path) -> Path:
@@ -121,7 +120,7 @@ def starting_point(model_dir:Path, data, n:int) -> dict:
     from atombert.batches import encode_examples, pad_pairs, pad_id_of
     from atombert.evaluation import tokenizer_of
     model, tok = AtomBertForPreTraining.from_pretrained(model_dir).eval(), tokenizer_of(model_dir)
-    enc = encode_examples(tok, data.select(range(min(n, len(data)))), 128)
+    enc = encode_examples(tok, C.first(data, n), 128)
     batch = pad_pairs([{k: enc[k][i] for k in ('input_ids', 'token_type_ids', 'attention_mask')} for i in range(len(enc['input_ids']))],
                       pad_id_of(tok))
     with torch.no_grad(): out = model.model(batch['input_ids'], batch['attention_mask'], batch['token_type_ids'])

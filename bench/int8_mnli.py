@@ -179,7 +179,7 @@ def main(argv=None):
     models = dict(fp32=fp32, int8=quantize_int8(fp32))   # quantize_dynamic copies: fp32 stays float
 
     dev = {s: load_mnli(data_path, s) for s in SPLITS}
-    if args.dev_examples: dev = {s: d.select(range(min(args.dev_examples, len(d)))) for s, d in dev.items()}
+    dev = {s: C.first(d, args.dev_examples) for s, d in dev.items()}
     print(f'int8 vs float32 on MNLI dev: {args.model or "the model finetuned above"}, {args.threads} threads, '
           f'{" + ".join(f"{len(d):,}" for d in dev.values())} examples, {args.chunks} chunks per set, batch {args.eval_batch_size}')
     logits, times, tokens, encode_seconds = timed_predictions(models, tok, dev, args)

@@ -239,8 +239,7 @@ def study_data(args, work:Path, layout:str='texts', tokenizer=None):
                                        show_progress=False), tok_dir)
     train = load_mnli(str(C.shared_path(C.MNLI_TRAIN_SAMPLE)), 'train', verbose=False)
     dev = {name: load_mnli(str(C.shared_path(f)), f'validation_{name}', verbose=False) for name, f in SPLITS.items()}
-    if args.train_examples: train = train.select(range(min(args.train_examples, len(train))))
-    if args.dev_examples: dev = {k: d.select(range(min(args.dev_examples, len(d)))) for k, d in dev.items()}
+    train, dev = C.first(train, args.train_examples), {k: C.first(d, args.dev_examples) for k, d in dev.items()}
     return corpus, held_out, tok_dir, train, dev
 
 def main(argv=None):

@@ -77,7 +77,7 @@ def mnli_data(args):
     train = datasets.concatenate_datasets([load_mnli(str(C.shared_path(f)), 'train', verbose=False) for f in (C.MNLI_TRAIN_SAMPLE, MNLI_EXTRA)])
     train = train.shuffle(seed=0)                    # the label budgets take the first N: a random sample of both files
     dev = {name: load_mnli(str(C.shared_path(f)), f'validation_{name}', verbose=False) for name, f in T.SPLITS.items()}
-    if args.small: train, dev = train.select(range(300)), {k: d.select(range(200)) for k, d in dev.items()}
+    if args.small: train, dev = C.first(train, 300), {k: C.first(d, 200) for k, d in dev.items()}
     return train, dev
 
 STUDY_SETTINGS = ('small', 'shards', 'preset', 'config_overrides', 'minutes', 'checkpoint_minutes', 'control_minutes', 'tokenizer',
@@ -209,7 +209,7 @@ def main(argv=None):
         C.write_json(out, result)
 
     def finetuned(m, seed, n=None):
-        data = train if n is None else train.select(range(min(n, len(train))))
+        data = C.first(train, n)
         r = T.finetuned_accuracy(Path(m['path']), work/'finetuned'/f"{m['corpus'] or 'untrained'}-step-{m['step']}-seed-{seed}-pairs-{len(data)}",
                                  data, dev, seed, None)
         print(f"  {m['name']:28s} {len(data):>6,} pairs, seed {seed}: dev matched {r['matched']:.2%}, mismatched "
