@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from fastcore.basics import store_attr
+from tokenizers import Tokenizer
 from .config import dropout_overrides
 from .model import AtomBertForSequenceClassification
 from .glue import GlueTask, glue_task, load_glue
@@ -122,6 +123,8 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
         raise ValueError(f'the tokenizer has {v} tokens, the model only {model.config.vocab_size} embeddings: not its tokenizer?')
     train_data, eval_data = _examples(train_data, 'train', task), (None if eval_data is None else _examples(eval_data, task.dev[0], task))
     max_length, pad_id = pair_max_length(model, tokenizer, max_length), pad_id_of(tokenizer)
+    saved = Tokenizer.from_str(backend_of(tokenizer).to_str())   # evaluate and predict then truncate where finetuning did
+    saved.enable_truncation(max_length)
     task, soft = ClassificationTask(), {}
     if teacher is not None:
         task = DistillationTask(alpha, temperature)
@@ -135,6 +138,6 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     args = dataclasses.replace(args, lr=lr or finetune_lr(model.config),
                                max_steps=max_steps or max(1, math.ceil(epochs * len(train_batches) / per_step)))
     held_out = None if eval_data is None else batches(eval_data, 'eval', False)
-    return fit(model, train_batches, collate_batches, task, args, eval_data=held_out, resume=resume, tokenizer=tokenizer, progress=progress,
+    return fit(model, train_batches, collate_batches, task, args, eval_data=held_out, resume=resume, tokenizer=saved, progress=progress,
                callbacks=callbacks)
 

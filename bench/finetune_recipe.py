@@ -12,6 +12,9 @@ classifier). Each variant changes one knob:
 - dropout 0.1 and 0 (hidden, attention and classifier: `finetune(dropout=)`);
 - the word embeddings frozen (`finetune(freeze_embeddings=True)`);
 - lr 1e-3 (`finetune_lr`'s 3e-4 × 3.3);
+- max length 64: pairs cut to 64 tokens, the length of `pretrain`'s rows (finetuning's default is 128; the share of train pairs
+  longer than the pretraining rows is in the JSON), so that finetuning never shows the model a position
+  pretraining left untrained;
 - a new pooler: the pooler re-initialized as a fresh model of the same config (seed 0) has it. Sentence-order prediction
   trained the pretrained model's pooler and finetuning reuses it; the untrained model's is new already (its row is the
   default's).
@@ -42,6 +45,7 @@ VARIANTS = {                                # name: what changes against finetun
     'dropout 0.1': dict(dropout=0.1), 'dropout 0': dict(dropout=0.0),
     'frozen embeddings': dict(freeze_embeddings=True),
     'lr 1e-3': dict(lr=1e-3),
+    'max length 64': dict(max_length=64),  # pairs cut to the pretraining rows' length: no position pretraining left untrained
     'new pooler': {},                       # the weights change, not the recipe: `with_new_pooler`
 }
 
@@ -96,10 +100,17 @@ def pretrained_models(args, work:Path) -> tuple:
     if not (run/'run.json').is_file(): raise SystemExit(f'error: --pretrained {run}: no run.json there (not a pretraining run folder)')
     path = run/'checkpoints'/f'step-{args.checkpoint_step:08d}' if args.checkpoint_step else run
     if not (path/'config.json').is_file(): raise SystemExit(f'error: {path}: no model there')
-    step = args.checkpoint_step or json.loads((run/'run.json').read_text()).get('budget', {}).get('max_steps', 0)
+    step = args.checkpoint_step or json.loads((run/'run.json').read_text())['args']['max_steps']   # budgeted or not: never 0, the untrained model's
     train, dev = W.mnli_data(args)            # the 29,946 pairs in wiki_transfer's order: its label budgets are the first N
     train, dev = C.first(train, args.train_examples), {k: C.first(d, args.dev_examples) for k, d in dev.items()}
     return run, {'untrained': (0, T.untrained_model(args, run, work)), 'pretrained': (step, path)}, train, dev
+
+def longer_than(model_dir:Path, data, n:int) -> float:
+    "The share of `data`'s pairs longer than `n` tokens with `model_dir`'s tokenizer (cut at its own length only)."
+    from atombert.batches import encode_examples
+    from atombert.evaluation import tokenizer_of
+    ids = encode_examples(tokenizer_of(model_dir), data, None)['input_ids']
+    return sum(len(x) > n for x in ids) / len(ids)
 
 def with_new_pooler(model_dir:Path, out:Path) -> Path:
     "`model_dir`'s weights with the pooler a fresh model of the same config (seed 0) has."
@@ -174,6 +185,9 @@ def main(argv=None):
         final = pre['budgets'][-1]
         models = {'untrained': (0, T.untrained_model(args, run, work)), 'pretrained': (final['step'], Path(final['checkpoint']))}
         pretraining = dict(run=str(run), steps=pre['steps'], held_out=final['held_out'])
+    seq_len = json.loads((run/'run.json').read_text())['seq_len']
+    pretraining |= dict(seq_len=seq_len, train_pairs_longer=longer_than(models['untrained'][1], train, seq_len))
+    print(f"  {pretraining['train_pairs_longer']:.1%} of the train pairs are longer than the pretraining rows ({seq_len} tokens)", flush=True)
     start = {model: starting_point(path, train, args.probe_pairs) for model, (_, path) in models.items()}
     for model, s in start.items():
         print(f"  {model:10s} before finetuning: [CLS] cosine {s['cls_cosine']:.4f}, spread {s['cls_spread']:.3f}; pooled cosine "

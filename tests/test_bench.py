@@ -204,12 +204,16 @@ def test_finetune_recipe(tmp_path):
     # any pretraining run's model and its untrained twin, on wiki_transfer's pairs; a new pooler for the pretrained one only
     run = Path(res['pretraining']['run'])
     out, wiki = run_bench('finetune_recipe.py', tmp_path/'wiki.json', '--work', str(tmp_path/'work2'), '--pretrained', str(run),
-                          '--variants', 'new pooler,lr 1e-3')
+                          '--variants', 'new pooler,lr 1e-3,max length 64')
     by = {(r['variant'], r['model']): r for r in wiki['rows']}
-    assert list(by) == [(v, m) for v in ('default', 'new pooler', 'lr 1e-3') for m in ('untrained', 'pretrained')]
+    assert list(by) == [(v, m) for v in ('default', 'new pooler', 'lr 1e-3', 'max length 64') for m in ('untrained', 'pretrained')]
     assert by['lr 1e-3', 'pretrained']['recipe'] == by['default', 'pretrained']['recipe'] | dict(lr=1e-3) and by['lr 1e-3', 'pretrained']['lr'] == 1e-3
     assert by['new pooler', 'untrained']['matched'] == by['default', 'untrained']['matched']     # its pooler is new already: the same run
+    assert wiki['pretraining']['steps'] == res['pretraining']['steps'] > 0                     # the run's final model: finetuned apart from the untrained one
+    assert wiki['pretraining']['seq_len'] == 64 and 0 < wiki['pretraining']['train_pairs_longer'] <= 1
     assert (tmp_path/'work2'/f"step-{wiki['pretraining']['steps']}-new-pooler"/'model.safetensors').is_file()
+    short = sorted((tmp_path/'work2'/'finetuned').glob('*-max-length-64'))      # finetuned on 64-token pairs, and scored on them
+    assert len(short) == 2 and all(json.loads((f/'tokenizer.json').read_text())['truncation']['max_length'] == 64 for f in short)
     assert wiki['data']['train_examples'] == 300 and set(wiki['starting_point']) == {'untrained', 'pretrained'}
 
 def test_finetune_recipe_unknown_variant(tmp_path):
