@@ -20,7 +20,8 @@ classifier). Each variant changes one knob:
   default's).
 Before any finetuning, what the new classifier starts from is measured on --probe-pairs train pairs, for both models: the
 [CLS] vectors' and pooled outputs' mean pairwise cosine similarity, their spread (the mean distance from the mean vector,
-over its length) and the share of pooled units saturated (|tanh| > 0.99).
+over its length) and the share of pooled units saturated (|tanh| > 0.99); and what the frozen features give a logistic
+regression fitted on the train pairs ([CLS], and the mean over the pair's tokens), scored on both dev sets.
 Both models are finetuned with each, on `../shared/data/mnli/train_sample_20k_ptbtok.tsv`, and evaluated on the full
 `dev_matched.jsonl` and `dev_mismatched.jsonl`. The models come from `--work`, the folder of a `bench/transfer.py`
 run with the same `--preset` and `--pretrain-steps` (made first when it is not there: the pretraining is then part
@@ -124,24 +125,50 @@ def with_new_pooler(model_dir:Path, out:Path) -> Path:
         model.save_pretrained(out, tokenizer=tokenizer_of(model_dir))
     return out
 
-def starting_point(model_dir:Path, data, n:int) -> dict:
-    "What a new classifier sees before finetuning: how alike the [CLS] vectors and pooled outputs of `n` pairs are."
+def features(model_dir:Path, data) -> dict:
+    "The frozen encoder's view of `data`'s pairs (as finetuning cuts them): its [CLS] vectors, their mean over the tokens, the pooler's output."
     import torch
     from atombert.model import AtomBertForPreTraining
     from atombert.batches import encode_examples, pad_pairs, pad_id_of
     from atombert.evaluation import tokenizer_of
     model, tok = AtomBertForPreTraining.from_pretrained(model_dir).eval(), tokenizer_of(model_dir)
-    enc = encode_examples(tok, C.first(data, n), 128)
-    batch = pad_pairs([{k: enc[k][i] for k in ('input_ids', 'token_type_ids', 'attention_mask')} for i in range(len(enc['input_ids']))],
-                      pad_id_of(tok))
-    with torch.no_grad(): out = model.model(batch['input_ids'], batch['attention_mask'], batch['token_type_ids'])
+    enc, out = encode_examples(tok, data, 128), {'cls': [], 'mean': [], 'pooled': []}
+    for i in range(0, len(data), 256):
+        b = pad_pairs([{k: enc[k][j] for k in ('input_ids', 'token_type_ids', 'attention_mask')}
+                       for j in range(i, min(i + 256, len(data)))], pad_id_of(tok))
+        with torch.no_grad(): o = model.model(b['input_ids'], b['attention_mask'], b['token_type_ids'])
+        m = b['attention_mask'].unsqueeze(-1).to(o.last_hidden_state.dtype)
+        out['cls'].append(o.last_hidden_state[:, 0]); out['pooled'].append(o.pooler_output)
+        out['mean'].append((o.last_hidden_state * m).sum(1) / m.sum(1))
+    return {k: torch.cat(v).double() for k, v in out.items()}
+
+def starting_point(model_dir:Path, data, n:int) -> dict:
+    "What a new classifier sees before finetuning: how alike the [CLS] vectors and pooled outputs of `n` pairs are."
+    import torch
+    f = features(model_dir, C.first(data, n))
     def mean_cosine(x):
         x = torch.nn.functional.normalize(x, dim=-1); sim = x @ x.T
         return ((sim.sum() - sim.diagonal().sum()) / (len(x) * (len(x) - 1))).item()
     def spread(x): return ((x - x.mean(0)).norm(dim=-1).mean() / x.mean(0).norm()).item()
-    cls, pooled = out.last_hidden_state[:, 0].double(), out.pooler_output.double()
+    cls, pooled = f['cls'], f['pooled']
     return dict(pairs=len(cls), cls_cosine=mean_cosine(cls), cls_spread=spread(cls), pooled_cosine=mean_cosine(pooled),
                 pooled_spread=spread(pooled), pooled_saturated=(pooled.abs() > 0.99).double().mean().item())
+
+def frozen_probe(model_dir:Path, train, dev) -> dict:
+    """What the encoder's features give with no finetuning at all: a logistic regression (scikit-learn, standardized
+    features) on the frozen model's [CLS] vector and on its mean over the pair's tokens, fitted on `train`, scored on
+    each `dev` set. It tells a representation that holds less of what MNLI needs from one that finetuning fails to use."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    X, y = features(model_dir, train), np.array(train['label'])
+    dev_x = {name: (features(model_dir, d), np.array(d['label'])) for name, d in dev.items()}
+    out = {}
+    for kind in ('cls', 'mean'):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X[kind].numpy(), y)
+        out[kind] = {name: float((clf.predict(x[kind].numpy()) == yd).mean()) for name, (x, yd) in dev_x.items()}
+    return out
 
 def plot(result:dict, path:Path) -> Path:
     import matplotlib; matplotlib.use('Agg')
@@ -192,6 +219,10 @@ def main(argv=None):
     for model, s in start.items():
         print(f"  {model:10s} before finetuning: [CLS] cosine {s['cls_cosine']:.4f}, spread {s['cls_spread']:.3f}; pooled cosine "
               f"{s['pooled_cosine']:.4f}, spread {s['pooled_spread']:.3f}, units saturated {s['pooled_saturated']:.1%}", flush=True)
+    probe = {model: frozen_probe(path, train, dev) for model, (_, path) in models.items()}
+    for model, pr in probe.items():
+        print(f"  {model:10s} frozen features, logistic regression: " + '; '.join(
+            f"{kind} dev matched {acc['matched']:.2%}, mismatched {acc['mismatched']:.2%}" for kind, acc in pr.items()), flush=True)
     lr = finetune_lr(config_from_albert(json.loads((run/'config.json').read_text())))
     rows = []
     for variant in args.variants:
@@ -216,7 +247,7 @@ def main(argv=None):
     result = dict(benchmark='finetune_recipe', machine=C.machine_info(args.device), args=vars(args), lr=lr,
                   default_recipe=recipe_of('default', args.epochs_scale),
                   data=dict(train=[C.MNLI_TRAIN_SAMPLE, 'mnli/train_extra_9946.tsv'] if args.pretrained else C.MNLI_TRAIN_SAMPLE, train_examples=len(train), dev={k: len(d) for k, d in dev.items()}),
-                  pretraining=pretraining, starting_point=start, rows=rows, table=table, total_minutes=(time.perf_counter() - t0) / 60)
+                  pretraining=pretraining, starting_point=start, frozen_probe=probe, rows=rows, table=table, total_minutes=(time.perf_counter() - t0) / 60)
     result['plot'] = str(plot(result, out.with_suffix('.png')))
     print()
     C.print_table(table, [('variant', 'recipe', ''), ('u', 'untrained matched %', '.2f'), ('p', 'pretrained matched %', '.2f'),

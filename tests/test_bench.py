@@ -201,6 +201,9 @@ def test_finetune_recipe(tmp_path):
     start = res['starting_point']                 # what the new classifier sees, before finetuning
     assert set(start) == {'untrained', 'pretrained'} and all(s['pairs'] == 64 and -1 <= s['cls_cosine'] <= 1 and s['cls_spread'] > 0
                                                              and 0 <= s['pooled_saturated'] <= 1 for s in start.values())
+    probe = res['frozen_probe']                   # a logistic regression on the frozen features, per model, feature and dev set
+    assert set(probe) == {'untrained', 'pretrained'} and all(0 <= a <= 1 for p in probe.values() for kind in ('cls', 'mean')
+                                                             for a in (p[kind]['matched'], p[kind]['mismatched']))
     # any pretraining run's model and its untrained twin, on wiki_transfer's pairs; a new pooler for the pretrained one only
     run = Path(res['pretraining']['run'])
     out, wiki = run_bench('finetune_recipe.py', tmp_path/'wiki.json', '--work', str(tmp_path/'work2'), '--pretrained', str(run),
