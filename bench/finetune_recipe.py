@@ -142,52 +142,53 @@ def features(model_dir:Path, data) -> dict:
         out['mean'].append((o.last_hidden_state * m).sum(1) / m.sum(1))
     return {k: torch.cat(v).double() for k, v in out.items()}
 
-def starting_point(model_dir:Path, data, n:int) -> dict:
-    "What a new classifier sees before finetuning: how alike the [CLS] vectors and pooled outputs of `n` pairs are."
+def starting_point(f:dict, n:int) -> dict:
+    "What a new classifier sees before finetuning: how alike the [CLS] vectors and pooled outputs of the first `n` pairs of features `f` are."
     import torch
-    f = features(model_dir, C.first(data, n))
     def mean_cosine(x):
         x = torch.nn.functional.normalize(x, dim=-1); sim = x @ x.T
         return ((sim.sum() - sim.diagonal().sum()) / (len(x) * (len(x) - 1))).item()
     def spread(x): return ((x - x.mean(0)).norm(dim=-1).mean() / x.mean(0).norm()).item()
-    cls, pooled = f['cls'], f['pooled']
+    cls, pooled = f['cls'][:n], f['pooled'][:n]
     return dict(pairs=len(cls), cls_cosine=mean_cosine(cls), cls_spread=spread(cls), pooled_cosine=mean_cosine(pooled),
                 pooled_spread=spread(pooled), pooled_saturated=(pooled.abs() > 0.99).double().mean().item())
 
-def frozen_probe(model_dir:Path, train, dev) -> dict:
+def frozen_probe(f:dict, train, dev) -> dict:
     """What the encoder's features give with no finetuning at all: a logistic regression (scikit-learn, standardized
     features) on the frozen model's [CLS] vector and on its mean over the pair's tokens, fitted on `train`, scored on
-    each `dev` set. It tells a representation that holds less of what MNLI needs from one that finetuning fails to use."""
+    each `dev` set. `f` holds the features of `train` and of each dev set by name. It tells a representation that holds
+    less of what MNLI needs from one that finetuning fails to use."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    X, y = features(model_dir, train), np.array(train['label'])
-    dev_x = {name: (features(model_dir, d), np.array(d['label'])) for name, d in dev.items()}
     out = {}
     for kind in ('cls', 'mean'):
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X[kind].numpy(), y)
-        out[kind] = {name: float((clf.predict(x[kind].numpy()) == yd).mean()) for name, (x, yd) in dev_x.items()}
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(f['train'][kind].numpy(), np.array(train['label']))
+        out[kind] = {name: float((clf.predict(f[name][kind].numpy()) == np.array(d['label'])).mean()) for name, d in dev.items()}
     return out
 
 def plot(result:dict, path:Path) -> Path:
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    rows = result['rows']
-    names = list(dict.fromkeys(r['variant'] for r in rows))
+    rows, probe = result['rows'], result.get('frozen_probe', {})   # studies from before the probe have none
+    probes = {'no finetuning: frozen [CLS]': 'cls', 'no finetuning: frozen token mean': 'mean'} if probe else {}
+    names = list(dict.fromkeys(r['variant'] for r in rows)) + list(probes)
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(names) + 1.8), sharey=True)
     for ax, split in zip(axes, ('matched', 'mismatched')):
         for k, (model, c) in enumerate((('untrained', 'C7'), ('pretrained', 'C0'))):
             acc = {r['variant']: r[split] * 100 for r in rows if r['model'] == model}
+            acc |= {name: probe[model][kind][split] * 100 for name, kind in probes.items()}
             ys = [i + (k - 0.5) * 0.38 for i in range(len(names))]
             ax.barh(ys, [acc[n] for n in names], height=0.36, color=c, label=f'{model}')
             default = acc['default']
             ax.axvline(default, color=c, ls=':', lw=1)
             for y, n in zip(ys, names): ax.text(acc[n] + 0.1, y, f'{acc[n]:.1f}', va='center', fontsize=7)
-        lo = min(r[split] for r in rows) * 100
-        ax.set(xlim=(max(0, lo - 3), max(r[split] for r in rows) * 100 + 2), title=f'MNLI dev {split} accuracy %',
+        every = [r[split] * 100 for r in rows] + [p[kind][split] * 100 for p in probe.values() for kind in probes.values()]
+        ax.set(xlim=(max(0, min(every) - 3), max(every) + 2), title=f'MNLI dev {split} accuracy %',
                yticks=range(len(names)), yticklabels=names)
-        ax.invert_yaxis(); ax.grid(axis='x', alpha=0.3)
+        ax.grid(axis='x', alpha=0.3)
+    axes[0].invert_yaxis()                        # once: the axes share y, a second flip would undo it
     axes[0].legend(fontsize=8, loc='lower right')
     fig.suptitle(f"finetuning recipe, one knob at a time ({result['data']['train_examples']:,} MNLI pairs, seed {result['args']['seed']}; "
                  f"dotted: the default recipe)", fontsize=10)
@@ -215,11 +216,14 @@ def main(argv=None):
     seq_len = json.loads((run/'run.json').read_text())['seq_len']
     pretraining |= dict(seq_len=seq_len, train_pairs_longer=longer_than(models['untrained'][1], train, seq_len))
     print(f"  {pretraining['train_pairs_longer']:.1%} of the train pairs are longer than the pretraining rows ({seq_len} tokens)", flush=True)
-    start = {model: starting_point(path, train, args.probe_pairs) for model, (_, path) in models.items()}
+    # each model encodes the train pairs and the dev sets once: the starting point reads the first pairs, the probe all
+    feats = {model: {'train': features(path, train)} | {name: features(path, d) for name, d in dev.items()} for model, (_, path) in models.items()}
+    start = {model: starting_point(f['train'], args.probe_pairs) for model, f in feats.items()}
     for model, s in start.items():
         print(f"  {model:10s} before finetuning: [CLS] cosine {s['cls_cosine']:.4f}, spread {s['cls_spread']:.3f}; pooled cosine "
               f"{s['pooled_cosine']:.4f}, spread {s['pooled_spread']:.3f}, units saturated {s['pooled_saturated']:.1%}", flush=True)
-    probe = {model: frozen_probe(path, train, dev) for model, (_, path) in models.items()}
+    probe = {model: frozen_probe(f, train, dev) for model, f in feats.items()}
+    del feats
     for model, pr in probe.items():
         print(f"  {model:10s} frozen features, logistic regression: " + '; '.join(
             f"{kind} dev matched {acc['matched']:.2%}, mismatched {acc['mismatched']:.2%}" for kind, acc in pr.items()), flush=True)
