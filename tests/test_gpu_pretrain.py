@@ -1,13 +1,18 @@
 """`tools/gpu_pretrain.sh --dry-run`: the seed's GPU job of issue 27 (atombert-8m pretrained on Wikipedia shards, then
 finetuned on MNLI beside its untrained twin) run on the CPU at smoke size, so that the one GPU run is spent measuring,
 not debugging. It must pass with the JSON, the plot and the weights the GPU run brings back (at most 8 files, each
-under 16 MiB, the weights sharded and loadable); data that is missing or not what `prepare` wrote is one line."""
+under 16 MiB, the weights sharded and loadable); data that is missing or not what `prepare` wrote is one line. The dry run
+takes its shards as the two-call plan does: one carried with --data, one a `prepare --shards-only` folder (--more-shards)."""
 import json, lzma, os, subprocess, sys
 from pathlib import Path
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def prepare(*args):
+    return subprocess.run([sys.executable, 'tools/gpu_pretrain.py', 'prepare', *map(str, args)], cwd=ROOT, capture_output=True, text=True)
 
 
 def gpu_pretrain(*args, **env):
@@ -18,7 +23,10 @@ def gpu_pretrain(*args, **env):
 @pytest.fixture(scope='module')
 def dry_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('gpu_pretrain')
-    r = gpu_pretrain('--dry-run', '--work', tmp/'work', OUT=str(tmp/'device_out'))
+    for args in (('--shards', 1), ('--first-shard', 1, '--shards-only')):
+        r = prepare('--small', '--data', tmp/('more' if '--shards-only' in args else 'data'), *args)
+        assert r.returncode == 0, r.stderr[-3000:]
+    r = gpu_pretrain('--dry-run', '--data', tmp/'data', '--more-shards', tmp/'more', '--work', tmp/'work', OUT=str(tmp/'device_out'))
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]
     return tmp, json.loads((tmp/'device_out'/'gpu_pretrain.json').read_text())
 
@@ -36,6 +44,7 @@ def test_dry_run_measures_every_phase(dry_run):
     assert curve[0]['step'] == 0 and curve[-1]['step'] == pre['steps'] and all(0 <= r['mlm_accuracy'] <= 1 for r in curve)
     assert curve[-1]['unigram_accuracy'] > 0
     assert rep['pretokenize']['tokens'] == rep['pretraining']['train_tokens']   # pretrain read the cache the phase wrote
+    assert rep['more_shards']['used'] and rep['pretokenize']['shards'] == ['part-0.txt.xz', 'part-1.txt.xz']  # carried + staged
     for name in ('pretrained', 'untrained'):
         m = rep['mnli'][name]
         assert 0 <= m['matched'] <= 1 and 0 <= m['mismatched'] <= 1 and m['finetune_s'] > 0
@@ -59,7 +68,7 @@ def test_data_that_is_not_what_prepare_wrote_is_one_line(dry_run, tmp_path):
     tmp, _ = dry_run
     r = gpu_pretrain('--data', tmp_path/'nowhere', '--out-dir', tmp_path/'out')
     assert r.returncode == 2 and r.stderr.strip().endswith('manifest.json not found: run `python tools/gpu_pretrain.py prepare` first'), r.stderr[-2000:]
-    data = tmp/'work'/'data'
+    data = tmp/'data'
     f = data/'mnli_dev_matched.jsonl.xz'; good = f.read_bytes()
     try:
         f.write_bytes(lzma.compress(b'{"premise": "a", "hypothesis": "b", "label": 0}\n'))
@@ -68,13 +77,36 @@ def test_data_that_is_not_what_prepare_wrote_is_one_line(dry_run, tmp_path):
     finally: f.write_bytes(good)
 
 
-def test_prepare_counts_what_travels(dry_run):
+def test_prepare_counts_what_travels(dry_run, tmp_path):
     tmp, _ = dry_run
-    manifest = json.loads((tmp/'work'/'data'/'manifest.json').read_text())
-    assert manifest['shards'] == ['part-0.txt.xz', 'part-1.txt.xz'] and set(manifest['files']) >= {
+    manifest = json.loads((tmp/'data'/'manifest.json').read_text())
+    assert manifest['shards'] == ['part-0.txt.xz'] and set(manifest['files']) >= {
         'shards/part-0.txt.xz', 'tokenizer/tokenizer.json', 'held_out.raw.xz', 'mnli_train.jsonl.xz', 'mnli_dev_mismatched.jsonl.xz'}
-    r = subprocess.run([sys.executable, 'tools/gpu_pretrain.py', 'prepare', '--shards', '0'], cwd=ROOT, capture_output=True, text=True)
+    more = json.loads((tmp/'more'/'manifest.json').read_text())        # --shards-only: the shards, nothing else
+    assert more['shards'] == ['part-1.txt.xz'] and list(more['files']) == ['shards/part-1.txt.xz']
+    r = prepare('--shards', '0')
     assert r.returncode == 2 and r.stderr.strip().endswith('--shards must be >= 1')
+    r = prepare('--small', '--first-shard', 2, '--data', tmp_path/'none')
+    assert r.returncode == 2 and r.stderr.strip().endswith('has no shard from number 2 on'), r.stderr[-2000:]
+
+
+def test_more_shards_that_did_not_stay_never_cost_the_run(tmp_path):
+    "The default dry run (its own data, two shards) told of a --more-shards folder that is not there: it goes on, and says so."
+    r = gpu_pretrain('--dry-run', '--more-shards', tmp_path/'gone', '--work', tmp_path/'work', '--out-dir', tmp_path/'out')
+    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]
+    rep = json.loads((tmp_path/'out'/'gpu_pretrain.json').read_text())
+    assert rep['more_shards']['used'] is False and 'is not on this machine' in rep['more_shards']['why'] and 'is not on this machine' in r.stdout
+    assert rep['pretokenize']['shards'] == ['part-0.txt.xz', 'part-1.txt.xz'] and 'error' not in rep
+
+
+def test_more_shards_not_what_prepare_wrote_are_left_out(dry_run, tmp_path):
+    tmp, _ = dry_run
+    sys.path.insert(0, str(ROOT/'tools'))
+    import gpu_pretrain, shutil
+    more = tmp_path/'more'; shutil.copytree(tmp/'more', more)
+    assert gpu_pretrain.staged_shards(more)['used'] and gpu_pretrain.staged_shards(None) == dict(used=False, why='no --more-shards')
+    (more/'shards'/'part-1.txt.xz').write_bytes(b'cut short')
+    assert 'not what `prepare` wrote' in gpu_pretrain.staged_shards(more)['why']
 
 
 def test_the_full_models_weights_come_back_in_three_files_under_16_mib(tmp_path):

@@ -10,6 +10,16 @@ on them (a tokenizer trained on the GPU machine would differ in a few entries: h
 the MNLI pairs `bench/wiki_transfer.py` uses (the 29,946 train pairs in its order, the full dev sets) and WikiText raw
 valid as xz JSON lines and text, with a manifest of checksums.
 
+More text than one call carries (3 shards fill the 64 MiB; the budget reads them about 5 times on an H200) takes two
+calls to a machine kept warm: a device call keeps the ignored folders an earlier call carried unless it carries them again.
+
+    python tools/gpu_pretrain.py prepare --data gpu_more --first-shard 3 --shards-only     # shards 3-5 and their manifest
+    device run(command="ls gpu_more/shards", carry=["gpu_more"])                          # call 1: the shards stay there
+    device run(command="bash tools/gpu_pretrain.sh --data gpu_data --more-shards gpu_more", carry=[".whl", "gpu_data"])
+
+The second call must come while the machine is still warm (it goes back after about 30 s idle). If it went back, the
+folder is not there, and the job pretrains on the shards it carried and says so: the extra text never costs the run.
+
 `run` (what the .sh calls), one phase after another, each timed:
 1. pretokenize the shards with every core (`pretokenize`'s worker processes, one a core);
 2. pretrain `atombert-8m` with the full recipe (`atombert run`'s batch 256 × 128, lr 1e-3, bf16 on the GPU) for a
@@ -48,9 +58,13 @@ def parse_args(argv=None):
     prep = sub.add_parser('prepare', help='on the CPU: the data folder that travels')
     prep.add_argument('--data', default='gpu_data', help='folder to write (git-ignored)')
     prep.add_argument('--shards', type=int, default=3, help='Wikipedia shards to carry (3 fit in 64 MiB with the tree)')
+    prep.add_argument('--first-shard', type=int, default=0, help='the first shard to take (in name order)')
+    prep.add_argument('--shards-only', action='store_true', help='only the shards and their manifest: a --more-shards folder')
     prep.add_argument('--small', action='store_true', help='two small shards of WikiText-2 test, 300 train / 200 dev pairs')
     run = sub.add_parser('run', help='the job (tools/gpu_pretrain.sh runs it)')
     run.add_argument('--data', default=None, help='the folder `prepare` wrote (default with --dry-run: a small one, made now)')
+    run.add_argument('--more-shards', default=None, help='a `prepare --shards-only` folder an earlier call left on this machine '
+                     '(pretrained on beside --data\'s shards; if absent or changed, the job goes on without it)')
     run.add_argument('--out-dir', default=os.environ.get('OUT') or 'bench/results/gpu_pretrain', help='JSON, plot and weights')
     run.add_argument('--work', default=None, help='scratch folder (default: a temporary one)')
     run.add_argument('--pretrain-minutes', type=float, default=4.5, help='pretraining budget (the probe included)')
@@ -59,6 +73,7 @@ def parse_args(argv=None):
     run.add_argument('--dry-run', action='store_true', help='CPU, smoke size: preset tiny, seconds of pretraining')
     args = p.parse_args(argv)
     if args.command == 'prepare' and args.shards < 1: p.error('--shards must be >= 1')
+    if args.command == 'prepare' and args.first_shard < 0: p.error('--first-shard must be >= 0')
     if args.command == 'run':
         if not args.pretrain_minutes > 0: p.error('--pretrain-minutes must be > 0')
         if not args.dry_run and not args.data: p.error('--data is needed (the folder `prepare` wrote), or --dry-run')
@@ -98,13 +113,14 @@ def carried_bytes(data: Path) -> dict:
 def prepare(args):
     import common as C, wiki_transfer as W
     from atombert.corpora import load_corpus
-    from atombert.files import sha256_file
     from atombert.tokenizer import save_tokenizer, tokenizer_fingerprint, train_tokenizer
     data = Path(args.data); shutil.rmtree(data, ignore_errors=True); (data/'shards').mkdir(parents=True)
     source = W.small_shards(data/'source') if args.small else C.shared_path('wikipedia')
-    shards = sorted(source.glob('*.xz'))[:args.shards]
+    shards = sorted(source.glob('*.xz'))[args.first_shard:args.first_shard + args.shards]
+    if not shards: fail(f'{source} has no shard from number {args.first_shard} on')
     for f in shards: shutil.copyfile(f, data/'shards'/f.name)
     shutil.rmtree(data/'source', ignore_errors=True)
+    if args.shards_only: return write_manifest(data, dict(shards=[f.name for f in shards]))
     vocab = DRY['vocab_size'] if args.small else FULL['vocab_size']
     log(f'training a {vocab:,}-entry WordPiece tokenizer on {len(shards)} shard(s) ...')
     t = time.perf_counter()
@@ -114,28 +130,56 @@ def prepare(args):
     train, dev = W.mnli_data(argparse.Namespace(small=args.small))
     counts = dict(train=write_pairs(data/'mnli_train.jsonl.xz', train),
                   **{name: write_pairs(data/f'mnli_dev_{name}.jsonl.xz', d) for name, d in dev.items()})
+    return write_manifest(data, dict(shards=[f.name for f in shards], held_out=W.HELD_OUT,
+                                     mnli=dict(train_files=[C.MNLI_TRAIN_SAMPLE, W.MNLI_EXTRA], **counts),
+                                     tokenizer=dict(vocab_size=tok.get_vocab_size(), fingerprint=tokenizer_fingerprint(tok), training_s=tokenizer_s)))
+
+
+def write_manifest(data: Path, manifest: dict) -> dict:
+    "`manifest` with every file's checksum, into `data`; fails if a device call carrying `data` would pass the 64 MiB."
+    from atombert.files import sha256_file
     files = sorted(f for f in data.rglob('*') if f.is_file())
-    manifest = dict(shards=[f.name for f in shards], held_out=W.HELD_OUT, mnli=dict(train_files=[C.MNLI_TRAIN_SAMPLE, W.MNLI_EXTRA], **counts),
-                    tokenizer=dict(vocab_size=tok.get_vocab_size(), fingerprint=tokenizer_fingerprint(tok), training_s=tokenizer_s),
-                    files={str(f.relative_to(data)): dict(bytes=f.stat().st_size, sha256=sha256_file(f)) for f in files})
+    manifest |= dict(files={str(f.relative_to(data)): dict(bytes=f.stat().st_size, sha256=sha256_file(f)) for f in files})
     (data/'manifest.json').write_text(json.dumps(manifest, indent=1))
     sizes = carried_bytes(data)
-    log(f"{data}: {len(shards)} shard(s), tokenizer {manifest['tokenizer']['fingerprint']} ({tokenizer_s:.0f} s), "
-        f"{counts['train']:,} train pairs; a device call carries {sizes['total'] / 2**20:.1f} MiB (tree {sizes['tree'] / 2**20:.1f}, "
+    log(f"{data}: {len(manifest['shards'])} shard(s)" + (f", tokenizer {manifest['tokenizer']['fingerprint']}" if 'tokenizer' in manifest else '')
+        + f"; a device call carries {sizes['total'] / 2**20:.1f} MiB (tree {sizes['tree'] / 2**20:.1f}, "
         f"wheels {sizes['wheels'] / 2**20:.1f}, data {sizes['data'] / 2**20:.1f}) of {CARRY_LIMIT / 2**20:.0f}")
     if sizes['total'] > CARRY_LIMIT: fail(f'{sizes["total"] / 2**20:.1f} MiB would travel, over the 64 MiB limit: carry fewer --shards')
     return manifest
 
 # ---------------------------------------------------------------- run (the GPU machine)
 
+def data_problem(folder: Path) -> str | None:
+    "What is wrong with `folder` as `prepare` wrote it (no manifest, or the first file whose checksum differs), else None."
+    from atombert.files import sha256_file
+    if not (folder/'manifest.json').is_file(): return f'{folder}/manifest.json not found: run `python tools/gpu_pretrain.py prepare` first'
+    for name, f in json.loads((folder/'manifest.json').read_text())['files'].items():
+        if not (folder/name).is_file() or sha256_file(folder/name) != f['sha256']: return f'{folder/name} is missing or not what `prepare` wrote'
+
+
 def checked_data(folder: Path) -> dict:
     "The manifest of `folder`, every file's checksum verified (one line names the first that differs)."
-    from atombert.files import sha256_file
-    if not (folder/'manifest.json').is_file(): fail(f'{folder}/manifest.json not found: run `python tools/gpu_pretrain.py prepare` first')
-    manifest = json.loads((folder/'manifest.json').read_text())
-    for name, f in manifest['files'].items():
-        if not (folder/name).is_file() or sha256_file(folder/name) != f['sha256']: fail(f'{folder/name} is missing or not what `prepare` wrote')
-    return manifest
+    if problem := data_problem(folder): fail(problem)
+    return json.loads((folder/'manifest.json').read_text())
+
+
+def staged_shards(folder) -> dict:
+    "What `--more-shards` adds: its manifest if `folder` holds what `prepare --shards-only` wrote, else why it adds nothing."
+    if folder is None: return dict(used=False, why='no --more-shards')
+    if not Path(folder).is_dir():
+        return dict(used=False, why=f'{folder} is not on this machine (it went back between the calls?): the carried shards alone')
+    if problem := data_problem(Path(folder)): return dict(used=False, why=f'{problem}: the carried shards alone')
+    return dict(used=True, folder=str(folder)) | checked_data(Path(folder))
+
+
+def shard_folder(data: Path, more: dict, work: Path) -> Path:
+    "`data`'s shards, and `more`'s that it lacks, as one folder of links: the corpus pretokenize and pretrain read."
+    if not more['used']: return data/'shards'
+    folder = work/'shards'; shutil.rmtree(folder, ignore_errors=True); folder.mkdir(parents=True)
+    for f in [*sorted((data/'shards').iterdir()), *sorted((Path(more['folder'])/'shards').iterdir())]:
+        if not (folder/f.name).exists(): (folder/f.name).symlink_to(f.resolve())
+    return folder
 
 
 class Phases(dict):
@@ -160,18 +204,18 @@ def write_result(res: dict, out: Path) -> Path:
                                                             indent=1, default=str))
 
 
-def pretokenized(data: Path, cache: Path) -> dict:
-    "The shards tokenized into the cache `pretrain` reads, with tokenizers' thread pool on every core."
+def pretokenized(shards: Path, data: Path, cache: Path) -> dict:
+    "The shards tokenized (`data`'s tokenizer) into the cache `pretrain` reads, with tokenizers' thread pool on every core."
     from atombert.data import pretokenize
     from atombert.tokenizer import load_tokenizer
     t = time.perf_counter()
-    corpus = pretokenize(str(data/'shards'), load_tokenizer(data/'tokenizer'), cache, show_progress=False)
+    corpus = pretokenize(str(shards), load_tokenizer(data/'tokenizer'), cache, show_progress=False)
     s = time.perf_counter() - t
-    return dict(tokens=corpus.num_tokens, documents=corpus.num_docs, sentences=corpus.meta['num_sentences'], seconds=s,
+    return dict(shards=sorted(f.name for f in shards.iterdir()), tokens=corpus.num_tokens, documents=corpus.num_docs, sentences=corpus.meta['num_sentences'], seconds=s,
                 tokens_per_s=corpus.num_tokens / s, cpus=os.cpu_count(), tokenizers_parallelism=os.environ.get('TOKENIZERS_PARALLELISM'))
 
 
-def pretrained(S: dict, data: Path, run: Path, cache: Path, device: str, minutes: float) -> tuple:
+def pretrained(S: dict, shards: Path, data: Path, run: Path, cache: Path, device: str, minutes: float) -> tuple:
     "`pretrain` with the full recipe for `minutes`: (what it logged, one prepared batch of its own for the model-only step)."
     from atombert.pretrain import pretrain
     from atombert.logs import read_metrics
@@ -180,7 +224,7 @@ def pretrained(S: dict, data: Path, run: Path, cache: Path, device: str, minutes
         batch = None
         def after_batch(self, state, batch): self.batch = self.batch or batch
     first = FirstBatch()
-    pretrain(str(data/'shards'), str(run), S['preset'], tokenizer=str(data/'tokenizer'), seq_len=S['seq_len'], batch_size=S['batch_size'],
+    pretrain(str(shards), str(run), S['preset'], tokenizer=str(data/'tokenizer'), seq_len=S['seq_len'], batch_size=S['batch_size'],
              lr=S['lr'], budget_minutes=minutes, eval_corpus=str(data/'held_out.raw.xz'), eval_every=S['eval_every'],
              log_every=S['log_every'], num_workers=S['num_workers'], device=device, precision='auto', seed=0, cache_dir=str(cache),
              progress=False, callbacks=[first])
@@ -278,11 +322,14 @@ def job(args) -> dict:
         with phases('environment'):
             res['environment'] = environment(args.dry_run)
             data = Path(args.data) if args.data else work/'data'
-            if not args.data: prepare(argparse.Namespace(data=str(data), shards=2, small=True))
+            if not args.data: prepare(argparse.Namespace(data=str(data), shards=2, first_shard=0, shards_only=False, small=True))
             res['data'] = args.manifest or checked_data(data)
+            res['more_shards'] = more = staged_shards(args.more_shards)
+            if args.more_shards: log(f"--more-shards: {', '.join(more['shards']) if more['used'] else more['why']}")
+            shards = shard_folder(data, more, work)
             train, dev = read_pairs(data/'mnli_train.jsonl.xz'), {n: read_pairs(data/f'mnli_dev_{n}.jsonl.xz') for n in ('matched', 'mismatched')}
-        with phases('pretokenize'): res['pretokenize'] = pretokenized(data, work/'cache')
-        with phases('pretrain'): res['pretraining'], batch = pretrained(S, data, work/'pretrain', work/'cache', device, args.pretrain_minutes)
+        with phases('pretokenize'): res['pretokenize'] = pretokenized(shards, data, work/'cache')
+        with phases('pretrain'): res['pretraining'], batch = pretrained(S, shards, data, work/'pretrain', work/'cache', device, args.pretrain_minutes)
         with phases('model_only_step'):
             res['model_only_step'] = model_only(work/'pretrain', batch, S, device, repeats=3 if args.dry_run else 10)
             rate = res['pretraining']['tokens_per_s']       # None when the budget held too few logged windows (a loaded dry run)
@@ -318,7 +365,10 @@ def report(res: dict):
     "The lines a person reads first."
     log('')
     log("phases (s): " + ', '.join(f'{k} {v:.0f}' for k, v in res['phases'].items()) + f"; total {res['seconds']:.0f} s")
-    if 'pretokenize' in res: log(f"pretokenize: {res['pretokenize']['tokens']:,} tokens at {res['pretokenize']['tokens_per_s']:,.0f} tokens/s")
+    if 'pretokenize' in res:
+        t = res['pretokenize']; more = res['more_shards']
+        log(f"pretokenize: {t['tokens']:,} tokens of {len(t['shards'])} shard(s) at {t['tokens_per_s']:,.0f} tokens/s"
+            + (f" ({len(more['shards'])} of them from --more-shards)" if more['used'] else ''))
     if 'pretraining' in res:
         p = res['pretraining']; last = p['held_out'][-1] if p['held_out'] else {}
         log(f"pretraining: {p['steps']:,} steps ({p['epochs']} epoch(s) of {p['train_tokens']:,} tokens), "

@@ -7,7 +7,7 @@
 #   1. `tools/gpu_check.sh --dry-run` with that interpreter (installs fastcore from .whl/ as on the GPU machine);
 #   2. the CUDA tests' code on the CPU (ATOMBERT_CUDA_TESTS_DEVICE=cpu, tests/test_cuda.py says what stands in);
 #   3. `tools/gpu_pretrain.sh --dry-run` with that interpreter: the job without `datasets` or scikit-learn, as there, on
-#      the small data `prepare --small` writes (with this environment's python3), or on $REHEARSAL_DATA (the folder
+#      the small data `prepare --small` writes (with this environment's python3; a second shard as --more-shards), or on $REHEARSAL_DATA (the folder
 #      `python tools/gpu_pretrain.py prepare` wrote: the real shards, tokenizer and pairs) at the dry run's model sizes.
 # What it cannot rehearse: CUDA itself (kernels, flash attention, NCCL, memory, speed).
 #
@@ -43,9 +43,12 @@ PYTHON="$VENV/bin/python" GPU_CHECK_SITE="$site" bash tools/gpu_check.sh --dry-r
 echo "== 2. the CUDA tests on the CPU =="
 PYTHONPATH="$site:$PWD" CUDA_VISIBLE_DEVICES= ATOMBERT_CUDA_TESTS_DEVICE=cpu \
   "$VENV/bin/python" -m pytest -m cuda -q -p no:cacheprovider --basetemp "$work/pytest" tests/test_cuda.py
-data=${REHEARSAL_DATA:-$work/gpu_data}
+data=${REHEARSAL_DATA:-$work/gpu_data}; more=()
 echo "== 3. tools/gpu_pretrain.sh --dry-run --data $data =="
-[ -n "${REHEARSAL_DATA:-}" ] || python3 tools/gpu_pretrain.py prepare --small --data "$data"   # here: prepare reads MNLI with datasets
-PYTHON="$VENV/bin/python" GPU_CHECK_SITE="$site" bash tools/gpu_pretrain.sh --dry-run --data "$data" --work "$work/gpu_pretrain" \
+if [ -z "${REHEARSAL_DATA:-}" ]; then     # here: prepare reads MNLI with datasets; one shard carried, one as a staged folder
+  python3 tools/gpu_pretrain.py prepare --small --shards 1 --data "$data"
+  python3 tools/gpu_pretrain.py prepare --small --first-shard 1 --shards-only --data "$work/gpu_more"; more=(--more-shards "$work/gpu_more")
+fi
+PYTHON="$VENV/bin/python" GPU_CHECK_SITE="$site" bash tools/gpu_pretrain.sh --dry-run --data "$data" "${more[@]}" --work "$work/gpu_pretrain" \
   --out-dir "$work/gpu_pretrain_out"
 echo "gpu_rehearsal: all three passed"
