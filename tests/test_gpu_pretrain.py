@@ -45,6 +45,7 @@ def test_dry_run_measures_every_phase(dry_run):
     assert curve[-1]['unigram_accuracy'] > 0
     assert rep['pretokenize']['tokens'] == rep['pretraining']['train_tokens']   # pretrain read the cache the phase wrote
     assert rep['more_shards']['used'] and rep['pretokenize']['shards'] == ['part-0.txt.xz', 'part-1.txt.xz']  # carried + staged
+    assert any(line.endswith('(1 of them from --more-shards)') for line in rep['log']), rep['log'][-12:]
     for name in ('pretrained', 'untrained'):
         m = rep['mnli'][name]
         assert 0 <= m['matched'] <= 1 and 0 <= m['mismatched'] <= 1 and m['finetune_s'] > 0

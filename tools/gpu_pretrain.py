@@ -368,7 +368,7 @@ def report(res: dict):
     if 'pretokenize' in res:
         t = res['pretokenize']; more = res['more_shards']
         log(f"pretokenize: {t['tokens']:,} tokens of {len(t['shards'])} shard(s) at {t['tokens_per_s']:,.0f} tokens/s"
-            + (f" ({len(more['shards'])} of them from --more-shards)" if more['used'] else ''))
+            + (f" ({len(set(t['shards']) - set(res['data']['shards']))} of them from --more-shards)" if more['used'] else ''))
     if 'pretraining' in res:
         p = res['pretraining']; last = p['held_out'][-1] if p['held_out'] else {}
         log(f"pretraining: {p['steps']:,} steps ({p['epochs']} epoch(s) of {p['train_tokens']:,} tokens), "
