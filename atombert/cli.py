@@ -49,7 +49,7 @@ LIMITS = PRETRAIN_LIMITS | {   # pretraining's own settings (preset, seq_len, dr
     'config_overrides': Limit(_is_json_object, 'a JSON object, e.g. {"norm": "pre"}'),
     'splits': Limit(_are_splits, 'comma-separated MNLI splits: ' + ', '.join(MNLI_SPLITS)),
 }
-FREE = {'corpus', 'eval_corpus', 'mnli', 'data', 'out', 'model', 'teacher', 'tokenizer', 'cache_dir', 'text_column', 'premise', 'hypothesis'}
+FREE = {'corpus', 'eval_corpus', 'mnli', 'data', 'dev', 'out', 'model', 'teacher', 'tokenizer', 'cache_dir', 'text_column', 'premise', 'hypothesis'}
 
 TRAIN_DEFAULTS = {'pretrain': PRETRAIN_ARGS, 'run': RUN_ARGS}   # a command's TrainArgs defaults where they differ from fit's
 

@@ -1,4 +1,5 @@
-"""`atombert finetune --task` on GLUE's files as they are: a regression (STS-B) and a classification (CoLA, no header)."""
+"""`atombert finetune --task` on GLUE's files as they are: a regression (STS-B) and a classification (CoLA, no header);
+single files, which hold one split each; and `atombert glue`, the suite."""
 import json, os, subprocess, sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def test_finetune_a_glue_task(tmp_path, pretrained, task, head):
     r = subprocess.run([ATOMBERT, 'finetune', '--model', str(pretrained), '--task', task, '--data', str(GLUE), '--out', str(tmp_path/'run'),
                         '--max-steps', '6', '--batch-size', '16', '--no-progress'], capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert ('held-out dev loss' if head == 1 else 'held-out dev accuracy') in r.stdout, r.stdout
+    assert ('held-out dev (1,500 examples) loss' if head == 1 else 'held-out dev (1,043 examples) accuracy') in r.stdout, r.stdout
     config = json.loads((tmp_path/'run'/'config.json').read_text())
     assert len(config['id2label']) == config['atombert']['num_labels'] == head          # transformers reads id2label
     assert config['atombert']['label_names'] == ([] if head == 1 else ['unacceptable', 'acceptable'])
@@ -59,6 +60,25 @@ def test_finetune_a_glue_task(tmp_path, pretrained, task, head):
         and f'it was finetuned for {task}' in other.stderr, other.stderr
 
 
+def test_single_files_are_one_split_each(tmp_path, pretrained):
+    "A file holds one split: finetune scores its held-out set from --dev, never the training rows; evaluate a file under its name."
+    cola = GLUE/'CoLA'
+    base = [ATOMBERT, 'finetune', '--model', str(pretrained), '--task', 'cola', '--data', str(cola/'train.tsv'), '--out', str(tmp_path/'run')]
+    r = subprocess.run(base, capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'give the held-out set with --dev FILE' in r.stderr, r.stderr
+    assert not (tmp_path/'run').exists()
+    r = subprocess.run(base + ['--dev', str(cola/'dev.tsv'), '--max-steps', '2', '--batch-size', '16', '--no-progress'],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert r.returncode == 0 and 'held-out dev (1,043 examples) accuracy' in r.stdout, r.stderr[-3000:]   # CoLA's dev rows, not its 8,551 train rows
+    small = tmp_path/'first100.tsv'
+    small.write_text(''.join((cola/'dev.tsv').read_text().splitlines(keepends=True)[:100]))
+    for data in (cola/'dev.tsv', small):          # each file scored under its name; results.json keeps both
+        e = subprocess.run([ATOMBERT, 'evaluate', '--model', str(tmp_path/'run'), '--data', str(data)], capture_output=True, text=True, env=ENV, cwd=ROOT)
+        assert e.returncode == 0, e.stderr[-3000:]
+    res = json.loads((tmp_path/'run'/'eval'/'results.json').read_text())
+    assert list(res) == ['dev', 'first100'] and (res['dev']['n'], res['first100']['n']) == (1043, 100)
+
+
 def test_a_task_without_its_files_is_one_line(tmp_path, pretrained):
     r = subprocess.run([ATOMBERT, 'finetune', '--model', str(pretrained), '--task', 'qqp', '--data', str(GLUE), '--out', str(tmp_path/'run')],
                        capture_output=True, text=True, env=ENV, cwd=ROOT)
@@ -81,8 +101,10 @@ def test_the_suite_in_one_command_resumes_task_by_task(tmp_path, pretrained):
     submission = (tmp_path/'glue'/'submission'/'CoLA.tsv').read_text().splitlines()
     assert submission[0] == 'index\tprediction' and [l.split('\t')[0] for l in submission[1:]] == ['0', '1']
     assert sorted(p.name for p in (tmp_path/'glue'/'submission').iterdir()) == ['CoLA.tsv']   # STS-B has no test set here
-    done = tmp_path/'glue'/'stsb'/'eval'/'results.json'
+    done = tmp_path/'glue'/'stsb'/'glue_results.json'
     before = done.stat().st_mtime_ns
+    e = subprocess.run([ATOMBERT, 'evaluate', '--model', str(tmp_path/'glue'/'stsb'), '--data', str(data)], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert e.returncode == 0 and (tmp_path/'glue'/'stsb'/'eval'/'results.json').is_file(), e.stderr[-3000:]   # evaluate's file, not glue's
     again = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert again.returncode == 0 and 'finetuning' not in again.stdout, again.stdout       # every task kept
     assert done.stat().st_mtime_ns == before and (tmp_path/'glue'/'report.md').read_text() == report

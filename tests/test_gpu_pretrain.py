@@ -34,8 +34,8 @@ def dry_run(tmp_path_factory):
 def test_dry_run_measures_every_phase(dry_run):
     _, rep = dry_run
     assert rep['dry_run'] is True and 'error' not in rep
-    assert list(rep['phases']) == ['environment', 'pretokenize', 'pretrain', 'model_only_step', 'weights', 'finetune_pretrained',
-                                   'finetune_untrained']            # the weights are out before the finetunings start
+    assert list(rep['phases']) == ['environment', 'pretokenize', 'pretrain', 'weights', 'model_only_step', 'finetune_pretrained',
+                                   'finetune_untrained']            # the weights are out before anything else can fail
     pre = rep['pretraining']
     assert pre['budget']['max_steps'] == pre['steps'] > 0 and pre['budget']['minutes'] == 0.25
     assert pre['args']['num_workers'] == 2                     # the batches are masked off the training process

@@ -330,11 +330,12 @@ def job(args) -> dict:
             train, dev = read_pairs(data/'mnli_train.jsonl.xz'), {n: read_pairs(data/f'mnli_dev_{n}.jsonl.xz') for n in ('matched', 'mismatched')}
         with phases('pretokenize'): res['pretokenize'] = pretokenized(shards, data, work/'cache')
         with phases('pretrain'): res['pretraining'], batch = pretrained(S, shards, data, work/'pretrain', work/'cache', device, args.pretrain_minutes)
+        # the weights first: a later phase that fails or runs out of machine time must not cost the pretrained model
+        with phases('weights'): res['weights'] = dict(dir=str(out/'model'), files=shipped_weights(work/'pretrain', out/'model', S['shard_limit']))
         with phases('model_only_step'):
             res['model_only_step'] = model_only(work/'pretrain', batch, S, device, repeats=3 if args.dry_run else 10)
             rate = res['pretraining']['tokens_per_s']       # None when the budget held too few logged windows (a loaded dry run)
             res['end_to_end_over_model_only'] = rate and rate / res['model_only_step']['tokens_per_s']
-        with phases('weights'): res['weights'] = dict(dir=str(out/'model'), files=shipped_weights(work/'pretrain', out/'model', S['shard_limit']))
         res['mnli'] = {}
         for name, model_dir in (('pretrained', work/'pretrain'), ('untrained', untrained_twin(work/'pretrain', work/'untrained'))):
             if res['mnli'] and phases.elapsed() + phases['finetune_pretrained'] > args.deadline_minutes * 60:
