@@ -104,6 +104,9 @@ def from_albert_state_dict(sd:dict, config:AtomBertConfig) -> dict:
         except KeyError: raise ValueError(f'unexpected tensor {k!r} for an ALBERT with geometry '
                                           f'(layers, groups, inner)={albert_geometry(config)}') from None
     for (u, kind), d in qkv.items():
+        if (gone := [n for n in ('query', 'key', 'value') if n not in d]):   # a damaged checkpoint: name what is missing
+            g, j = divmod(u, I)
+            raise ValueError(f"the checkpoint lacks tensor 'albert.encoder.albert_layer_groups.{g}.albert_layers.{j}.attention.{gone[0]}.{kind}'")
         out[f'model.encoder.attention.{u}.qkv.{kind}'] = torch.cat([d['query'], d['key'], d['value']])
     if config.embedding_size == config.hidden_size:
         w, b = out.pop('model.embeddings.project.weight', None), out.pop('model.embeddings.project.bias', None)
@@ -131,9 +134,25 @@ def albert_config_dict(config:AtomBertConfig, arch:str='AtomBertForPreTraining')
                 # one output is a regression (STS-B): transformers' pipeline then shows the raw score, not its sigmoid
                 **({'problem_type': 'regression'} if arch != 'AtomBertForPreTraining' and c.num_labels == 1 else {}))
 
+def _albert_labels(d:dict) -> tuple[int, tuple]:
+    "(num_labels, label names) of an ALBERT config dict, from its `id2label`; transformers' placeholders `LABEL_i` are no names."
+    # transformers leaves id2label out of config.json when it is its default: 2 unnamed labels
+    id2label = {int(k): str(v) for k, v in (d.get('id2label') or {}).items()}     # str keys in config.json, int in memory
+    names = tuple(id2label[i] for i in sorted(id2label))
+    n = len(names) if names else d.get('num_labels', 2)
+    return n, (() if all(re.fullmatch(r'LABEL_\d+', x) for x in names) else names)
+
+def _relabelled(config:AtomBertConfig, d:dict) -> AtomBertConfig:
+    "`config` (the 'atombert' entry of `d`) with `d`'s labels when transformers changed them after atombert wrote `d`."
+    written = [albert_config_dict(config, a) for a in ARCHITECTURES]    # what atombert writes for this config, per class
+    same_class = [w for w in written if w['architectures'] == d.get('architectures')] or written
+    if any(_albert_labels(w) == _albert_labels(d) for w in same_class): return config   # atombert's own labels: keep them
+    n, names = _albert_labels(d)     # e.g. a classifier finetuned in transformers from a pretraining save (2 labels there)
+    return config.replace(num_labels=n, label_names=names)
+
 def config_from_albert(d:dict) -> AtomBertConfig:
-    "An `AtomBertConfig` from a transformers ALBERT config dict."
-    if 'atombert' in d: return AtomBertConfig.from_dict(d['atombert'])
+    "An `AtomBertConfig` from a transformers ALBERT config dict (the 'atombert' entry, with transformers' labels when they changed)."
+    if 'atombert' in d: return _relabelled(AtomBertConfig.from_dict(d['atombert']), d)
     if d.get('model_type', 'albert') != 'albert': raise ValueError(f"not an ALBERT config (model_type={d.get('model_type')!r})")
     L, G, I = d.get('num_hidden_layers', 12), d.get('num_hidden_groups', 1), d.get('inner_group_num', 1)
     if G == 1 and I == 1: sharing = dict(sharing='all', num_layers=L)
@@ -141,9 +160,7 @@ def config_from_albert(d:dict) -> AtomBertConfig:
     else: sharing = dict(sharing='groups', num_layers=L * I, num_groups=G, inner_group_num=I)
     act = d.get('hidden_act', 'gelu_new')
     act = {'gelu_pytorch_tanh': 'gelu_new', 'gelu_fast': 'gelu_new'}.get(act, act)
-    n_labels = len(d['id2label']) if d.get('id2label') else d.get('num_labels', 2)
-    names = tuple(str(n) for _, n in sorted((d.get('id2label') or {}).items(), key=lambda kv: int(kv[0])))
-    if all(re.fullmatch(r'LABEL_\d+', n) for n in names): names = ()       # transformers' placeholders: unnamed
+    n_labels, names = _albert_labels(d)
     get = lambda k, default: d[k] if d.get(k) is not None else default
     return AtomBertConfig(vocab_size=get('vocab_size', 30000), embedding_size=get('embedding_size', 128),
                           hidden_size=get('hidden_size', 4096), num_heads=get('num_attention_heads', 64),

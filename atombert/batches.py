@@ -79,7 +79,7 @@ class PairBatches(TorchDataset):
         "Plan the batches of `epoch`: shuffled, sorted by length within chunks (or, unshuffled, sorted over all)."
         n, g = len(self.rows), np.random.default_rng([self.seed, epoch])
         order = g.permutation(n) if self.shuffle else np.arange(n)
-        chunk = self.batch_size * (self.chunk_batches if self.shuffle else math.ceil(n / self.batch_size))
+        chunk = self.batch_size * (self.chunk_batches if self.shuffle else max(1, math.ceil(n / self.batch_size)))   # 0 rows: no batches
         if not self.bucket: chunk = self.batch_size
         self.plan = []
         for start in range(0, n, chunk):

@@ -151,8 +151,9 @@ def load_model(cls, path_or_name, **config_overrides):
                              f'{tuple(own[k].shape)} (a checkpoint from another configuration'
                              + (', e.g. another number of labels)' if k.startswith('classifier') else ')'))
     missing = [k for k in own if k not in sd]
-    if any(k.startswith('model.') for k in missing):
-        raise ValueError(f'{path_or_name}: checkpoint lacks {len(missing)} tensor(s) of the base model, e.g. {missing[0]!r}')
+    # transformers' AlbertForMaskedLM saves no pooler: a new one, with the warning below, as transformers does
+    if (base := [k for k in missing if k.startswith('model.') and not k.startswith('model.pooler.')]):
+        raise ValueError(f'{path_or_name}: checkpoint lacks {len(base)} tensor(s) of the base model, e.g. {base[0]!r}')
     if missing: warnings.warn(f'{cls.__name__}: newly initialized (not in the checkpoint): {", ".join(missing)}')
     sd = {k: v for k, v in sd.items() if k in own}
     if bare: sd = {k[len('model.'):]: v for k, v in sd.items()}

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'HUB_CORPORA', 'SPLITS', 'wikitext_documents', 'plain_documents', 'text_documents',
-           'builtin_documents', 'Corpus', 'is_text_file', 'load_corpus']
+           'builtin_documents', 'Corpus', 'is_text_file', 'is_table_file', 'load_corpus']
 
 # %% ../nbs/05_corpora.ipynb #209885ae
 import ast, functools, glob, hashlib, itertools, json, re, sys, sysconfig
@@ -129,11 +129,19 @@ class Corpus:
 TEXT_SUFFIXES = ('.txt', '.raw', '.tokens')
 TABLE_SUFFIXES = ('.jsonl', '.json', '.parquet', '.arrow')
 
-def is_text_file(path) -> bool:
-    "Whether a folder scan reads `path` as text: a `TEXT_SUFFIXES` name, plain or compressed (`wiki.txt.xz`)."
+def _format_suffix(path) -> str:
+    "The suffix that names `path`'s format, under any compression suffix: '.jsonl' for `c4.jsonl.gz`."
     path = Path(path)
     if path.suffix in COMPRESSIONS: path = path.with_suffix('')
-    return path.suffix in TEXT_SUFFIXES
+    return path.suffix
+
+def is_text_file(path) -> bool:
+    "Whether a folder scan reads `path` as text: a `TEXT_SUFFIXES` name, plain or compressed (`wiki.txt.xz`)."
+    return _format_suffix(path) in TEXT_SUFFIXES
+
+def is_table_file(path) -> bool:
+    "Whether `path` is read as a table: a `TABLE_SUFFIXES` name, plain or compressed (`c4-train.00000.json.gz`)."
+    return _format_suffix(path) in TABLE_SUFFIXES
 
 def _check_text_file(path):
     with decompressing(path), open_bytes(path) as f: head = f.read(1 << 16)
@@ -153,43 +161,68 @@ def _file_digest(path, size, mtime_ns) -> tuple:  # read once a process, while t
 
 def _is_glob(spec) -> bool: return isinstance(spec, str) and re.search(r'[*?[]', spec) is not None and not Path(spec).exists()
 
-def _text_files(path) -> list:
-    "The text files of a file, a folder (its text files, at any depth) or a glob pattern, in sorted order."
-    if _is_glob(path):
-        files = sorted(Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file())
-        if not files: raise FileNotFoundError(f'corpus not found: no file matches {path}')
+def _corpus_files(spec) -> list:
+    "The files of a glob pattern, or of a folder (its text files at any depth, or else its table files), in sorted order."
+    if _is_glob(spec):
+        files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        if not files: raise FileNotFoundError(f'corpus not found: no file matches {spec}')
         return files
-    path = Path(path)
-    if not path.is_dir(): return [path]
-    files = sorted(p for p in path.rglob('*') if is_text_file(p) and p.is_file())
-    if not files: raise ValueError(f'empty corpus: no {"/".join(TEXT_SUFFIXES)} files in {path} (plain or {"/".join(COMPRESSIONS)})')
+    found = sorted(p for p in Path(spec).rglob('*') if p.is_file())
+    files = [p for p in found if is_text_file(p)] or [p for p in found if is_table_file(p)]  # text first: a stray config.json stays out
+    if not files: raise ValueError(f'empty corpus: no {"/".join(TEXT_SUFFIXES + TABLE_SUFFIXES)} files in {spec} '
+                                   f'(plain or {"/".join(COMPRESSIONS)})')
     return files
 
-def _text_corpus(spec):
-    files = _text_files(spec)
+def _text_corpus(spec, files):
     for f in files: _check_text_file(f)
     make = lambda: (doc for f in files for doc in text_documents(text_file_lines(f)))
     return Corpus(str(spec), json.dumps(['text', _file_identity(files)]), make)
 
 
 # %% ../nbs/05_corpora.ipynb #04913b0a
-def _table_corpus(path, split, text_column):
+def _table_dataset(files):
+    "One `datasets.Dataset` of table `files`, all of one format (JSON lines, Parquet or Arrow)."
     import datasets
+    formats = {_format_suffix(f).replace('.jsonl', '.json'): f for f in files}   # .json and .jsonl: both JSON lines
+    if len(formats) > 1: raise ValueError(f'cannot read {" and ".join(map(str, formats.values()))} as one table: they mix formats')
+    for f in files:  # Arrow is memory-mapped in place, which a compressed file cannot be
+        if f.suffix in COMPRESSIONS and set(formats) == {'.arrow'}: raise ValueError(f'cannot read {f} as a table: decompress the Arrow file first')
     try:
-        if path.is_dir(): ds = datasets.load_from_disk(str(path))
-        elif path.suffix == '.arrow': ds = datasets.Dataset.from_file(str(path))
-        else: ds = datasets.load_dataset('parquet' if path.suffix == '.parquet' else 'json', data_files=str(path), split='train')
-    except Exception as e: raise ValueError(f'cannot read {path} as a table: {type(e).__name__}: {e}') from None
+        if set(formats) == {'.arrow'}: return datasets.concatenate_datasets([datasets.Dataset.from_file(str(f)) for f in files])
+        builder = 'parquet' if set(formats) == {'.parquet'} else 'json'  # datasets decompresses .gz/.xz/.bz2/.zst itself
+        return datasets.load_dataset(builder, data_files=[str(f) for f in files], split='train')
+    except Exception as e:
+        where = files[0] if len(files) == 1 else f'{files[0]} ... ({len(files)} files)'
+        raise ValueError(f'cannot read {where} as a table: {type(e).__name__}: {e}') from None
+
+def _table_corpus(spec, split, text_column, files=None):
+    "Rows of `text_column` from table `files`, or (no `files`) from the `save_to_disk` folder `spec`."
+    import datasets
+    if files is None:
+        try: ds = datasets.load_from_disk(str(spec))
+        except Exception as e: raise ValueError(f'cannot read {spec} as a table: {type(e).__name__}: {e}') from None
+    else: ds = _table_dataset(files)
     if isinstance(ds, datasets.DatasetDict):
-        if split not in ds: raise ValueError(f'{path} has no split {split!r} (it has {list(ds)})')
+        if split not in ds: raise ValueError(f'{spec} has no split {split!r} (it has {list(ds)})')
         ds = ds[split]
     if text_column not in ds.column_names:
-        raise ValueError(f"{path} has no column {text_column!r} (it has {ds.column_names}); pass text_column=")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob('*') if p.is_file())
+        raise ValueError(f"{spec} has no column {text_column!r} (it has {ds.column_names}); pass text_column=")
+    files = files or sorted(p for p in Path(spec).rglob('*') if p.is_file())
     def make():
         for batch in ds.select_columns([text_column]).iter(batch_size=256):
-            for text in batch[text_column]: yield from _row_documents(text, path)
-    return Corpus(str(path), json.dumps(['table', text_column, split, _file_identity(files)]), make)
+            for text in batch[text_column]: yield from _row_documents(text, spec)
+    return Corpus(str(spec), json.dumps(['table', text_column, split, _file_identity(files)]), make)
+
+def _files_corpus(spec, split, text_column):
+    "A glob pattern or a folder: text files, or table files; a mix of the two has no one reading, so it is refused."
+    files = _corpus_files(spec)
+    tables = [f for f in files if is_table_file(f)]
+    if not tables: return _text_corpus(spec, files)
+    if len(tables) < len(files):
+        text = next(f for f in files if not is_table_file(f))
+        raise ValueError(f'{spec} mixes table files ({tables[0].name}) and text files ({text.name}): '
+                         f'give them as two corpora, a list')
+    return _table_corpus(spec, split, text_column, tables)
 
 # %% ../nbs/05_corpora.ipynb #3ec9c8c7
 HUB_CORPORA = {'wikitext-103': ('Salesforce/wikitext', 'wikitext-103-raw-v1'),
@@ -226,12 +259,14 @@ def load_corpus(spec, split='train', text_column='text') -> Corpus:
     if isinstance(spec, str) and spec in HUB_CORPORA: return _hub_corpus(spec, split)._check_not_empty()
     if isinstance(spec, str) and spec == 'builtin': return _builtin_corpus(split)._check_not_empty()
     path = Path(spec)
-    if _is_glob(spec): return _text_corpus(spec)._check_not_empty()
+    if _is_glob(spec): return _files_corpus(spec, split, text_column)._check_not_empty()
     if not path.exists():
         if isinstance(spec, str) and not re.search(r'[/\\.]', spec):
             raise ValueError(f"unknown corpus {spec!r}: use 'wikitext-103', 'wikitext-2', 'builtin' or a path "
                              f"(no file or folder {spec!r} exists)")
         raise FileNotFoundError(f'corpus not found: {spec}')
-    is_table = path.suffix in TABLE_SUFFIXES or (path / 'dataset_info.json').is_file()
-    corpus = _table_corpus(path, split, text_column) if is_table else _text_corpus(path)
+    if (path/'dataset_info.json').is_file(): corpus = _table_corpus(path, split, text_column)   # save_to_disk's layout
+    elif path.is_dir(): corpus = _files_corpus(path, split, text_column)
+    elif is_table_file(path): corpus = _table_corpus(path, split, text_column, [path])   # c4.json.gz is a table too
+    else: corpus = _text_corpus(path, [path])
     return corpus._check_not_empty()

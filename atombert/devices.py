@@ -42,6 +42,8 @@ def _leave_process_group():
 def init_distributed(device:str='') -> tuple[int, int, torch.device]:
     "Join the process group torchrun describes (if any): (rank, world_size, device)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
+    if world > 1 and device.startswith('cuda:'):        # it would put every process on that one GPU
+        raise ValueError(f'--device {device} with {world} processes: each process takes the GPU of its LOCAL_RANK; give --device cuda')
     cuda = torch.cuda.is_available() and device in ('', 'cuda')
     local = int(os.environ.get('LOCAL_RANK', '0'))
     dev = torch.device(f'cuda:{local}' if cuda else (device or 'cpu'))

@@ -101,20 +101,22 @@ def tokenizer_of(model_dir):
         raise FileNotFoundError(f'no tokenizer.json in {model_dir}: the tokenizer is saved beside the model; pass tokenizer=')
     return load_tokenizer(model_dir)
 
-def _label_order(model) -> list | None:
-    "Columns that put `model`'s logits in GLUE's order, from its config's `label_names` or `id2label`; None when it names no MNLI labels."
+def _label_order(model, labels=MNLI_LABELS) -> list | None:
+    "Columns that put `model`'s logits in the order of `labels` (GLUE's), from its config's `label_names` or `id2label`, in any case; None when they are already in that order or the model does not name those labels."
     config = getattr(model, 'config', None)
     names = list(getattr(config, 'label_names', None) or ())                    # atombert
     if not names:                                                               # transformers
         id2label = getattr(config, 'id2label', None) or {}
         names = [id2label.get(i, id2label.get(str(i), '')) for i in range(len(id2label))]
-    names = [str(n).lower() for n in names]
-    if sorted(names) != sorted(MNLI_LABELS) or names == list(MNLI_LABELS): return None
-    return [names.index(l) for l in MNLI_LABELS]
+    names, labels = [str(n).lower() for n in names], [l.lower() for l in labels]
+    if sorted(names) != sorted(labels) or names == labels: return None
+    return [names.index(l) for l in labels]
 
 def task_logits(model, tokenizer, task:GlueTask, data, batch_size:int=128, max_length:int|None=None) -> torch.Tensor:
-    "`model`'s logits for `data` of GLUE task `task`: MNLI's in GLUE's label order (`mnli_logits`), another task's as they come."
-    return (mnli_logits if task.name == 'mnli' else predict)(model, tokenizer, data, batch_size, max_length)
+    "`model`'s logits for `data` of GLUE task `task`, their columns in the task's label order whatever order `model` names (a score: as it comes)."
+    logits = predict(model, tokenizer, data, batch_size, max_length)
+    order = None if task.is_regression else _label_order(model, task.labels)
+    return logits if order is None else logits[:, order]
 
 def mnli_logits(model, tokenizer, data, batch_size:int=128, max_length:int|None=None, progress:bool=False) -> torch.Tensor:
     "`predict`'s logits with their columns in GLUE's label order (entailment, neutral, contradiction), whatever order `model` names."

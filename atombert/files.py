@@ -51,19 +51,21 @@ def atomic_write(path, data:str|bytes|Callable) -> Path:
 def atomic_dir(path, replace:bool=False, exist_ok:bool=False):
     "Build directory `path` in a temporary sibling (yielded) that becomes `path` in one rename when the block succeeds."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path); tmp.mkdir()
+    tmp, old = _temp_beside(path), None; tmp.mkdir()
     try:
         yield tmp
         for f in tmp.rglob('*'):
             if f.is_file(): _fsync_file(f)
         fsync_dir(tmp)
-        if replace and path.exists():
-            old = _temp_beside(path); os.replace(path, old); shutil.rmtree(old, ignore_errors=True)
+        if replace and path.exists(): old = _temp_beside(path); os.replace(path, old)   # aside, not gone, until the new one is in
         try: os.rename(tmp, path)
         except OSError:
+            if old is not None: os.replace(old, path); old = None      # the old one back under its name
             if not (exist_ok and path.is_dir()): raise
         fsync_dir(path.parent)
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None: shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/00_files.ipynb #85863551
 def sha256_file(path, block:int=1 << 20) -> str:

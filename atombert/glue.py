@@ -57,7 +57,8 @@ def glue_task(name:str) -> GlueTask:
 def tasks_for_labels(label_names, num_labels:int) -> list[str]:
     """The GLUE tasks a classifier with `num_labels` outputs named `label_names` (None: unnamed) fits, in GLUE's order:
     those with its labels in its order, else in any order (hub MNLI models often order theirs differently)."""
-    named, same_count = tuple(label_names or ()), [t for t in GLUE_TASKS.values() if t.num_labels == num_labels]
+    named = tuple(str(n).lower() for n in label_names or ())                       # hub models often write ENTAILMENT
+    same_count = [t for t in GLUE_TASKS.values() if t.num_labels == num_labels]
     if not named: return [t.name for t in same_count]
     exact = [t.name for t in same_count if t.is_regression or t.labels == named]
     return exact or [t.name for t in same_count if sorted(t.labels) == sorted(named)]
@@ -86,6 +87,7 @@ def read_glue(task, path) -> list[dict]:
     at = {n: i for i, n in enumerate(names)}
     out = []
     for line, row in enumerate(rows[1:] if header else rows, 2 if header else 1):
+        if row in ([], ['']): continue                             # a blank line (a trailing one, say) is no example
         where = f'{path}:{line}'
         if len(row) < len(names) and len(row) <= max(at[c] for c in task.text): raise ValueError(f'{where}: {len(row)} fields, {len(names)} expected')
         ex = dict(text_a=row[at[task.text[0]]])
@@ -93,6 +95,7 @@ def read_glue(task, path) -> list[dict]:
         ex['label'] = _label_id(task, row[at[task.label]], where) if task.label in at and at[task.label] < len(row) else -1
         ex['idx'] = int(row[at['index']]) if 'index' in at else len(out)
         out.append(ex)
+    if not out: raise ValueError(f'{path}: no examples')
     return out
 
 # %% ../nbs/08d_glue.ipynb #23f87eb6

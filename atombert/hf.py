@@ -49,7 +49,9 @@ _ALBERT_SHAPE_KEYS = ('vocab_size', 'embedding_size', 'hidden_size', 'num_hidden
                       'layer_norm_eps', 'pad_token_id')
 
 def _config_of(hf_model) -> AtomBertConfig:
-    d = hf_model.config.to_dict()
+    # the class it is now, as save_pretrained would write it (a classifier loaded from a pretraining save still says
+    # AlbertForPreTraining): config_from_albert then sees labels given in transformers
+    d = hf_model.config.to_dict() | {'architectures': [type(hf_model).__name__]}
     config = config_from_albert(d)
     if 'atombert' in d:
         ref = albert_config_dict(config)

@@ -15,8 +15,18 @@ def append_line(path, line:str):
     with open(path, 'a') as f: f.write(line + '\n')
 
 def read_metrics(out_dir) -> list[dict]:
+    "The rows of `out_dir/metrics.jsonl` ([] without one); a half-written last line is skipped with a warning."
     p = Path(out_dir)/'metrics.jsonl'
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+    if not p.exists(): return []
+    lines = [(n, l) for n, l in enumerate(p.read_text(errors='replace').splitlines(), 1) if l.strip()]
+    rows = []
+    for k, (n, line) in enumerate(lines):
+        try: rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if k < len(lines) - 1: raise ValueError(f'{p}: line {n} is not JSON ({e.msg} at column {e.colno})') from None
+            # only the last append can be cut short (a crash or a full disk mid-write): a resume rewrites the file without it
+            warnings.warn(f'{p}: skipping line {n}, the last, cut short (the run stopped while writing it)')
+    return rows
 
 def plot_metrics(out_dir, show:bool=False):
     "Plot losses, held-out statistics and the learning rate from `metrics.jsonl`; save `plots/training.png` (None without matplotlib)."

@@ -56,7 +56,7 @@ def _label_id(value, names=None):
         v = value.strip().lower()
         if v == '-': return None
         if v in MNLI_LABELS: return MNLI_LABELS.index(v)
-        if v.lstrip('-').isdigit(): value = int(v)
+        if re.fullmatch(r'-?\d+', v): value = int(v)          # '--1' stays a string, and is refused below
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and -1 <= value < len(MNLI_LABELS): return int(value)
     raise _Malformed(f'label {value!r} is not one of {MNLI_LABELS} (or their ids 0, 1, 2)')
 
@@ -95,10 +95,10 @@ def _normalize(records, columns, where, strict=True, label_names=None, keep_unla
 # %% ../nbs/08_mnli.ipynb #510193a4
 def _tsv_records(path):
     "(columns, records) of a tab-separated file with a header; no quoting (GLUE's TSVs hold bare quotes)."
-    with open(path, encoding='utf-8', newline='') as f: header = f.readline().rstrip('\r\n').split('\t')
+    with open(path, encoding='utf-8-sig', newline='') as f: header = f.readline().rstrip('\r\n').split('\t')
     if len(set(header)) != len(header): raise ValueError(f'{path}: the header repeats a column name: {header}')
     def records():
-        with open(path, encoding='utf-8', newline='') as f:
+        with open(path, encoding='utf-8-sig', newline='') as f:
             next(f)
             for number, line in enumerate(f, 2):
                 fields = line.rstrip('\r\n').split('\t')
@@ -111,10 +111,10 @@ def _tsv_records(path):
 def _csv_records(path):
     "(columns, records) of a comma-separated file with a header, quoted as spreadsheets write it."
     import csv
-    with open(path, encoding='utf-8', newline='') as f: header = next(csv.reader(f), [])
+    with open(path, encoding='utf-8-sig', newline='') as f: header = next(csv.reader(f), [])
     if len(set(header)) != len(header): raise ValueError(f'{path}: the header repeats a column name: {header}')
     def records():
-        with open(path, encoding='utf-8', newline='') as f:
+        with open(path, encoding='utf-8-sig', newline='') as f:
             reader = csv.reader(f); next(reader, None)
             for fields in reader:
                 if not fields: continue
@@ -125,11 +125,14 @@ def _csv_records(path):
 
 def _jsonl_records(path):
     "(columns, records) of a JSON-lines file; the columns are the keys of its first object."
-    with open(path, encoding='utf-8') as f: first = next((l for l in f if l.strip()), '{}')
-    try: columns = list(json.loads(first))
-    except (json.JSONDecodeError, TypeError): columns = []
+    with open(path, encoding='utf-8-sig') as f: first = next((l for l in f if l.strip()), '{}')
+    try: head = json.loads(first)
+    except json.JSONDecodeError: head = None
+    if not isinstance(head, dict):       # a JSON array, or pretty-printed JSON: name what it is rather than list no columns
+        raise ValueError(f'{path}: not JSON lines (one JSON object per line): its first line is {first.strip()[:40]!r}')
+    columns = list(head)
     def records():
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8-sig') as f:
             for number, line in enumerate(f, 1):
                 if not line.strip(): continue
                 try: rec = json.loads(line)

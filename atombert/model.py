@@ -141,7 +141,8 @@ class AtomBertForSequenceClassification(PretrainedModel):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> ClassifierOutput:
         logits = self.classifier(self.dropout(self.model(input_ids, attention_mask, token_type_ids).pooler_output))
         if labels is None: return ClassifierOutput(None, logits)
-        if self.config.num_labels == 1: return ClassifierOutput(F.mse_loss(logits.float().squeeze(-1), labels.float()), logits)
+        if self.config.num_labels == 1:     # scores of shape (B,) or (B, 1), as transformers takes them: one pair per row
+            return ClassifierOutput(F.mse_loss(logits.float().view(-1), labels.float().view(-1)), logits)
         return ClassifierOutput(F.cross_entropy(logits.float(), labels), logits)
 
 # %% ../nbs/03_model.ipynb #edb58ab5

@@ -23,7 +23,7 @@ from .settings import Limit, above, at_least, between, check_values, one_of
 from .corpora import load_corpus
 from .data import pretokenize, PretrainingDataset
 from .masking import MaskingCollator
-from .training import Task, TrainArgs, fit
+from .training import Task, TrainArgs, check_same_run, fit
 from .budget import budget_steps
 from .trainer_state import check_out_dir, checkpoints
 from .devices import init_distributed, resolve_precision
@@ -324,10 +324,13 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     task = RTDTask(objective, unigram, rtd_weight) if rtd else PreTrainingTask(objective, unigram)
     held_out_masking = MaskingCollator(tok, **HELD_OUT_MASKING, seed=seed, sample_uniforms=rtd)   # one protocol, whatever the training masking
     budget = None
+    if resume and not (budget_minutes or epochs or 'max_steps' in train) and (out/'run.json').is_file():
+        budget_minutes = json.loads((out/'run.json').read_text()).get('budget', {}).get('minutes', 0)   # a budgeted run resumes as budgeted
     if budget_minutes:
         budget = _budget(out, resume, budget_minutes, lambda: budget_steps(budget_minutes, model, train_data, collate, task, args,
                          eval_data, held_out_masking, eval_batches))
         args.max_steps = budget['max_steps']
+    if resume: check_same_run(args)                                           # before run.json is rewritten
     if rank == 0:   # the arguments, with the precision `fit` resolves `auto` to
         atomic_write(out/'run.json', json.dumps(dict(command='pretrain', corpus=str(corpus), preset=preset, seq_len=seq_len,
             objective=objective, token_objective=token_objective, **(dict(generator_size=generator_size, rtd_weight=rtd_weight) if rtd else {}),

@@ -26,6 +26,11 @@ def special_token_ids(tok: Tokenizer) -> dict:
     return ids
 
 # %% ../nbs/00_tokenizer.ipynb #393e0815
+def _shown(path) -> str:
+    "`path` for an error message; a text passed where a path goes (long, or many lines) cut to one short line."
+    s = str(path)
+    return s if len(s) <= 200 and '\n' not in s else f'{s[:60]!r}... ({len(s)} characters)'
+
 def _corpus_files(corpus):
     "The files `corpus` names, or None when it holds texts."
     if isinstance(corpus, (str, os.PathLike)): return [Path(corpus)]
@@ -88,7 +93,7 @@ def _texts(corpus):
     files = _corpus_files(corpus)
     if files is not None:
         for f in files:
-            if not f.is_file(): raise FileNotFoundError(f'corpus file not found: {f} (to train on texts, pass a list of strings)')
+            if not os.path.isfile(f): raise FileNotFoundError(f'corpus file not found: {_shown(f)} (to train on texts, pass a list of strings)')
         texts, length = (line for f in files for line in text_file_lines(f)), None
     else:
         texts, length = iter(corpus), (len(corpus) if hasattr(corpus, '__len__') else None)
@@ -284,15 +289,15 @@ _HUB_NAME = re.compile(r'[\w.-]+(/[\w.-]+)?')  # 'name' or 'org/name'
 def load_tokenizer(path_or_name) -> Tokenizer:
     "Load a tokenizer from a directory holding `tokenizer.json`, such a file, or a Hugging Face hub name."
     path = Path(path_or_name)
-    if path.is_dir():
+    if os.path.isdir(path):  # os.path answers False where Path raises OSError: a name longer than the system allows
         path = path/'tokenizer.json'
         if not path.is_file(): raise FileNotFoundError(f'no tokenizer.json in {path.parent}')
-    if path.is_file():
+    if os.path.isfile(path):
         try: return Tokenizer.from_file(str(path))
         except Exception as e: raise ValueError(f'{path} is not a valid tokenizer.json ({e})') from None
     name = str(path_or_name)
-    if isinstance(path_or_name, os.PathLike) or name.endswith('.json') or not _HUB_NAME.fullmatch(name):
-        raise FileNotFoundError(f'tokenizer not found: {name} (no such file or directory)')
+    if isinstance(path_or_name, os.PathLike) or name.endswith('.json') or not _HUB_NAME.fullmatch(name) or len(name) > 96:
+        raise FileNotFoundError(f'tokenizer not found: {_shown(name)} (no such file or directory)')  # hub names: 96 at most
     try: return Tokenizer.from_pretrained(name)  # imports huggingface_hub only now
     except Exception as e:
         raise ValueError(f'cannot load tokenizer {name!r}: no local tokenizer.json and the hub could not provide '

@@ -57,6 +57,10 @@ def test_finetune_processes_match_one(tmp_path, tiny_model, processes):
     a, b = evals(tmp_path/'one'), evals(tmp_path/'four')             # held out on every process, summed: the same numbers
     assert [r['step'] for r in a] == [r['step'] for r in b] == [0, 3, 6]
     for x, y in zip(a, b): assert all(abs(x[k] - y[k]) < 1e-5 for k in x if k != 'split'), (x, y)
+    trained = [[r for r in map(json.loads, (run/'metrics.jsonl').read_text().splitlines()) if r['split'] == 'train']
+               for run in (tmp_path/'one', tmp_path/'four')]                 # the logged training losses: the whole batch's
+    assert [r['step'] for r in trained[0]] == [r['step'] for r in trained[1]] and trained[0]
+    for x, y in zip(*trained): assert all(abs(x[k] - y[k]) < 1e-5 for k in x if k.endswith(('loss', 'accuracy'))), (x, y)
 
 
 RNG_SCRIPT = '''
