@@ -33,11 +33,17 @@ def check_values(limits:dict, values:dict, prefix:str=''):
     """`ValueError` for the first of `values` outside its limit in `limits` (`{name: Limit}`), its name after `prefix`;
     None, a default left to compute, passes."""
     for name, limit in limits.items():
-        if values.get(name) is not None and not limit.ok(values[name]):
-            raise ValueError(f'{prefix}{name}={values[name]!r}: must be {limit.says}')
+        if (v := values.get(name)) is None: continue
+        try: ok = limit.ok(v)
+        except TypeError: ok = False                      # '1e-3' for a number: the same one line, not a comparison error
+        if not ok: raise ValueError(f'{prefix}{name}={v!r}: must be {limit.says}')
 
 def check_settings(obj, prefix:str=''):
-    "`ValueError` for the first field of dataclass `obj` outside its limit."
+    "`ValueError` for the first field of dataclass `obj` outside its limit, or a fraction where it takes an integer."
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if f.type in (int, 'int') and isinstance(v, float) and not v.is_integer():
+            raise ValueError(f'{prefix}{f.name}={v!r}: must be an integer')
     check_values(setting_limits(type(obj)), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, prefix)
 
 def setting_limits(cls) -> dict:
