@@ -94,7 +94,8 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
     clf, tok = load_finetuned(model, int8=int8)
     out = Path(out) if out else Path(model)/'eval'
     t = model_task(clf, task)
-    names = [Path(data).stem] if one_file(data) else t.dev if t.name != 'mnli' else [s.strip() for s in splits.split(',') if s.strip()]
+    file = one_file(data)                 # one split, whatever its name: scored as labelled data under the file's name
+    names = [Path(data).stem] if file else t.dev if t.name != 'mnli' else [s.strip() for s in splits.split(',') if s.strip()]
     out.mkdir(parents=True, exist_ok=True)
     kept = json.loads((out/'results.json').read_text()) if (out/'results.json').is_file() else {}
     results = {}
@@ -103,10 +104,10 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
             r = evaluate_glue(clf, tok, t, task_examples(t, data, split), batch_size)
             print(f"{t.name} {split:8s} " + '  '.join(f'{m} {r[m]:.2f}' for m in t.metrics) + f"  (score {r['score']:.2f}, n={r['n']:,}"
                   + (', predicted ' + ', '.join(f'{k} {v:,}' for k, v in r['predicted'].items()) if 'predicted' in r else '') + ')')
-        elif split.startswith('test'):
+        elif split.startswith('test') and not file:
             r = {'predictions': str(write_glue_predictions(clf, tok, load_mnli(data, split), out/f'{split}.tsv', batch_size))}
         else:
-            r = evaluate_mnli(clf, tok, load_mnli(data, split), batch_size)
+            r = evaluate_mnli(clf, tok, load_mnli(data, 'validation_matched' if file else split), batch_size)
             r['plot'] = str(plot_confusion(r['confusion'], out/f'confusion_{split}.png', title=f'{split}: {r["accuracy"]:.1%}'))
             print(f"{split:24s} accuracy {r['accuracy']:.4f}  (majority class {r['majority']:.4f}, n={r['n']:,})")
         results[split] = r

@@ -209,22 +209,48 @@ def _word_end(e, k, limit):
         if end - k > limit: return k
     return end
 
+def _kept(n1, n2, budget):
+    "How many tokens of two texts of `n1` and `n2` tokens longest-first truncation keeps (`tokenizers`' rule)."
+    if n1 + n2 <= budget: return n1, n2
+    short, longer = sorted((n1, n2))
+    longer = short if short > budget else max(short, budget - short)
+    if short + longer > budget: short, longer = budget // 2, budget - budget // 2
+    return (longer, short) if n1 > n2 else (short, longer)
+
+def _cut_pair(ta, tb, a, b, budget, margin):
+    "Texts `ta`, `tb` (encoded `a`, `b`) cut after a whole word, `margin` tokens past the most truncation keeps."
+    keep = budget - budget // 2                       # the most tokens either text keeps when both are cut
+    ca, cb = _word_end(a, min(keep + margin, len(a)), budget), _word_end(b, min(keep + margin, len(b)), budget)
+    if len(a) > len(b) and ca <= cb: ca = _word_end(a, cb + 1, budget)   # which text is longer decides ...
+    elif len(a) <= len(b) and ca > cb: cb = _word_end(b, ca, budget)     # ... who gets an odd budget's last token
+    cut = lambda t, e, c: t if c == len(e) else t[:e.offsets[c - 1][1]]
+    return cut(ta, a, ca), cut(tb, b, cb)
+
+def _same_kept(a, b, a2, b2, budget):
+    "Whether truncation keeps the same tokens of encodings `a2`, `b2` as of `a`, `b`."
+    (n1, n2), (m1, m2) = _kept(len(a), len(b), budget), _kept(len(a2), len(b2), budget)
+    return (n1, n2) == (m1, m2) and a.ids[:n1] == a2.ids[:n1] and b.ids[:n2] == b2.ids[:n2]
+
 def _cut_long_pairs(tok, first, second, max_length):
-    "Cut the pairs of which truncation would cut both texts: every token it keeps stays, and so does the longer text."
+    "Cut the pairs of which truncation would cut both texts, where truncation is checked to keep the very same tokens."
     budget = max_length - tok.num_special_tokens_to_add(is_pair=True)
     long = [i for i, (a, b) in enumerate(zip(first, second)) if min(len(a), len(b)) > budget // 2]
     if not long: return first, second
     first, second = list(first), list(second)
     with _encoding_settings(tok, None, truncate=False):
-        encodings = tok.encode_batch([t for i in long for t in (first[i], second[i])], add_special_tokens=False)
-    keep = budget - budget // 2                       # the most tokens either text keeps when both are cut
-    for n, i in enumerate(long):
-        a, b = encodings[2 * n], encodings[2 * n + 1]
-        if 2 * min(len(a), len(b)) <= budget: continue  # at most one text is cut: no pairs of pieces
-        ca, cb = _word_end(a, keep, budget), _word_end(b, keep, budget)
-        if len(a) > len(b) and ca <= cb: ca = _word_end(a, cb + 1, budget)   # which text is longer decides ...
-        elif len(a) <= len(b) and ca > cb: cb = _word_end(b, ca, budget)     # ... who gets an odd budget's last token
-        first[i], second[i] = first[i][:a.offsets[ca - 1][1]], second[i][:b.offsets[cb - 1][1]]
+        encode = lambda texts: tok.encode_batch(texts, add_special_tokens=False)
+        encodings = encode([t for i in long for t in (first[i], second[i])])
+        todo = [(i, a, b) for i, a, b in zip(long, encodings[::2], encodings[1::2])
+                if 2 * min(len(a), len(b)) > budget]  # else at most one text is cut: no pairs of pieces
+        margin = 0
+        while todo:                 # a cut text may encode differently at its end: cut further on until it does not
+            cuts = [_cut_pair(first[i], second[i], a, b, budget, margin) for i, a, b in todo]
+            cut = encode([t for pair in cuts for t in pair])
+            left = []
+            for (i, a, b), (ta, tb), a2, b2 in zip(todo, cuts, cut[::2], cut[1::2]):
+                if _same_kept(a, b, a2, b2, budget): first[i], second[i] = ta, tb
+                else: left.append((i, a, b))
+            todo, margin = left, 2 * margin or budget      # at worst, texts left whole
     return first, second
 
 def encode_pairs(tok: Tokenizer, first, second=None, max_length=None) -> dict:

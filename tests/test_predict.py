@@ -7,6 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ATOMBERT = str(Path(sys.executable).parent/'atombert')
+MNLI_LABELS = ('entailment', 'neutral', 'contradiction')
 ENV = {**os.environ, 'HF_DATASETS_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '1'}
 PAIRS = [('A man is playing a guitar on stage.', 'A man is playing music.'),
          ('A woman reads a book in the park.', 'Nobody is reading.'),
@@ -67,6 +68,16 @@ def test_one_line_per_input_row_in_order(tmp_path, classifier):
     assert [row['idx'] for row in rows] == [0, 1, 2]
     plain = atombert('predict', '--model', classifier, '--data', write_pairs(tmp_path/'p.tsv', 'tsv'), '--no-progress')
     assert rows == [json.loads(l) for l in plain.stdout.splitlines()]        # the labels change nothing
+
+def test_evaluate_scores_a_file_under_its_name(tmp_path, classifier):
+    "`evaluate --data FILE`: the file is one labelled split, scored under its name (not as MNLI's two dev sets)."
+    data = tmp_path/'my_pairs.tsv'
+    data.write_text('premise\thypothesis\tlabel\n' + ''.join(f'{p}\t{h}\t{l}\n' for (p, h), l in zip(PAIRS, MNLI_LABELS)))
+    r = atombert('evaluate', '--model', classifier, '--data', data, '--out', tmp_path/'eval')
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path/'eval'/'results.json').read_text())
+    assert list(res) == ['my_pairs'] and res['my_pairs']['n'] == 3 and (tmp_path/'eval'/'confusion_my_pairs.png').is_file()
+
 
 def test_one_pair_and_int8_agree_with_the_file(tmp_path, classifier):
     r = atombert('predict', '--model', classifier, '--data', write_pairs(tmp_path/'p.tsv', 'tsv'), '--no-progress')
