@@ -94,7 +94,7 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
     clf, tok = load_finetuned(model, int8=int8)
     out = Path(out) if out else Path(model)/'eval'
     t = model_task(clf, task)
-    file = one_file(data)                 # one split, whatever its name: scored as labelled data under the file's name
+    file = one_file(data)                 # one split, under the file's name: scored, or (named test*) predicted
     names = [Path(data).stem] if file else t.dev if t.name != 'mnli' else [s.strip() for s in splits.split(',') if s.strip()]
     out.mkdir(parents=True, exist_ok=True)
     kept = json.loads((out/'results.json').read_text()) if (out/'results.json').is_file() else {}
@@ -104,8 +104,8 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
             r = evaluate_glue(clf, tok, t, task_examples(t, data, split), batch_size)
             print(f"{t.name} {split:8s} " + '  '.join(f'{m} {r[m]:.2f}' for m in t.metrics) + f"  (score {r['score']:.2f}, n={r['n']:,}"
                   + (', predicted ' + ', '.join(f'{k} {v:,}' for k, v in r['predicted'].items()) if 'predicted' in r else '') + ')')
-        elif split.startswith('test') and not file:
-            r = {'predictions': str(write_glue_predictions(clf, tok, load_mnli(data, split), out/f'{split}.tsv', batch_size))}
+        elif split.startswith('test'):     # a test set (or a file named like one): GLUE's prediction file, no score
+            r = {'predictions': str(write_glue_predictions(clf, tok, load_mnli(data, 'test_matched' if file else split), out/f'{split}.tsv', batch_size))}
         else:
             r = evaluate_mnli(clf, tok, load_mnli(data, 'validation_matched' if file else split), batch_size)
             r['plot'] = str(plot_confusion(r['confusion'], out/f'confusion_{split}.png', title=f'{split}: {r["accuracy"]:.1%}'))
@@ -136,6 +136,9 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
     for name in names:
         t, run = glue_task(name), out/name
         done = run/'glue_results.json'         # its own file: `atombert evaluate` writes MODEL/eval/results.json
+        before = run/'eval'/'results.json'      # where suites made before kept it: taken when it is glue's
+        if not done.is_file() and before.is_file() and all('score' in r for r in json.loads(before.read_text()).values()):
+            atomic_write(done, before.read_text())
         if done.is_file(): results[name] = json.loads(done.read_text()); continue
         try: train_data, devs = source(t, 'train'), {split: source(t, split) for split in t.dev}
         except (FileNotFoundError, ValueError) as e: skipped[name] = str(e).splitlines()[0]; print(f'{name}: skipped ({skipped[name]})'); continue

@@ -168,7 +168,9 @@ def _corpus_files(spec) -> list:
         if not files: raise FileNotFoundError(f'corpus not found: no file matches {spec}')
         return files
     found = sorted(p for p in Path(spec).rglob('*') if p.is_file())
-    files = [p for p in found if is_text_file(p)] or [p for p in found if is_table_file(p)]  # text first: a stray config.json stays out
+    tables = [p for p in found if is_table_file(p)]
+    lines = [p for p in tables if _format_suffix(p) == '.jsonl']     # JSON-lines shards: a config.json beside them stays out
+    files = [p for p in found if is_text_file(p)] or lines or tables   # text first: a stray config.json stays out
     if not files: raise ValueError(f'empty corpus: no {"/".join(TEXT_SUFFIXES + TABLE_SUFFIXES)} files in {spec} '
                                    f'(plain or {"/".join(COMPRESSIONS)})')
     return files

@@ -139,5 +139,5 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
                                max_steps=max_steps or max(1, math.ceil(epochs * len(train_batches) / per_step)))
     held_out = None if eval_data is None else batches(eval_data, 'eval', False)
     return fit(model, train_batches, collate_batches, task, args, eval_data=held_out, resume=resume, tokenizer=saved, progress=progress,
-               callbacks=callbacks)
+               callbacks=callbacks, settings=dict(batch_size=batch_size, processes=world))   # args.batch_size counts processes here
 

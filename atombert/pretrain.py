@@ -325,7 +325,9 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     held_out_masking = MaskingCollator(tok, **HELD_OUT_MASKING, seed=seed, sample_uniforms=rtd)   # one protocol, whatever the training masking
     budget = None
     if resume and not (budget_minutes or epochs or 'max_steps' in train) and (out/'run.json').is_file():
-        budget_minutes = json.loads((out/'run.json').read_text()).get('budget', {}).get('minutes', 0)   # a budgeted run resumes as budgeted
+        recorded = json.loads((out/'run.json').read_text())      # a resume that names no length keeps the run's
+        if 'budget' in recorded: budget_minutes = recorded['budget']['minutes']
+        else: args.max_steps = recorded['args']['max_steps']
     if budget_minutes:
         budget = _budget(out, resume, budget_minutes, lambda: budget_steps(budget_minutes, model, train_data, collate, task, args,
                          eval_data, held_out_masking, eval_batches))

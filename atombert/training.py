@@ -98,7 +98,7 @@ def make_schedule(opt, args:TrainArgs):
     if w > n:    # the rate would never reach its peak (linear, constant), or one-cycle would fail inside torch
         raise ValueError(f'--warmup {args.warmup:g} is {w:,} steps, more than the run\'s {n:,} (max_steps): give fewer, or a fraction below 1')
     if args.schedule == 'onecycle':
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=n + 1, pct_start=max(w, 1) / (n + 1),
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=n + 1, pct_start=max(w, 2) / (n + 1),
                                                    cycle_momentum=False)
     decay = (lambda s: max(0.0, (n - s) / max(1, n - w))) if args.schedule == 'linear' else (lambda s: 1.0)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / (w + 1) if s < w else decay(s))
@@ -173,17 +173,21 @@ _FRESH_STATE = dict(step=0, epoch=0, batch=0, bad_steps=0, skipped_steps=0)
 TRAJECTORY = ('max_steps', 'batch_size', 'grad_accum', 'lr', 'weight_decay', 'betas', 'eps', 'schedule', 'warmup', 'clip_grad',
               'batch_ramp_steps', 'seed')
 
-def _trajectory(args) -> dict: return json.loads(json.dumps({k: getattr(args, k) for k in TRAJECTORY}))   # as the checkpoint holds it
+def _trajectory(args, settings=None) -> dict:
+    "`args`' `TRAJECTORY` settings, with the caller's own `settings` over them, as a checkpoint holds them (JSON)."
+    return json.loads(json.dumps({k: getattr(args, k) for k in TRAJECTORY} | (settings or {})))
 
-def check_same_run(args) -> str|None:
-    """Refuse to resume `args.out_dir` with other `TRAJECTORY` settings than its newest checkpoint was trained with: one
-    line naming them. Another `max_steps` is allowed: what to say of it is returned."""
+def check_same_run(args, settings=None) -> str|None:
+    """Refuse to resume `args.out_dir` with other `TRAJECTORY` settings (and caller's `settings`) than its newest checkpoint
+    was trained with: one line naming them. Another `max_steps` is allowed, but not with one-cycle (its schedule keeps
+    its length): what to say of it is returned."""
     if not checkpoints(args.out_dir): return
     try: saved = json.loads((checkpoints(args.out_dir)[-1]/'trainer_state.json').read_text()).get('settings')
     except (OSError, json.JSONDecodeError): return              # a damaged checkpoint: loading it names the damage
-    now = _trajectory(args)
+    now = _trajectory(args, settings)
     if saved is None: return                                    # a checkpoint written before settings were kept
-    if changed := ', '.join(f'{k} {saved.get(k)} → {now[k]}' for k in now if k != 'max_steps' and saved.get(k) != now[k]):
+    free = () if args.schedule == 'onecycle' else ('max_steps',)
+    if changed := ', '.join(f'{k} {saved.get(k)} → {now[k]}' for k in now if k not in free and saved.get(k) != now[k]):
         raise ValueError(f'{args.out_dir} was trained with other settings ({changed}): resume it with the ones it started with')
     if saved['max_steps'] != now['max_steps']:
         return (f"{args.out_dir}: resuming with max_steps {now['max_steps']} (it started with {saved['max_steps']}): "
@@ -298,34 +302,35 @@ def _agreed_stop(votes:list, device, world:int) -> bool:
         t = torch.tensor(int(stop), device=device); dist.all_reduce(t, op=dist.ReduceOp.MAX); stop = bool(t)
     return stop
 
-def _start(model, args:TrainArgs, device, rank:int, world:int, resume:bool, tokenizer, task:Task, callbacks) -> Loop:
+def _start(model, args:TrainArgs, device, rank:int, world:int, resume:bool, tokenizer, task:Task, callbacks, settings=None) -> Loop:
     "The `Loop` of a run: fresh, or from the newest checkpoint in `args.out_dir` when resuming."
     out = Path(args.out_dir)
     opt, scaler = make_optimizer(model, args), torch.amp.GradScaler(device.type, enabled=args.precision == 'fp16')
     sched, state = make_schedule(opt, args), dict(_FRESH_STATE)
     if resume and checkpoints(out):
-        longer = check_same_run(args)
+        longer = check_same_run(args, settings)
         state.update(load_checkpoint(checkpoints(out)[-1], model, opt, sched, scaler, tokenizer, rank))
         if longer and rank == 0: warnings.warn(longer)                 # said once the checkpoint has loaded
         if rank == 0 and (out/'metrics.jsonl').exists():   # drop what was logged after that checkpoint
             keep = [r for r in read_metrics(out) if r['step'] <= state['step']]
             atomic_write(out/'metrics.jsonl', ''.join(json.dumps(r) + '\n' for r in keep))
     elif rank == 0 and (out/'metrics.jsonl').exists(): (out/'metrics.jsonl').unlink()
-    state['settings'] = _trajectory(args)
+    state['settings'] = _trajectory(args, settings)
     if rank == 0: out.mkdir(parents=True, exist_ok=True)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model   # wrapped once the weights are final
     return Loop(model, ddp, torch.compile(ddp) if args.compile else ddp, task, args, opt, sched, scaler, device, world,
                 tuple(callbacks), state)
 
 def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, resume:bool=False,
-        tokenizer=None, eval_batches:int=0, progress:bool=True, eval_collate=None, callbacks=()) -> dict:
-    "Train `model` on `train_data` with `task`; checkpoints, logs and plots go to `args.out_dir`; `eval_collate` batches `eval_data` (default: `collate`)."
+        tokenizer=None, eval_batches:int=0, progress:bool=True, eval_collate=None, callbacks=(), settings=None) -> dict:
+    """Train `model` on `train_data` with `task`; checkpoints, logs and plots go to `args.out_dir`; `eval_collate` batches
+    `eval_data` (default: `collate`); `settings`: what else fixes the run (`finetune`'s batch size), kept and checked as `args`' are."""
     rank, world, device = init_distributed(args.device)
     args = dataclasses.replace(args, precision=resolve_precision(args.precision, device, model))
     if args.batch_size % world: raise ValueError(f'batch_size {args.batch_size} is not divisible by the {world} processes')
     out = Path(args.out_dir)
     random.seed(args.seed); np.random.seed(args.seed); torch.manual_seed(args.seed + rank)   # dropout: a stream per process
-    loop = _start(model.to(device).train(), args, device, rank, world, resume, tokenizer, task, callbacks)
+    loop = _start(model.to(device).train(), args, device, rank, world, resume, tokenizer, task, callbacks, settings)
     state = loop.state
     batches = micro_batches(train_data, collate, args, state['epoch'], state['batch'], rank, world, pin_memory=device.type == 'cuda')
     peak = peak_flops(device, args.precision)

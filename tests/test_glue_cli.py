@@ -108,3 +108,7 @@ def test_the_suite_in_one_command_resumes_task_by_task(tmp_path, pretrained):
     again = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert again.returncode == 0 and 'finetuning' not in again.stdout, again.stdout       # every task kept
     assert done.stat().st_mtime_ns == before and (tmp_path/'glue'/'report.md').read_text() == report
+    cola = tmp_path/'glue'/'cola'                                   # a suite made before glue kept its own marker
+    (cola/'eval').mkdir(exist_ok=True); (cola/'glue_results.json').rename(cola/'eval'/'results.json')
+    third = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert third.returncode == 0 and 'finetuning' not in third.stdout and (cola/'glue_results.json').is_file(), third.stdout

@@ -77,6 +77,11 @@ def test_evaluate_scores_a_file_under_its_name(tmp_path, classifier):
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path/'eval'/'results.json').read_text())
     assert list(res) == ['my_pairs'] and res['my_pairs']['n'] == 3 and (tmp_path/'eval'/'confusion_my_pairs.png').is_file()
+    test = write_pairs(tmp_path/'test_matched.tsv', 'tsv')                    # unlabelled, named as GLUE names a test set
+    r = atombert('evaluate', '--model', classifier, '--data', test, '--out', tmp_path/'eval')
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path/'eval'/'results.json').read_text())
+    assert list(res) == ['my_pairs', 'test_matched'] and len(Path(res['test_matched']['predictions']).read_text().splitlines()) == 4
 
 
 def test_one_pair_and_int8_agree_with_the_file(tmp_path, classifier):
