@@ -167,7 +167,7 @@ def _add_to_window(window:dict, losses:dict, stats:dict, counts:dict):
     for k, (num, den) in stats.items():
         n, d = window.get(k, (0.0, 0)); window[k] = (n + num, d + den)
 
-_FRESH_STATE = dict(step=0, epoch=0, batch=0, bad_steps=0, skipped_steps=0)
+_FRESH_STATE = dict(step=0, epoch=0, batch=0, bad_steps=0, skipped_steps=0)   # where a run starts; a checkpoint keeps where it is
 # what fixes a run's trajectory: a checkpoint records them, and a resume with others would silently be another run
 # (the length may change, to train on: the schedule is then rebuilt over the new one, and a warning says so)
 TRAJECTORY = ('max_steps', 'batch_size', 'grad_accum', 'lr', 'weight_decay', 'betas', 'eps', 'schedule', 'warmup', 'clip_grad',
@@ -191,7 +191,7 @@ def check_same_run(args, settings=None) -> str|None:
         raise ValueError(f'{args.out_dir} was trained with other settings ({changed}): resume it with the ones it started with')
     if saved['max_steps'] != now['max_steps']:
         return (f"{args.out_dir}: resuming with max_steps {now['max_steps']} (it started with {saved['max_steps']}): "
-                f"the learning-rate schedule now spans {now['max_steps']} steps")   # where a run starts; a checkpoint keeps where it is
+                f"the learning-rate schedule now spans {now['max_steps']} steps")
 
 def _meter() -> dict:
     "A log window's counters: when it started, optimizer steps, tokens, FLOPs, and host seconds spent getting batches."
