@@ -102,7 +102,9 @@ def _dashed(arg:str) -> str:
     return flag.replace('_', '-') + eq + value
 
 class _Parser(argparse.ArgumentParser):
-    "argparse that reads `--seq_len` as `--seq-len` (the underscore spelling is accepted, unshown) and errs on one line."
+    """argparse that reads `--seq_len` as `--seq-len` (the underscore spelling is accepted, unshown), takes whole flags
+    only (a prefix such as `--dev` would change meaning the day a flag starting so is added), and errs on one line."""
+    def __init__(self, *args, **kwargs): super().__init__(*args, allow_abbrev=False, **kwargs)
     def parse_known_args(self, args=None, namespace=None):
         return super().parse_known_args([_dashed(a) for a in (sys.argv[1:] if args is None else args)], namespace)
     def error(self, message): self.exit(2, f'{self.prog}: error: {message}; see {self.prog} --help\n')

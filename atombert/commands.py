@@ -7,10 +7,10 @@ __all__ = ['DEMO', 'RUN_ARGS', 'RUN_SHARED', 'NOT_FLAGS', 'one_file', 'info', 'f
            'predict_cmd', 'write_report', 'run']
 
 # %% ../nbs/10_commands.ipynb #60c96bc0
-import json, sys, time
+import json, sys, time, warnings
 from pathlib import Path
 import torch
-from .checkpoint import resolve_model_dir
+from .checkpoint import resolve_model_dir, weights_digest
 from .config import AtomBertConfig
 from .files import atomic_write
 from .model import AtomBertForPreTraining, param_breakdown
@@ -86,7 +86,7 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
                  int8:bool=False):            # dynamic int8 quantization of the linear layers (CPU)
     """MNLI: accuracy, per-genre accuracy and a confusion-matrix plot per split, GLUE prediction files for test splits; another
     GLUE task: its metrics on its dev sets. A file given as `data` is scored once, under its name. `results.json` keeps
-    every split scored into `out`, and is written after each."""
+    every split scored into `out` with these weights (splits scored with others are left out), and is written after each."""
     from atombert.mnli import load_mnli
     from atombert.finetuning import task_examples
     from atombert.evaluation import evaluate_glue, evaluate_mnli, plot_confusion, write_glue_predictions, load_finetuned, model_task
@@ -97,7 +97,12 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
     file = one_file(data)                 # one split, under the file's name: scored, or (named test*) predicted
     names = [Path(data).stem] if file else t.dev if t.name != 'mnli' else [s.strip() for s in splits.split(',') if s.strip()]
     out.mkdir(parents=True, exist_ok=True)
+    scored_by = dict(weights=weights_digest(model), int8=int8)     # a score belongs to these weights, so quantized or not
     kept = json.loads((out/'results.json').read_text()) if (out/'results.json').is_file() else {}
+    other = [k for k, r in kept.items() if {f: r.get(f) for f in scored_by} != scored_by]
+    if stale := [k for k in other if k not in names]:
+        warnings.warn(f"{out/'results.json'}: left out {', '.join(stale)}, scored with other weights (or int8 {'off' if int8 else 'on'})")
+    kept = {k: r for k, r in kept.items() if k not in other}
     results = {}
     for split in names:
         if t.name != 'mnli':
@@ -110,7 +115,7 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
             r = evaluate_mnli(clf, tok, load_mnli(data, 'validation_matched' if file else split), batch_size)
             r['plot'] = str(plot_confusion(r['confusion'], out/f'confusion_{split}.png', title=f'{split}: {r["accuracy"]:.1%}'))
             print(f"{split:24s} accuracy {r['accuracy']:.4f}  (majority class {r['majority']:.4f}, n={r['n']:,})")
-        results[split] = r
+        results[split] = r | scored_by
         atomic_write(out/'results.json', json.dumps(kept | results, indent=2) + '\n')   # a split that fails later loses none of these
     return results
 

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'HUB_CORPORA', 'SPLITS', 'wikitext_documents', 'plain_documents', 'text_documents',
-           'builtin_documents', 'Corpus', 'is_text_file', 'is_table_file', 'load_corpus']
+           'builtin_documents', 'Corpus', 'is_text_file', 'is_table_file', 'is_saved_dataset', 'load_corpus']
 
 # %% ../nbs/05_corpora.ipynb #209885ae
 import ast, functools, glob, hashlib, itertools, json, re, sys, sysconfig
@@ -161,6 +161,10 @@ def _file_digest(path, size, mtime_ns) -> tuple:  # read once a process, while t
 
 def _is_glob(spec) -> bool: return isinstance(spec, str) and re.search(r'[*?[]', spec) is not None and not Path(spec).exists()
 
+def _is_json_lines_shard(path) -> bool:
+    "A `.jsonl`, plain or compressed, or a compressed `.json` (C4's `c4-train.00000-of-01024.json.gz`): never a config file."
+    return _format_suffix(path) == '.jsonl' or (_format_suffix(path) == '.json' and Path(path).suffix in COMPRESSIONS)
+
 def _corpus_files(spec) -> list:
     "The files of a glob pattern, or of a folder (its text files at any depth, or else its table files), in sorted order."
     if _is_glob(spec):
@@ -169,8 +173,8 @@ def _corpus_files(spec) -> list:
         return files
     found = sorted(p for p in Path(spec).rglob('*') if p.is_file())
     tables = [p for p in found if is_table_file(p)]
-    lines = [p for p in tables if _format_suffix(p) == '.jsonl']     # JSON-lines shards: a config.json beside them stays out
-    files = [p for p in found if is_text_file(p)] or lines or tables   # text first: a stray config.json stays out
+    shards = [p for p in tables if _is_json_lines_shard(p)]            # a config.json beside them stays out
+    files = [p for p in found if is_text_file(p)] or shards or tables   # text first: a stray config.json stays out
     if not files: raise ValueError(f'empty corpus: no {"/".join(TEXT_SUFFIXES + TABLE_SUFFIXES)} files in {spec} '
                                    f'(plain or {"/".join(COMPRESSIONS)})')
     return files
@@ -244,6 +248,10 @@ def _hub_corpus(spec, split):
 # %% ../nbs/05_corpora.ipynb #59ddedd1
 SPLITS = ('train', 'validation', 'test')
 
+def is_saved_dataset(path) -> bool:
+    "Whether `path` is a `datasets` `save_to_disk` folder (what `load_from_disk` looks for; a C4 folder may hold a `dataset_info.json` too)."
+    return any((Path(path)/f).is_file() for f in ('state.json', 'dataset_dict.json'))
+
 def _builtin_corpus(split):
     if split not in ('train', 'validation'): raise ValueError(f"the builtin corpus has splits 'train' and 'validation', not {split!r}")
     held_out = split == 'validation'
@@ -267,7 +275,7 @@ def load_corpus(spec, split='train', text_column='text') -> Corpus:
             raise ValueError(f"unknown corpus {spec!r}: use 'wikitext-103', 'wikitext-2', 'builtin' or a path "
                              f"(no file or folder {spec!r} exists)")
         raise FileNotFoundError(f'corpus not found: {spec}')
-    if (path/'dataset_info.json').is_file(): corpus = _table_corpus(path, split, text_column)   # save_to_disk's layout
+    if is_saved_dataset(path): corpus = _table_corpus(path, split, text_column)
     elif path.is_dir(): corpus = _files_corpus(path, split, text_column)
     elif is_table_file(path): corpus = _table_corpus(path, split, text_column, [path])   # c4.json.gz is a table too
     else: corpus = _text_corpus(path, [path])

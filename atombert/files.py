@@ -6,7 +6,7 @@
 __all__ = ['fsync_dir', 'atomic_write', 'atomic_dir', 'sha256_file']
 
 # %% ../nbs/00_files.ipynb #a46c2b83
-import hashlib, os, shutil, uuid
+import hashlib, os, re, shutil, uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -25,8 +25,12 @@ def _fsync_file(path):
 
 def _temp_beside(path:Path) -> Path: return path.with_name(f'.{path.name}.{uuid.uuid4().hex}.tmp')
 
-def _umask() -> int:
-    mask = os.umask(0); os.umask(mask)      # the only way to read it
+def _umask(status='/proc/self/status') -> int:
+    "The process umask, read where Linux shows it (kernel 4.7 on); not cached, as it may change."
+    try: m = re.search(r'^Umask:\s*([0-7]+)\s*$', Path(status).read_text(), re.M)
+    except OSError: m = None
+    if m: return int(m[1], 8)
+    mask = os.umask(0); os.umask(mask)  # elsewhere the only way; for that instant a file any thread creates is world-writable
     return mask
 
 def atomic_write(path, data:str|bytes|Callable) -> Path:

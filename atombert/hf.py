@@ -60,6 +60,18 @@ def _config_of(hf_model) -> AtomBertConfig:
                              "`del hf_model.config.atombert` to convert from the ALBERT keys alone")
     return config
 
+def _check_fit(sd:dict, own:dict, where:str):
+    "One line naming the first tensor of `sd` that `own` (the model built from the config) cannot take: not torch's list of them all."
+    why = '(its config and its weights disagree: a config edited after the weights were made?)'
+    for k, v in sd.items():
+        if k in own and v.shape != own[k].shape:
+            raise ValueError(f'{where}: tensor {k!r} has shape {tuple(v.shape)} in the checkpoint, '
+                             f'{tuple(own[k].shape)} in the model its config describes {why}')
+    if (extra := [k for k in sd if k not in own]):
+        raise ValueError(f'{where}: tensor {extra[0]!r} of the checkpoint has no place in the model its config describes {why}')
+    if (gone := [k for k in own if k not in sd]):
+        raise ValueError(f'{where}: the checkpoint lacks tensor {gone[0]!r} of the model its config describes {why}')
+
 def from_hf(hf_model):
     "The atombert model (`AtomBertForPreTraining`, `AtomBertForSequenceClassification` or `AtomBertModel`) computing what transformers' ALBERT `hf_model` computes, in eval mode."
     name = type(hf_model).__name__
@@ -78,6 +90,7 @@ def from_hf(hf_model):
     sd = from_albert_state_dict(raw, config)
     model = cls(config)
     if cls is AtomBertModel: sd = {k.removeprefix('model.'): v for k, v in sd.items()}
+    _check_fit(sd, model.state_dict(), hf_model.config.name_or_path or f'this {name}')
     model.load_state_dict(sd, strict=True)
     p = next(hf_model.parameters())
     return model.to(device=p.device, dtype=p.dtype).eval()

@@ -10,6 +10,7 @@ import json, random, re
 from pathlib import Path
 import numpy as np
 from .batches import column
+from .corpora import is_saved_dataset
 
 # %% ../nbs/08_mnli.ipynb #36bbc808
 MNLI_LABELS = ('entailment', 'neutral', 'contradiction')   # GLUE's label ids 0, 1, 2
@@ -140,6 +141,13 @@ def _jsonl_records(path):
                 yield f'line {number}', rec if isinstance(rec, (dict, _Malformed)) else _Malformed('not a JSON object')
     return columns, records()
 
+def _is_blank(path) -> bool:
+    "Whether a text file holds nothing but whitespace (read until the first character that is not)."
+    with open(path, encoding='utf-8-sig', errors='replace') as f:
+        while chunk := f.read(1 << 16):
+            if chunk.strip(): return False
+    return True
+
 def _table_records(ds):
     "(columns, records, label names) of a `datasets.Dataset` (from Arrow, `load_from_disk` or the hub)."
     import datasets
@@ -167,14 +175,13 @@ def _split_name(split):
     if split not in MNLI_SPLITS: raise ValueError(f'unknown MNLI split {split!r}: use one of {MNLI_SPLITS}')
     return split
 
-def _is_saved_dataset(path): return any((path/f).is_file() for f in ('dataset_dict.json', 'dataset_info.json', 'state.json'))
 
 def _split_file(folder:Path, split:str) -> Path:
     "The file (or `save_to_disk` folder) holding `split` in `folder`."
     stems = _SPLIT_STEMS[split]
     for stem in stems:
         for p in [folder/(stem + s) for s in _SUFFIXES] + [folder/stem]:
-            if p.is_file() or (p.is_dir() and _is_saved_dataset(p)): return p
+            if p.is_file() or (p.is_dir() and is_saved_dataset(p)): return p
     near = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _SUFFIXES and any(s in p.stem for s in stems))
     if len(near) == 1: return near[0]
     if near: raise ValueError(f'{folder}: several files could be split {split!r}: {[p.name for p in near]}; pass the file')
@@ -224,13 +231,14 @@ def load_mnli(source='hub', split:str='train', strict:bool=True, detokenize:bool
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"MNLI data not found: {path} (no such file or folder; use 'hub', 'builtin', a file or a folder)")
-        if path.is_dir() and not _is_saved_dataset(path): path = _split_file(path, split)
+        if path.is_dir() and not is_saved_dataset(path): path = _split_file(path, split)
         where = str(path)
         if path.is_dir(): columns, records, names = _table_records(_saved_dataset(path, split))
         elif path.suffix == '.arrow':
             try: ds = datasets.Dataset.from_file(str(path))
             except Exception as e: raise ValueError(f'cannot read {path} as a datasets Arrow file: {type(e).__name__}: {e}') from None
             columns, records, names = _table_records(ds)
+        elif _is_blank(path): raise ValueError(f'{path} is empty (no header, no examples)')
         elif path.suffix in ('.jsonl', '.json'): columns, records = _jsonl_records(path)
         elif path.suffix in ('.tsv', '.txt'): columns, records = _tsv_records(path)
         elif path.suffix == '.csv': columns, records = _csv_records(path)
