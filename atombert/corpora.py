@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['TEXT_SUFFIXES', 'TABLE_SUFFIXES', 'HUB_CORPORA', 'SPLITS', 'wikitext_documents', 'plain_documents', 'text_documents',
-           'builtin_documents', 'Corpus', 'is_text_file', 'is_table_file', 'is_saved_dataset', 'load_corpus']
+           'builtin_documents', 'Corpus', 'is_text_file', 'is_table_file', 'load_corpus']
 
 # %% ../nbs/05_corpora.ipynb #209885ae
 import ast, functools, glob, hashlib, itertools, json, re, sys, sysconfig
 from pathlib import Path
-from .files import sha256_file
+from .files import is_saved_dataset, sha256_file
 from .tokenizer import COMPRESSIONS, decompressing, open_bytes, text_file_lines
 
 # %% ../nbs/05_corpora.ipynb #af7209f4
@@ -247,10 +247,6 @@ def _hub_corpus(spec, split):
 
 # %% ../nbs/05_corpora.ipynb #59ddedd1
 SPLITS = ('train', 'validation', 'test')
-
-def is_saved_dataset(path) -> bool:
-    "Whether `path` is a `datasets` `save_to_disk` folder (what `load_from_disk` looks for; a C4 folder may hold a `dataset_info.json` too)."
-    return any((Path(path)/f).is_file() for f in ('state.json', 'dataset_dict.json'))
 
 def _builtin_corpus(split):
     if split not in ('train', 'validation'): raise ValueError(f"the builtin corpus has splits 'train' and 'validation', not {split!r}")

@@ -10,7 +10,7 @@ import json, random, re
 from pathlib import Path
 import numpy as np
 from .batches import column
-from .corpora import is_saved_dataset
+from .files import is_saved_dataset
 
 # %% ../nbs/08_mnli.ipynb #36bbc808
 MNLI_LABELS = ('entailment', 'neutral', 'contradiction')   # GLUE's label ids 0, 1, 2

@@ -83,7 +83,7 @@ ALLOWED = {
     'pretrain': {'budget', 'training', 'trainer_state', 'devices', 'corpora', 'data', 'masking', 'checkpoint', 'model', 'tokenizer', 'config', 'settings', 'files'},
     'finetuning': {'evaluation', 'glue', 'mnli', 'batches', 'training', 'trainer_state', 'model', 'config'},
     'evaluation': {'glue', 'mnli', 'batches', 'checkpoint', 'model', 'tokenizer', 'files'},
-    'mnli': {'batches'},
+    'mnli': {'batches', 'files'},
     'batches': {'tokenizer'},
     'glue': set(),
     'training': {'devices', 'trainer_state', 'logs', 'settings', 'files'},
