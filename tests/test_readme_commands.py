@@ -16,7 +16,7 @@ def test_the_readme_has_two_commands_and_ci_runs_the_second():
     assert 'atombert run --demo' in cmds['main'] and 'pip install torch==2.13.0' in cmds['main']
     assert 'pytest' in cmds['test'] and 'pip install torch==2.13.0' in cmds['test']
     assert 'pip install torch==2.13.0 && pip install -e . && atombert' in cmds['main']
-    assert "pip install -e '.[dev]' && python -m pytest -q tests" in cmds['test']
+    assert "pip install -e '.[dev]' && python -m pytest -q -n 2 tests" in cmds['test']
     assert 'tools/readme_commands.py test' in (ROOT/'.ci'/'run').read_text()
 
 
