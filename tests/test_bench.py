@@ -3,6 +3,7 @@ import json, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
+pytestmark = pytest.mark.slow(minutes=1)    # whole scripts at smoke size: with `-n 2` these start early
 ROOT = Path(__file__).resolve().parents[1]
 
 def run_bench(script, out, *extra):

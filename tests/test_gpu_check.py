@@ -4,6 +4,9 @@ makes the exit status non-zero; a missing dependency without wheels fails at onc
 import json, os, re, subprocess, sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow(minutes=1)    # whole scripts at smoke size: with `-n 2` these start early
 ROOT = Path(__file__).resolve().parents[1]
 
 

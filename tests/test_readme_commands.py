@@ -20,7 +20,7 @@ def test_the_readme_has_two_commands_and_ci_runs_the_second():
     assert 'tools/readme_commands.py test' in (ROOT/'.ci'/'run').read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=10)
 def test_readme_main_command_in_a_fresh_clone(tmp_path):
     clone = tmp_path/'atombert'
     subprocess.run(['git', 'clone', '-q', str(ROOT), str(clone)], check=True)
