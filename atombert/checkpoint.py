@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['INDEX', 'DIGEST_KEY', 'FIELDS_ADDED_LATER', 'tensor_digest', 'save_model', 'resolve_model_dir',
-           'load_pretrained_state', 'load_model', 'weights_digest', 'saved_state', 'check_tokenizer']
+           'load_pretrained_state', 'model_from_state', 'load_model', 'saved_state', 'check_tokenizer']
 
 # %% ../nbs/04_checkpoint.ipynb #5ccdfabb
 import hashlib, json, re, warnings
@@ -17,7 +17,7 @@ from fastcore.basics import patch
 from .config import AtomBertConfig
 from .files import atomic_write
 from .model import PretrainedModel
-from .albert import (is_base_model, albert_incompatibility, albert_config_dict, config_from_albert, full_state_dict,
+from .albert import (shape_mismatch, is_base_model, albert_incompatibility, albert_config_dict, config_from_albert, full_state_dict,
                              to_albert_state_dict, from_albert_state_dict)
 from .tokenizer import save_tokenizer, load_tokenizer, tokenizer_fingerprint
 
@@ -142,32 +142,26 @@ def load_pretrained_state(path_or_name) -> tuple[AtomBertConfig, dict]:
     else: raise FileNotFoundError(f'{d} has no model.safetensors (or shards with {INDEX}, or pytorch_model.bin)')
     return config, (sd if cfg['model_type'] == 'atombert' else from_albert_state_dict(sd, config))
 
-def load_model(cls, path_or_name, **config_overrides):
-    "An instance of model class `cls` with the weights of an atombert or transformers ALBERT directory (or hub name)."
-    config, sd = load_pretrained_state(path_or_name)
-    if config_overrides: config = config.replace(**config_overrides)
+def model_from_state(cls, config:AtomBertConfig, sd:dict, where='the checkpoint'):
+    "An instance of model class `cls` with config `config` and the atombert-named weights `sd` (`load_pretrained_state`'s pair)."
     model = cls(config)
     bare = is_base_model(cls)
     own = {f'model.{k}': v for k, v in model.state_dict().items()} if bare else model.state_dict()
-    for k, v in sd.items():
-        if k in own and own[k].shape != v.shape:
-            raise ValueError(f'{path_or_name}: tensor {k!r} has shape {tuple(v.shape)}, the model expects '
-                             f'{tuple(own[k].shape)} (a checkpoint from another configuration'
-                             + (', e.g. another number of labels)' if k.startswith('classifier') else ')'))
+    if (why := shape_mismatch(sd, own)): raise ValueError(f'{where}: {why}: a checkpoint from another configuration')
     missing = [k for k in own if k not in sd]
     # transformers' AlbertForMaskedLM saves no pooler: a new one, with the warning below, as transformers does
     if (base := [k for k in missing if k.startswith('model.') and not k.startswith('model.pooler.')]):
-        raise ValueError(f'{path_or_name}: checkpoint lacks {len(base)} tensor(s) of the base model, e.g. {base[0]!r}')
+        raise ValueError(f'{where}: checkpoint lacks {len(base)} tensor(s) of the base model, e.g. {base[0]!r}')
     if missing: warnings.warn(f'{cls.__name__}: newly initialized (not in the checkpoint): {", ".join(missing)}')
     sd = {k: v for k, v in sd.items() if k in own}
     if bare: sd = {k[len('model.'):]: v for k, v in sd.items()}
     model.load_state_dict(sd, strict=False)
     return model
 
-# %% ../nbs/04_checkpoint.ipynb #be57f39a
-def weights_digest(path_or_name) -> str:
-    "The SHA-256 (`tensor_digest`) of the atombert-named weights in a model directory, the same for either layout."
-    return tensor_digest(load_pretrained_state(path_or_name)[1])
+def load_model(cls, path_or_name, **config_overrides):
+    "An instance of model class `cls` with the weights of an atombert or transformers ALBERT directory (or hub name)."
+    config, sd = load_pretrained_state(path_or_name)
+    return model_from_state(cls, config.replace(**config_overrides) if config_overrides else config, sd, path_or_name)
 
 # %% ../nbs/04_checkpoint.ipynb #1ed7993c
 def saved_state(model, path) -> dict:

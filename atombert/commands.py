@@ -10,7 +10,7 @@ __all__ = ['DEMO', 'RUN_ARGS', 'RUN_SHARED', 'NOT_FLAGS', 'one_file', 'info', 'f
 import json, sys, time, warnings
 from pathlib import Path
 import torch
-from .checkpoint import resolve_model_dir, weights_digest
+from .checkpoint import resolve_model_dir, tensor_digest
 from .config import AtomBertConfig
 from .files import atomic_write
 from .model import AtomBertForPreTraining, param_breakdown
@@ -86,22 +86,30 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
                  int8:bool=False):            # dynamic int8 quantization of the linear layers (CPU)
     """MNLI: accuracy, per-genre accuracy and a confusion-matrix plot per split, GLUE prediction files for test splits; another
     GLUE task: its metrics on its dev sets. A file given as `data` is scored once, under its name. `results.json` keeps
-    every split scored into `out` with these weights (splits scored with others are left out), and is written after each."""
+    every split scored into `out` with these weights, int8 or not, and is written after each: splits scored otherwise
+    are left out, their plots and prediction files removed, with a warning."""
     from atombert.mnli import load_mnli
     from atombert.finetuning import task_examples
-    from atombert.evaluation import evaluate_glue, evaluate_mnli, plot_confusion, write_glue_predictions, load_finetuned, model_task
+    from atombert.evaluation import (evaluate_glue, evaluate_mnli, plot_confusion, write_glue_predictions, load_finetuned, model_task,
+                                     quantize_int8)
     if model is None: raise ValueError('--model is required (a finetuned model directory)')
-    clf, tok = load_finetuned(model, int8=int8)
+    clf, tok = load_finetuned(model)
+    scored_by = dict(weights=tensor_digest(clf.state_dict()), int8=int8)   # a score belongs to these weights, quantized or not
+    if int8: clf = quantize_int8(clf)
     out = Path(out) if out else Path(model)/'eval'
     t = model_task(clf, task)
     file = one_file(data)                 # one split, under the file's name: scored, or (named test*) predicted
     names = [Path(data).stem] if file else t.dev if t.name != 'mnli' else [s.strip() for s in splits.split(',') if s.strip()]
     out.mkdir(parents=True, exist_ok=True)
-    scored_by = dict(weights=weights_digest(model), int8=int8)     # a score belongs to these weights, so quantized or not
     kept = json.loads((out/'results.json').read_text()) if (out/'results.json').is_file() else {}
-    other = [k for k, r in kept.items() if {f: r.get(f) for f in scored_by} != scored_by]
-    if stale := [k for k in other if k not in names]:
-        warnings.warn(f"{out/'results.json'}: left out {', '.join(stale)}, scored with other weights (or int8 {'off' if int8 else 'on'})")
+    other = {k: 'other weights' if r.get('weights') != scored_by['weights'] else f"int8 {'on' if r.get('int8') else 'off'}"
+             for k, r in kept.items() if {f: r.get(f) for f in scored_by} != scored_by}
+    if stale := {k: why for k, why in other.items() if k not in names}:
+        for k in stale:
+            for f in (kept[k].get(name) for name in ('plot', 'predictions')):
+                if f and Path(f).parent == out: Path(f).unlink(missing_ok=True)
+        warnings.warn(f"{out/'results.json'}: left out " + ', '.join(f'{k} ({why})' for k, why in stale.items())
+                      + ', scored otherwise than this run, and removed their files')
     kept = {k: r for k, r in kept.items() if k not in other}
     results = {}
     for split in names:

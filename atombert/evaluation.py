@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
 from .model import AtomBertForSequenceClassification
-from .checkpoint import load_pretrained_state
+from .checkpoint import load_pretrained_state, model_from_state
 from .files import atomic_write
 from .glue import GlueTask, glue_metrics, glue_task, task_score, tasks_for_labels
 from .mnli import MNLI_LABELS
@@ -75,10 +75,10 @@ def quantize_int8(model):
 
 def load_finetuned(model_dir, tokenizer=None, int8:bool=False):
     "(classifier in eval mode, int8-quantized if asked, tokenizer) from a finetuned model directory; `ValueError` if it holds no classifier."
-    _, weights = load_pretrained_state(model_dir)        # the weights themselves say whether a classifier was trained
+    config, weights = load_pretrained_state(model_dir)   # the weights themselves say whether a classifier was trained
     if not any(k.startswith('classifier.') for k in weights):
         raise ValueError(f'{model_dir} holds no trained classifier (a pretraining checkpoint?): finetune it first')
-    model = AtomBertForSequenceClassification.from_pretrained(model_dir).eval()
+    model = model_from_state(AtomBertForSequenceClassification, config, weights, model_dir).eval()
     return quantize_int8(model) if int8 else model, tokenizer or tokenizer_of(model_dir)
 
 def model_task(model, task:str|None=None) -> GlueTask:

@@ -10,7 +10,7 @@ import torch
 from .config import AtomBertConfig
 from .model import AtomBertModel, AtomBertForPreTraining, AtomBertForSequenceClassification
 from .albert import (ARCHITECTURES, albert_incompatibility, to_albert_state_dict, from_albert_state_dict,
-                             albert_config_dict, config_from_albert)
+                             albert_config_dict, config_from_albert, shape_mismatch)
 
 # %% ../nbs/04_hf.ipynb #e519dc37
 def _transformers():
@@ -63,10 +63,7 @@ def _config_of(hf_model) -> AtomBertConfig:
 def _check_fit(sd:dict, own:dict, where:str):
     "One line naming the first tensor of `sd` that `own` (the model built from the config) cannot take: not torch's list of them all."
     why = '(its config and its weights disagree: a config edited after the weights were made?)'
-    for k, v in sd.items():
-        if k in own and v.shape != own[k].shape:
-            raise ValueError(f'{where}: tensor {k!r} has shape {tuple(v.shape)} in the checkpoint, '
-                             f'{tuple(own[k].shape)} in the model its config describes {why}')
+    if (mismatch := shape_mismatch(sd, own)): raise ValueError(f'{where}: {mismatch} its config describes {why}')
     if (extra := [k for k in sd if k not in own]):
         raise ValueError(f'{where}: tensor {extra[0]!r} of the checkpoint has no place in the model its config describes {why}')
     if (gone := [k for k in own if k not in sd]):

@@ -175,7 +175,6 @@ def _split_name(split):
     if split not in MNLI_SPLITS: raise ValueError(f'unknown MNLI split {split!r}: use one of {MNLI_SPLITS}')
     return split
 
-
 def _split_file(folder:Path, split:str) -> Path:
     "The file (or `save_to_disk` folder) holding `split` in `folder`."
     stems = _SPLIT_STEMS[split]

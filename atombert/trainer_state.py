@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 from .files import atomic_dir, sha256_file
 from .checkpoint import check_tokenizer
+from .albert import shape_mismatch
 
 # %% ../nbs/06_trainer_state.ipynb #8d6666a7
 def _rng_state() -> dict:
@@ -79,8 +80,8 @@ def load_checkpoint(path, model, opt, sched, scaler, tokenizer=None, rank:int=0)
     check_tokenizer(path, tokenizer)
     sd = model.checkpoint_state(path)                                          # checks the weights' checksum
     own = model.state_dict()
-    if (bad := [k for k in own if k not in sd or sd[k].shape != own[k].shape]):
-        raise ValueError(f'checkpoint {path} does not fit this model (tensor {bad[0]!r}): another configuration?')
+    if (why := shape_mismatch(sd, own) or next((f'it lacks tensor {k!r}' for k in own if k not in sd), '')):
+        raise ValueError(f'checkpoint {path} does not fit this model ({why}): another configuration?')
     model.load_state_dict({k: v for k, v in sd.items() if k in own})
     ts = torch.load(path/'trainer_state.pt', map_location='cpu', weights_only=True)
     opt.load_state_dict(ts['optimizer']); sched.load_state_dict(ts['scheduler']); scaler.load_state_dict(ts['scaler'])

@@ -88,7 +88,7 @@ ALLOWED = {
     'glue': set(),
     'training': {'devices', 'trainer_state', 'logs', 'settings', 'files'},
     'budget': {'training', 'devices'},
-    'trainer_state': {'checkpoint', 'files'},
+    'trainer_state': {'checkpoint', 'albert', 'files'},
     'devices': set(), 'logs': set(),
     'data': {'corpora', 'tokenizer', 'config', 'files'},
     'masking': {'data', 'tokenizer'},

@@ -87,26 +87,29 @@ def test_evaluate_scores_a_file_under_its_name(tmp_path, classifier):
 def test_evaluate_keeps_only_scores_of_the_weights_it_has(tmp_path, classifier):
     "results.json merges the splits scored into one folder, but not across weights: a score names the weights it came from."
     import shutil, torch
-    from atombert.checkpoint import weights_digest
+    from atombert.checkpoint import tensor_digest
     from atombert.model import AtomBertForSequenceClassification
+    weights_of = lambda d: tensor_digest(AtomBertForSequenceClassification.from_pretrained(d).state_dict())
     model, out = tmp_path/'model', tmp_path/'eval'
     shutil.copytree(classifier, model)
     data = tmp_path/'first.tsv'
     data.write_text('premise\thypothesis\tlabel\n' + ''.join(f'{p}\t{h}\t{l}\n' for (p, h), l in zip(PAIRS, MNLI_LABELS)))
     assert atombert('evaluate', '--model', model, '--data', data, '--out', out).returncode == 0
     first = json.loads((out/'results.json').read_text())['first']
-    assert first['weights'] == weights_digest(model) and first['int8'] is False
+    assert first['weights'] == weights_of(model) and first['int8'] is False and (out/'confusion_first.png').is_file()
     clf = AtomBertForSequenceClassification.from_pretrained(model)
     with torch.no_grad(): clf.classifier.bias.add_(1.0)
     clf.save_pretrained(model)                                               # finetuned again, say: other weights, same folder
     shutil.copy(data, tmp_path/'second.tsv')
     r = atombert('evaluate', '--model', model, '--data', tmp_path/'second.tsv', '--out', out)
-    assert r.returncode == 0 and 'left out first, scored with other weights' in r.stderr, r.stderr
+    assert r.returncode == 0 and 'left out first (other weights), scored otherwise than this run' in r.stderr, r.stderr
     res = json.loads((out/'results.json').read_text())
-    assert list(res) == ['second'] and res['second']['weights'] == weights_digest(model) != first['weights']
+    assert list(res) == ['second'] and res['second']['weights'] == weights_of(model) != first['weights']
+    assert not (out/'confusion_first.png').exists() and (out/'confusion_second.png').is_file()   # no plot of other weights stays
     r = atombert('evaluate', '--model', model, '--data', data, '--out', out, '--int8')
-    assert r.returncode == 0 and 'left out second' in r.stderr, r.stderr     # an int8 score is not the model's own either
-    assert list(json.loads((out/'results.json').read_text())) == ['first']
+    assert r.returncode == 0 and 'left out second (int8 off)' in r.stderr, r.stderr     # an int8 score is not the model's own either
+    res = json.loads((out/'results.json').read_text())
+    assert list(res) == ['first'] and res['first']['int8'] is True and res['first']['weights'] == weights_of(model)
 
 
 def test_one_pair_and_int8_agree_with_the_file(tmp_path, classifier):
