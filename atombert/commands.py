@@ -104,12 +104,11 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
     kept = json.loads((out/'results.json').read_text()) if (out/'results.json').is_file() else {}
     other = {k: 'other weights' if r.get('weights') != scored_by['weights'] else f"int8 {'on' if r.get('int8') else 'off'}"
              for k, r in kept.items() if {f: r.get(f) for f in scored_by} != scored_by}
-    if stale := {k: why for k, why in other.items() if k not in names}:
-        for k in stale:
-            for f in (kept[k].get(name) for name in ('plot', 'predictions')):
-                if f and Path(f).parent == out: Path(f).unlink(missing_ok=True)
+    if stale := {k: why for k, why in other.items() if k not in names}:     # their plots and predictions would mislead: gone too
+        gone = [f for k in stale for f in map(kept[k].get, ('plot', 'predictions')) if f and Path(f).resolve().parent == out.resolve()]
+        for f in gone: Path(f).unlink(missing_ok=True)
         warnings.warn(f"{out/'results.json'}: left out " + ', '.join(f'{k} ({why})' for k, why in stale.items())
-                      + ', scored otherwise than this run, and removed their files')
+                      + ': scored otherwise than this run' + (f"; removed {', '.join(Path(f).name for f in gone)}" if gone else ''))
     kept = {k: r for k, r in kept.items() if k not in other}
     results = {}
     for split in names:

@@ -6,7 +6,7 @@
 __all__ = ['MNLI_LABELS', 'MNLI_SPLITS', 'ptb_detokenize', 'looks_ptb_tokenized', 'label_counts', 'load_mnli', 'builtin_nli']
 
 # %% ../nbs/08_mnli.ipynb #d6be71c8
-import json, random, re
+import csv, json, random, re
 from pathlib import Path
 import numpy as np
 from .batches import column
@@ -94,33 +94,22 @@ def _normalize(records, columns, where, strict=True, label_names=None, keep_unla
     return out, dict(no_gold=no_gold, malformed=malformed)
 
 # %% ../nbs/08_mnli.ipynb #510193a4
-def _tsv_records(path):
-    "(columns, records) of a tab-separated file with a header; no quoting (GLUE's TSVs hold bare quotes)."
-    with open(path, encoding='utf-8-sig', newline='') as f: header = f.readline().rstrip('\r\n').split('\t')
-    if len(set(header)) != len(header): raise ValueError(f'{path}: the header repeats a column name: {header}')
-    def records():
-        with open(path, encoding='utf-8-sig', newline='') as f:
-            next(f)
-            for number, line in enumerate(f, 2):
-                fields = line.rstrip('\r\n').split('\t')
-                if fields == ['']: continue
-                if len(fields) != len(header):
-                    yield f'line {number}', _Malformed(f'{len(fields)} tab-separated fields, the header has {len(header)}')
-                else: yield f'line {number}', dict(zip(header, fields))
-    return header, records()
+_DIALECTS = {'.csv': ('comma', dict()),                                     # quoted as spreadsheets write it
+             '.tsv': ('tab', dict(delimiter='\t', quoting=csv.QUOTE_NONE)),   # no quoting: GLUE's TSVs hold bare quotes
+             '.txt': ('tab', dict(delimiter='\t', quoting=csv.QUOTE_NONE))}
 
-def _csv_records(path):
-    "(columns, records) of a comma-separated file with a header, quoted as spreadsheets write it."
-    import csv
-    with open(path, encoding='utf-8-sig', newline='') as f: header = next(csv.reader(f), [])
+def _delimited_records(path):
+    "(columns, records) of a file of fields with a header: tab-separated (`.tsv`, `.txt`) or comma-separated (`.csv`)."
+    kind, dialect = _DIALECTS[Path(path).suffix]
+    with open(path, encoding='utf-8-sig', newline='') as f: header = next(csv.reader(f, **dialect), [])
     if len(set(header)) != len(header): raise ValueError(f'{path}: the header repeats a column name: {header}')
     def records():
         with open(path, encoding='utf-8-sig', newline='') as f:
-            reader = csv.reader(f); next(reader, None)
+            reader = csv.reader(f, **dialect); next(reader, None)
             for fields in reader:
                 if not fields: continue
                 if len(fields) != len(header):
-                    yield f'line {reader.line_num}', _Malformed(f'{len(fields)} comma-separated fields, the header has {len(header)}')
+                    yield f'line {reader.line_num}', _Malformed(f'{len(fields)} {kind}-separated fields, the header has {len(header)}')
                 else: yield f'line {reader.line_num}', dict(zip(header, fields))
     return header, records()
 
@@ -239,8 +228,7 @@ def load_mnli(source='hub', split:str='train', strict:bool=True, detokenize:bool
             columns, records, names = _table_records(ds)
         elif _is_blank(path): raise ValueError(f'{path} is empty (no header, no examples)')
         elif path.suffix in ('.jsonl', '.json'): columns, records = _jsonl_records(path)
-        elif path.suffix in ('.tsv', '.txt'): columns, records = _tsv_records(path)
-        elif path.suffix == '.csv': columns, records = _csv_records(path)
+        elif path.suffix in _DIALECTS: columns, records = _delimited_records(path)
         else: raise ValueError(f'{path}: unknown MNLI file type {path.suffix!r} (use .tsv, .jsonl, .csv, .arrow or a folder)')
     cols, left_out = _normalize(records, columns, where, strict, names, keep_unlabelled)
     if not cols['label']: raise ValueError(f'{where}: no examples')

@@ -194,9 +194,8 @@ HELD_OUT_MASKING = dict(mlm_probability=0.15, ngram=1)  # held-out MLM is always
 def _default_cache() -> Path:
     return Path(os.environ.get('ATOMBERT_CACHE', Path.home()/'.cache'/'atombert'))
 
-def _budget(out:Path, resume:bool, minutes:float, measure) -> dict:
-    "The run's step count for `minutes`: the one recorded in `out/run.json` when resuming, else `measure()`'s (a probe)."
-    recorded = json.loads((out/'run.json').read_text()).get('budget') if resume and (out/'run.json').is_file() else None
+def _budget(out:Path, recorded:dict|None, minutes:float, measure) -> dict:
+    "The run's step count for `minutes`: `recorded`, the budget in `out/run.json` of the run resumed, else `measure()`'s (a probe)."
     if recorded is None: return measure()
     if recorded['minutes'] != minutes:
         raise ValueError(f"--budget-minutes {minutes}: the run in {out} was budgeted {recorded['minutes']} minutes "
@@ -324,12 +323,12 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     task = RTDTask(objective, unigram, rtd_weight) if rtd else PreTrainingTask(objective, unigram)
     held_out_masking = MaskingCollator(tok, **HELD_OUT_MASKING, seed=seed, sample_uniforms=rtd)   # one protocol, whatever the training masking
     budget = None
-    if resume and not (budget_minutes or epochs or 'max_steps' in train) and (out/'run.json').is_file():
-        recorded = json.loads((out/'run.json').read_text())      # a resume that names no length keeps the run's
+    recorded = json.loads((out/'run.json').read_text()) if resume and (out/'run.json').is_file() else {}
+    if recorded and not (budget_minutes or epochs or 'max_steps' in train):   # a resume that names no length keeps the run's
         if 'budget' in recorded: budget_minutes = recorded['budget']['minutes']
         else: args.max_steps = recorded['args']['max_steps']
     if budget_minutes:
-        budget = _budget(out, resume, budget_minutes, lambda: budget_steps(budget_minutes, model, train_data, collate, task, args,
+        budget = _budget(out, recorded.get('budget'), budget_minutes, lambda: budget_steps(budget_minutes, model, train_data, collate, task, args,
                          eval_data, held_out_masking, eval_batches))
         args.max_steps = budget['max_steps']
     if resume: check_same_run(args)                                           # before run.json is rewritten

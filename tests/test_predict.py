@@ -102,12 +102,12 @@ def test_evaluate_keeps_only_scores_of_the_weights_it_has(tmp_path, classifier):
     clf.save_pretrained(model)                                               # finetuned again, say: other weights, same folder
     shutil.copy(data, tmp_path/'second.tsv')
     r = atombert('evaluate', '--model', model, '--data', tmp_path/'second.tsv', '--out', out)
-    assert r.returncode == 0 and 'left out first (other weights), scored otherwise than this run' in r.stderr, r.stderr
+    assert r.returncode == 0 and 'left out first (other weights): scored otherwise than this run; removed confusion_first.png' in r.stderr, r.stderr
     res = json.loads((out/'results.json').read_text())
     assert list(res) == ['second'] and res['second']['weights'] == weights_of(model) != first['weights']
     assert not (out/'confusion_first.png').exists() and (out/'confusion_second.png').is_file()   # no plot of other weights stays
     r = atombert('evaluate', '--model', model, '--data', data, '--out', out, '--int8')
-    assert r.returncode == 0 and 'left out second (int8 off)' in r.stderr, r.stderr     # an int8 score is not the model's own either
+    assert r.returncode == 0 and 'left out second (int8 off): scored otherwise than this run; removed confusion_second.png' in r.stderr, r.stderr     # an int8 score is not the model's own either
     res = json.loads((out/'results.json').read_text())
     assert list(res) == ['first'] and res['first']['int8'] is True and res['first']['weights'] == weights_of(model)
 
