@@ -62,12 +62,12 @@ def _config_of(hf_model) -> AtomBertConfig:
 
 def _check_fit(sd:dict, own:dict, where:str):
     "One line naming the first tensor of `sd` that `own` (the model built from the config) cannot take: not torch's list of them all."
-    why = '(its config and its weights disagree: a config edited after the weights were made?)'
-    if (mismatch := shape_mismatch(sd, own)): raise ValueError(f'{where}: {mismatch} its config describes {why}')
+    why = 'its config and its weights disagree (a config edited after the weights were made?)'
+    if (mismatch := shape_mismatch(sd, own)): raise ValueError(f'{where}: {mismatch}: {why}')
     if (extra := [k for k in sd if k not in own]):
-        raise ValueError(f'{where}: tensor {extra[0]!r} of the checkpoint has no place in the model its config describes {why}')
+        raise ValueError(f'{where}: tensor {extra[0]!r} of the checkpoint has no place in the model: {why}')
     if (gone := [k for k in own if k not in sd]):
-        raise ValueError(f'{where}: the checkpoint lacks tensor {gone[0]!r} of the model its config describes {why}')
+        raise ValueError(f'{where}: the checkpoint lacks tensor {gone[0]!r} of the model: {why}')
 
 def from_hf(hf_model):
     "The atombert model (`AtomBertForPreTraining`, `AtomBertForSequenceClassification` or `AtomBertModel`) computing what transformers' ALBERT `hf_model` computes, in eval mode."
