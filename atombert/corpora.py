@@ -116,14 +116,18 @@ class Corpus:
         if empty: raise ValueError(f'empty corpus: no text in {self.name}')
 
     def texts(self):
-        "Every paragraph of every document: what `train_tokenizer` wants."
-        return (p for doc in self for p in doc)
+        "Every paragraph of every document, as often as it is iterated: what `train_tokenizer` wants (it reads them twice)."
+        return _Paragraphs(self)
 
     def _check_not_empty(self):
         if next(iter(self._make()), None) is None: raise ValueError(f'empty corpus: no text in {self.name}')
         return self
 
     def __repr__(self): return f'Corpus({self.name!r})'
+
+class _Paragraphs:
+    def __init__(self, corpus): self.corpus = corpus
+    def __iter__(self): return (p for doc in self.corpus for p in doc)
 
 # %% ../nbs/05_corpora.ipynb #562ea260
 TEXT_SUFFIXES = ('.txt', '.raw', '.tokens')

@@ -213,8 +213,8 @@ def _config(preset:str, objective:str, dropout=None, overrides=None) -> AtomBert
 
 def _trained_tokenizer(corpus, vocab_size:int, kind:str, cache:Path):
     """A tokenizer trained on `corpus`, or the one an earlier run trained with the same corpus files and settings.
-    tokenizers' trainers break ties in hash-map order, which changes from process to process (upstream
-    huggingface/tokenizers#1794): two trainings differ in a few tokens at the cutoff and in many ids. Kept in the
+    WordPiece training is reproducible (`train_tokenizer`), Unigram's is not: tokenizers numbers its pieces in hash-map
+    order, which changes from process to process (as in huggingface/tokenizers#1794). Kept in the
     cache, the first one makes every rerun on this machine a rerun. The key holds everything that shapes the result:
     the corpus's content (each file's size and SHA-256: a changed file retrains, a copied or touched one does not), every setting of
     `train_tokenizer` as it is called, and the versions of tokenizers and atombert."""

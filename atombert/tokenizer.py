@@ -7,7 +7,7 @@ __all__ = ['SPECIAL_TOKENS', 'COMPRESSIONS', 'KINDS', 'special_token_ids', 'deco
            'train_tokenizer', 'encode_pairs', 'tokenizer_fingerprint', 'save_tokenizer', 'load_tokenizer']
 
 # %% ../nbs/00_tokenizer.ipynb #d1d0c084
-import bz2, gzip, hashlib, io, itertools, json, lzma, os, re
+import bz2, gzip, hashlib, io, itertools, json, lzma, os, re, warnings
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from .files import atomic_write
@@ -125,10 +125,10 @@ def _untrained(kind, lowercase):
         tok.decoder = decoders.Metaspace(replacement='▁', prepend_scheme='always')
     return tok
 
-def _trainer(kind, vocab_size, min_frequency, show_progress):
-    if kind == 'wordpiece':
+def _trainer(kind, vocab_size, min_frequency, show_progress, inner_pieces=()):
+    if kind == 'wordpiece':   # the inner pieces go in beside the special tokens: see `train_tokenizer`
         return trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                         special_tokens=SPECIAL_TOKENS, show_progress=show_progress)
+                                         special_tokens=SPECIAL_TOKENS + list(inner_pieces), show_progress=show_progress)
     return trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token='[UNK]',
                                    show_progress=show_progress)
 
@@ -151,23 +151,35 @@ def _add_template(tok, max_length):
 # %% ../nbs/00_tokenizer.ipynb #a6244062
 def train_tokenizer(corpus, vocab_size=30000, kind='wordpiece', lowercase=True, min_frequency=2, max_length=512,
                     show_progress=True) -> Tokenizer:
-    "Train a `kind` ('wordpiece' or 'unigram') tokenizer on `corpus`: an iterable of texts, or text file path(s)."
+    "Train a `kind` ('wordpiece' or 'unigram') tokenizer on `corpus`: an iterable of texts (read twice if it can be), or text file path(s)."
     if kind not in KINDS: raise ValueError(f'unknown tokenizer kind={kind!r}: use one of {KINDS}')
     least = 10 if kind == 'unigram' else len(SPECIAL_TOKENS) + 1
     if not isinstance(vocab_size, int) or vocab_size < least:
         raise ValueError(f'vocab_size={vocab_size!r} is too small: it must be an int >= {least} for a {kind} tokenizer')
     _check_max_length(max_length)
     texts, length = _texts(corpus)
-    tok = _untrained(kind, lowercase)
-    try: tok.train_from_iterator(texts, _trainer(kind, vocab_size, min_frequency, show_progress), length=length)
+    tok, inner = _untrained(kind, lowercase), ()
+    if kind == 'wordpiece' and _corpus_files(corpus) is None and iter(corpus) is corpus:
+        warnings.warn('train_tokenizer: a one-shot iterator of texts is read once, so the WordPiece ids can differ from run '
+                      'to run (huggingface/tokenizers#1794); pass a list, files or a re-iterable for a reproducible tokenizer')
+    elif kind == 'wordpiece': inner, texts = _inner_pieces(tok, texts, length), _texts(corpus)[0]
+    try: tok.train_from_iterator(texts, _trainer(kind, vocab_size, min_frequency, show_progress, inner), length=length)
     except Exception as e:
         if 'not large enough' not in str(e): raise
         raise ValueError(f'vocab_size={vocab_size} is too small for the characters of this corpus ({e})') from None
     if tok.get_vocab_size() > vocab_size:
         raise ValueError(f'vocab_size={vocab_size} is too small: the characters of this corpus alone need '
                          f'{tok.get_vocab_size()} entries')
-    tok = Tokenizer.from_str(tok.to_str())  # settle Unigram scores to what a reload gives (see above)
-    return _add_template(tok, max_length)
+    saved = json.loads(tok.to_str())        # and through JSON: settles Unigram scores to what a reload gives (see above)
+    saved['added_tokens'] = [t for t in saved['added_tokens'] if t['content'] in SPECIAL_TOKENS]   # the inner pieces are ordinary
+    return _add_template(Tokenizer.from_str(json.dumps(saved)), max_length)
+
+def _inner_pieces(tok, texts, length=None) -> list[str]:
+    "`##c` for every character `c` inside a word of `texts` (after `tok`'s normalizer and pre-tokenizer), sorted."
+    words = Tokenizer(models.WordLevel(unk_token='[UNK]'))
+    words.normalizer, words.pre_tokenizer = tok.normalizer, tok.pre_tokenizer
+    words.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=2**31 - 1, min_frequency=0, show_progress=False), length=length)
+    return sorted({'##' + c for w in words.get_vocab() for c in w[1:]})
 
 # %% ../nbs/00_tokenizer.ipynb #b58e3fb5
 @contextmanager

@@ -178,8 +178,8 @@ def main(argv=None):
         todo = [m for i, m in enumerate(plan) if m['name'] not in measured or (i < 2 and labels_todo)]
         until = max((m['step'] or 1 for m in todo), default=0)      # the untrained model takes its config and tokenizer from the run
         if lost and not args.tokenizer and (until or args.control_minutes):
-            raise SystemExit(f'error: the pretraining run in {run} is gone and its tokenizer was trained there; a new one would differ '
-                             '(tokenizers#1794): pass --tokenizer, or start afresh with another --out')
+            raise SystemExit(f'error: the pretraining run in {run} is gone and its tokenizer was trained there; a new one can differ '
+                             '(one trained by an older atombert or another tokenizers version): pass --tokenizer, or start afresh with another --out')
         if until:
             print(f"pretraining {args.preset} on {shards} as far as step {until:,} of the recorded {wiki['budget']['max_steps']:,} ...", flush=True)
             again = pretrained(args, shards, run, args.minutes, tokenizer=args.tokenizer, budget=wiki['budget'], until=until)

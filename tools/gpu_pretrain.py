@@ -6,7 +6,7 @@
     bash tools/gpu_pretrain.sh --dry-run               # the same job on the CPU at smoke size (CI: tests/test_gpu_pretrain.py)
 
 `prepare` copies the first --shards Wikipedia shards (xz, read as they are), trains the 30,000-entry WordPiece tokenizer
-on them (a tokenizer trained on the GPU machine would differ in a few entries: huggingface/tokenizers#1794), and writes
+on them (here, not in device time; the tokenizers version there could train another one), and writes
 the MNLI pairs `bench/wiki_transfer.py` uses (the 29,946 train pairs in its order, the full dev sets) and WikiText raw
 valid as xz JSON lines and text, with a manifest of checksums.
 
