@@ -77,6 +77,23 @@ def finetune_cmd(model:str=None,              # pretrained model directory (atom
     return metrics
 
 # %% ../nbs/10_commands.ipynb #810bab68
+def _scored_otherwise(r, scored_by):
+    "Why the kept score `r` belongs to another run than `scored_by` (its weights' digest and int8), or None."
+    if r.get('weights') != scored_by['weights']: return 'other weights'
+    if r.get('int8') != scored_by['int8']: return f"int8 {'on' if r.get('int8') else 'off'}"
+
+def _kept_scores(out, scored_by, names) -> dict:
+    """The splits of `out/results.json` scored as this run scores (`scored_by`). Those scored otherwise are dropped, and
+    unless this run scores them again (`names`), so are their plots and prediction files in `out`, with a warning."""
+    kept = json.loads((out/'results.json').read_text()) if (out/'results.json').is_file() else {}
+    other = {k: why for k, r in kept.items() if (why := _scored_otherwise(r, scored_by))}
+    if stale := {k: why for k, why in other.items() if k not in names}:     # their plots and predictions would mislead: gone too
+        gone = [f for k in stale for f in map(kept[k].get, ('plot', 'predictions')) if f and Path(f).resolve().parent == out.resolve()]
+        for f in gone: Path(f).unlink(missing_ok=True)
+        warnings.warn(f"{out/'results.json'}: left out " + ', '.join(f'{k} ({why})' for k, why in stale.items())
+                      + ': scored otherwise than this run' + (f"; removed {', '.join(Path(f).name for f in gone)}" if gone else ''))
+    return {k: r for k, r in kept.items() if k not in other}
+
 def evaluate_cmd(model:str=None,              # finetuned model directory
                  data:str='hub',              # hub | builtin (MNLI) | a folder or file: MNLI's layouts, GLUE's TSVs for the other tasks
                  task:str=None,               # the GLUE task the model was finetuned on (default: the one its labels name)
@@ -101,15 +118,7 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
     file = one_file(data)                 # one split, under the file's name: scored, or (named test*) predicted
     names = [Path(data).stem] if file else t.dev if t.name != 'mnli' else [s.strip() for s in splits.split(',') if s.strip()]
     out.mkdir(parents=True, exist_ok=True)
-    kept = json.loads((out/'results.json').read_text()) if (out/'results.json').is_file() else {}
-    other = {k: 'other weights' if r.get('weights') != scored_by['weights'] else f"int8 {'on' if r.get('int8') else 'off'}"
-             for k, r in kept.items() if {f: r.get(f) for f in scored_by} != scored_by}
-    if stale := {k: why for k, why in other.items() if k not in names}:     # their plots and predictions would mislead: gone too
-        gone = [f for k in stale for f in map(kept[k].get, ('plot', 'predictions')) if f and Path(f).resolve().parent == out.resolve()]
-        for f in gone: Path(f).unlink(missing_ok=True)
-        warnings.warn(f"{out/'results.json'}: left out " + ', '.join(f'{k} ({why})' for k, why in stale.items())
-                      + ': scored otherwise than this run' + (f"; removed {', '.join(Path(f).name for f in gone)}" if gone else ''))
-    kept = {k: r for k, r in kept.items() if k not in other}
+    kept = _kept_scores(out, scored_by, names)
     results = {}
     for split in names:
         if t.name != 'mnli':

@@ -126,6 +126,7 @@ class Corpus:
     def __repr__(self): return f'Corpus({self.name!r})'
 
 class _Paragraphs:
+    "The paragraphs of `corpus`, read anew on every iteration (a generator would be empty the second time)."
     def __init__(self, corpus): self.corpus = corpus
     def __iter__(self): return (p for doc in self.corpus for p in doc)
 

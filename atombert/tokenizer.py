@@ -159,10 +159,11 @@ def train_tokenizer(corpus, vocab_size=30000, kind='wordpiece', lowercase=True, 
     _check_max_length(max_length)
     texts, length = _texts(corpus)
     tok, inner = _untrained(kind, lowercase), ()
-    if kind == 'wordpiece' and _corpus_files(corpus) is None and iter(corpus) is corpus:
+    one_shot = _corpus_files(corpus) is None and iter(corpus) is corpus      # a generator: its texts can be read once
+    if kind == 'wordpiece' and one_shot:
         warnings.warn('train_tokenizer: a one-shot iterator of texts is read once, so the WordPiece ids can differ from run '
                       'to run (huggingface/tokenizers#1794); pass a list, files or a re-iterable for a reproducible tokenizer')
-    elif kind == 'wordpiece': inner, texts = _inner_pieces(tok, texts, length), _texts(corpus)[0]
+    elif kind == 'wordpiece': inner, texts = _inner_pieces(tok, texts, length), _texts(corpus)[0]   # the trainer reads them again
     try: tok.train_from_iterator(texts, _trainer(kind, vocab_size, min_frequency, show_progress, inner), length=length)
     except Exception as e:
         if 'not large enough' not in str(e): raise

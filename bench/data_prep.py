@@ -96,8 +96,8 @@ def main(argv=None):
     off, on = rows
     if off['tokens'] != on['tokens'] or off['vocab_learned'] != on['vocab_learned']:
         print(f"note: the two runs' tokenizers differ ({off['tokens']:,} vs {on['tokens']:,} tokens, {off['vocab_learned']:,} vs "
-              f"{on['vocab_learned']:,} entries): tokenizers' trainer breaks ties in hash-map order, which changes from process "
-              "to process (huggingface/tokenizers#1794); a rerun of this script can differ the same way")
+              f"{on['vocab_learned']:,} entries): train_tokenizer's WordPiece is reproducible from process to process "
+              "with the pool off (bench/tokenizer_repro.py), so here the pool made the difference; Unigram's ids follow hash-map order (huggingface/tokenizers#1794)")
     print(f"\nthe pool on / off: tokenizer training {off['tokenizer_training_s'] / on['tokenizer_training_s']:.2f}× as fast, "
           f"pretokenizing {off['pretokenize_s'] / on['pretokenize_s']:.2f}×")
     res = dict(benchmark='data_prep', args=vars(args), machine=C.machine_info('cpu'), wikitext103_tokens=WIKITEXT103_TOKENS,

@@ -287,6 +287,24 @@ def test_data_prep_bad_input(tmp_path):
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith('error: --corpus') and 'Traceback' not in r.stderr
     assert not (tmp_path/'x.json').exists()
 
+def test_tokenizer_repro(tmp_path):
+    "Each way of training in fresh processes: train_tokenizer's WordPiece gives one tokenizer, ids and all; the table and JSON say so."
+    out, res = run_bench('tokenizer_repro.py', tmp_path/'tr.json')
+    assert res['benchmark'] == 'tokenizer_repro' and 'id maps' in out and '× its time' in out
+    rows = {r['way']: r for r in res['rows']}
+    assert list(rows) == ['trainer alone', 'train_tokenizer', 'train_tokenizer unigram']
+    wordpiece, unigram = rows['train_tokenizer'], rows['train_tokenizer unigram']
+    assert wordpiece['distinct_id_maps'] == wordpiece['distinct_token_sets'] == 1 and wordpiece['ids_moved_max'] == 0
+    assert all(r['runs'] == 2 and len(r['seconds']) == 2 and min(r['seconds']) > 0 and 100 < r['entries'] <= 1000 for r in rows.values())
+    assert unigram['largest_score_difference'] is not None and rows['trainer alone']['largest_score_difference'] is None
+    assert len(wordpiece['only_here_vs_alone']) == 2 and wordpiece['time_ratio_vs_alone'] > 0 and 'time_ratio_vs_alone' not in unigram
+
+def test_tokenizer_repro_bad_input(tmp_path):
+    r = subprocess.run([sys.executable, 'bench/tokenizer_repro.py', '--corpus', str(tmp_path/'missing.txt'), '--out', str(tmp_path/'x.json')],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith('error: --corpus') and 'Traceback' not in r.stderr
+    assert not (tmp_path/'x.json').exists()
+
 def test_corpus_prep(tmp_path):
     "Tokenizer training and pretokenizing on compressed shards, one shard and all, each phase in a fresh process with its peak RSS."
     out, res = run_bench('corpus_prep.py', tmp_path/'cp.json', '--num-proc', '1,2')
