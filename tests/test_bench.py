@@ -12,6 +12,13 @@ def run_bench(script, out, *extra):
     assert r.returncode == 0, f'{script} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}'
     return r.stdout, json.loads(Path(out).read_text())
 
+def refused(script, tmp_path, *argv) -> str:
+    "Run `script` on bad input: it must fail with one clear error line, no traceback and no JSON written; that line."
+    out = tmp_path/'refused.json'
+    r = subprocess.run([sys.executable, f'bench/{script}', *argv, '--out', str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and 'Traceback' not in r.stderr and not out.exists(), (r.returncode, r.stderr[-2000:])
+    return r.stderr.strip().splitlines()[-1]
+
 def check_machine(res):
     assert {'cpu', 'torch', 'transformers', 'torch_threads'} <= set(res['machine'])
     assert res['machine']['torch_threads'] == 2
@@ -110,14 +117,10 @@ def test_int8_mnli(tmp_path):
     assert res['quantization']['dtype'] == 'qint8' and isinstance(res['target_met'], bool)
 
 def test_int8_mnli_model_must_exist(tmp_path):
-    r = subprocess.run([sys.executable, 'bench/int8_mnli.py', '--model', str(tmp_path/'nothing'), '--out', str(tmp_path/'x.json')],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode != 0 and 'no such directory' in r.stderr and not (tmp_path/'x.json').exists()
+    assert 'no such directory' in refused('int8_mnli.py', tmp_path, '--model', str(tmp_path/'nothing'))
 
 def test_bad_argument_is_one_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, 'bench/pretrain_step.py', '--seq-len', '0', '--out', str(tmp_path/'x.json')],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode != 0 and 'must be > 0' in r.stderr and not (tmp_path/'x.json').exists()
+    assert 'must be > 0' in refused('pretrain_step.py', tmp_path, '--seq-len', '0')
 
 def test_pretrain_recipe(tmp_path):
     "Two recipes at the smoke budget: the same held-out tokens for both, so the same unigram references; the curve and the plot."
@@ -158,9 +161,7 @@ def test_pretrain_recipe_rtd(tmp_path):
     assert [r['kwargs']['ngram'] for r in res['results']] == [3, 1]
 
 def test_pretrain_recipe_unknown_recipe(tmp_path):
-    r = subprocess.run([sys.executable, 'bench/pretrain_recipe.py', '--recipes', 'base,nope', '--out', str(tmp_path/'x.json')],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode != 0 and "unknown recipe(s) ['nope']" in r.stderr and not (tmp_path/'x.json').exists()
+    assert "unknown recipe(s) ['nope']" in refused('pretrain_recipe.py', tmp_path, '--recipes', 'base,nope')
 
 def test_transfer(tmp_path):
     "The smoke study: bag of words, an untrained row and two pretrained budgets from one run, dev accuracies in [0, 1]."
@@ -221,9 +222,7 @@ def test_finetune_recipe(tmp_path):
     assert wiki['data']['train_examples'] == 300 and set(wiki['starting_point']) == {'untrained', 'pretrained'}
 
 def test_finetune_recipe_unknown_variant(tmp_path):
-    r = subprocess.run([sys.executable, 'bench/finetune_recipe.py', '--variants', 'epochs 2,nope', '--out', str(tmp_path/'x.json')],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode != 0 and "unknown --variants ['nope']" in r.stderr and not (tmp_path/'x.json').exists()
+    assert "unknown --variants ['nope']" in refused('finetune_recipe.py', tmp_path, '--variants', 'epochs 2,nope')
 
 def test_study_corpus_layouts(tmp_path):
     "The MNLI sample in the studies' pretraining text: unpaired texts, or each premise with its hypothesis on one line."
@@ -282,10 +281,7 @@ def test_data_prep(tmp_path):
         assert abs(r['wikitext103_min'] - (r['tokenizer_training_s'] + r['pretokenize_s']) * scale / 60) < 1e-6
 
 def test_data_prep_bad_input(tmp_path):
-    r = subprocess.run([sys.executable, 'bench/data_prep.py', '--corpus', str(tmp_path/'missing.txt'), '--out', str(tmp_path/'x.json')],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith('error: --corpus') and 'Traceback' not in r.stderr
-    assert not (tmp_path/'x.json').exists()
+    assert refused('data_prep.py', tmp_path, '--corpus', str(tmp_path/'missing.txt')).startswith('error: --corpus')
 
 def test_tokenizer_repro(tmp_path):
     "Each way of training in fresh processes: train_tokenizer's WordPiece gives one tokenizer, ids and all; the table and JSON say so."
@@ -300,10 +296,8 @@ def test_tokenizer_repro(tmp_path):
     assert len(wordpiece['only_here_vs_alone']) == 2 and wordpiece['time_ratio_vs_alone'] > 0 and 'time_ratio_vs_alone' not in unigram
 
 def test_tokenizer_repro_bad_input(tmp_path):
-    r = subprocess.run([sys.executable, 'bench/tokenizer_repro.py', '--corpus', str(tmp_path/'missing.txt'), '--out', str(tmp_path/'x.json')],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith('error: --corpus') and 'Traceback' not in r.stderr
-    assert not (tmp_path/'x.json').exists()
+    assert refused('tokenizer_repro.py', tmp_path, '--corpus', str(tmp_path/'missing.txt')).startswith('error: --corpus')
+    assert refused('tokenizer_repro.py', tmp_path, '--runs', '1').startswith('error: --runs must be >= 2')
 
 def test_corpus_prep(tmp_path):
     "Tokenizer training and pretokenizing on compressed shards, one shard and all, each phase in a fresh process with its peak RSS."
@@ -373,9 +367,7 @@ def test_glue_transfer(tmp_path):
     assert res2['rows'] == res['rows'] and 'finetuning on' not in out2
 
 def test_glue_transfer_unknown_task(tmp_path):
-    r = subprocess.run([sys.executable, 'bench/glue_transfer.py', '--tasks', 'cola,squad', '--out', str(tmp_path/'x.json')],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --tasks: unknown GLUE task 'squad'")
+    assert refused('glue_transfer.py', tmp_path, '--tasks', 'cola,squad').startswith("error: --tasks: unknown GLUE task 'squad'")
 
 SCRIPTS = sorted(p.name for p in (ROOT/'bench').glob('*.py') if p.name != 'common.py')
 
