@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from .checkpoint import resolve_model_dir, tensor_digest
 from .config import AtomBertConfig
-from .files import atomic_write
+from .files import atomic_write, save_figure
 from .model import AtomBertForPreTraining, param_breakdown
 from .pretrain import pretrain, plateau_summary
 from .trainer_state import check_out_dir
@@ -190,7 +190,7 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
         ax.bar(list(scores), list(scores.values()), color='tab:blue')
         for i, v in enumerate(scores.values()): ax.text(i, v, f'{v:.1f}', ha='center', va='bottom')
         ax.set(ylabel='task score (dev)', title=f'GLUE dev: {glue_score(scores):.1f} over {len(scores)} task(s)')
-        fig.tight_layout(); out.mkdir(parents=True, exist_ok=True); fig.savefig(out/'glue.png', dpi=100); plt.close(fig)
+        fig.tight_layout(); save_figure(fig, out/'glue.png')
         lines += ['', '![task scores](glue.png)']
     atomic_write(out/'report.md', '\n'.join(lines) + '\n')
     print('\n'.join(lines[2:]))

@@ -16,7 +16,7 @@ from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
 from .model import AtomBertForSequenceClassification
 from .checkpoint import load_pretrained_state, model_from_state
-from .files import atomic_write
+from .files import atomic_write, save_figure
 from .glue import GlueTask, glue_metrics, glue_task, task_score, tasks_for_labels
 from .mnli import MNLI_LABELS
 from .batches import PairBatches, backend_of, column, encode_examples, pad_id_of
@@ -188,9 +188,7 @@ def plot_confusion(cm, path, title:str='', labels=MNLI_LABELS) -> Path:
     ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
            xlabel='predicted', ylabel='gold', title=title or f'accuracy {np.trace(cm) / max(cm.sum(), 1):.1%} of {int(cm.sum()):,}')
     fig.tight_layout()
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100); plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 def write_glue_predictions(model, tokenizer, data, path, batch_size:int=128, task='mnli') -> Path:
     """Write GLUE's submission file for `data` (a test set of GLUE task `task`): a header `index\\tprediction`, then one

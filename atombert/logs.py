@@ -8,6 +8,7 @@ __all__ = ['append_line', 'read_metrics', 'plot_metrics']
 # %% ../nbs/06_logs.ipynb #eb0aad5f
 import json, warnings
 from pathlib import Path
+from .files import save_figure
 
 # %% ../nbs/06_logs.ipynb #a01b9cd0
 def append_line(path, line:str):
@@ -53,7 +54,4 @@ def plot_metrics(out_dir, show:bool=False):
     if stats: axes[1].legend(fontsize=8)
     axes[2].plot([r['step'] for r in train], [r['lr'] for r in train]); axes[2].set(title='learning rate', xlabel='step')
     fig.tight_layout()
-    path = Path(out_dir)/'plots'/'training.png'; path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    if not show: plt.close(fig)
-    return path
+    return save_figure(fig, Path(out_dir)/'plots'/'training.png', close=not show)

@@ -1,5 +1,5 @@
 """Shared pieces of the benchmark scripts: their options, the machine, the transformers twin, peak memory measured
-in a fresh process, the studies' pretraining text, JSON output. The measuring itself (interleaved timing, matmul
+in a fresh process, the studies' pretraining text, JSON output (and plots, through the library's `atombert.files.save_figure`). The measuring itself (interleaved timing, matmul
 probes, counted FLOPs, the fixed batch, tables) is the library's `atombert.measure` (09_measure), re-exported here;
 the FLOP formula is `atombert.model`'s.
 
@@ -11,6 +11,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))   # run from a checkout without `pip install -e .`
+from atombert.files import save_figure   # noqa: E402  (00_files: plots written whole or not at all)
 from atombert.measure import (cpu_model, sync, interleaved, paired_ratio, matmul_fn, with_matmul, matmul_reference,  # noqa: E402
                               normalized_ratio, matmul_rate, counted_flops, pretraining_batch, print_table)   # 09_measure
 SHARED_DATA = Path(os.environ.get('ATOMBERT_SHARED_DATA', ROOT.parent/'shared'/'data'))   # real MNLI and WikiText, read-only

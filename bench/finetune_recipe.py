@@ -193,8 +193,7 @@ def plot(result:dict, path:Path) -> Path:
     fig.suptitle(f"finetuning recipe, one knob at a time ({result['data']['train_examples']:,} MNLI pairs, seed {result['args']['seed']}; "
                  f"dotted: the default recipe)", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
-    return path
+    return C.save_figure(fig, path)
 
 def main(argv=None):
     args = parse_args(argv)

@@ -174,8 +174,7 @@ def plot(result:dict, path:Path) -> Path:
                  f"{result['average']['untrained']:.1f},\nbag of words {result['average']['bag_of_words']:.1f} (task average)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
-    return path
+    return C.save_figure(fig, path)
 
 if __name__ == '__main__':
     main()

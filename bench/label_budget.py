@@ -85,8 +85,7 @@ def plot(result:dict, path:Path) -> Path:
     fig.suptitle(f"{result['args']['preset']}: untrained vs pretrained ({result['pretraining']['steps']:,} steps) by the number of "
                  f"labelled pairs (at least {result['args']['min_steps']} finetuning steps each)", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
-    return path
+    return C.save_figure(fig, path)
 
 def main(argv=None):
     args = parse_args(argv)

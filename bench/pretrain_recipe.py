@@ -134,8 +134,7 @@ def plot(results:list, path:Path) -> Path:
     axes[1].set(title='held-out MLM loss', xlabel='training minutes (steps × probed s/step)', ylabel='nats')
     for ax in axes: ax.legend(fontsize=8); ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
-    return path
+    return C.save_figure(fig, path)
 
 def main(argv=None):
     args = parse_args(argv)

@@ -222,8 +222,7 @@ def plot(result:dict, path:Path) -> Path:
     axes[1].set(title='pretraining: held-out MLM accuracy (WikiText-2 valid)', xlabel='pretraining minutes', ylabel='accuracy %')
     axes[1].legend(fontsize=8); axes[1].grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
-    return path
+    return C.save_figure(fig, path)
 
 def study_data(args, work:Path, layout:str='texts', tokenizer=None):
     """(pretraining folder, held-out file, tokenizer folder, train pairs, dev sets) of a study in `work`: the corpus

@@ -288,8 +288,7 @@ def plot(result:dict, path:Path) -> Path:
         ax.set_xscale('log')
         ax.set(title='fewer labels (dev matched)', xlabel='labelled MNLI pairs', ylabel='%'); ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=100); plt.close(fig)
-    return path
+    return C.save_figure(fig, path)
 
 if __name__ == '__main__':
     main()

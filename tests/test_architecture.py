@@ -89,7 +89,7 @@ ALLOWED = {
     'training': {'devices', 'trainer_state', 'logs', 'settings', 'files'},
     'budget': {'training', 'devices'},
     'trainer_state': {'checkpoint', 'albert', 'files'},
-    'devices': set(), 'logs': set(),
+    'devices': set(), 'logs': {'files'},
     'data': {'corpora', 'tokenizer', 'config', 'files'},
     'masking': {'data', 'tokenizer'},
     'corpora': {'tokenizer', 'files'},

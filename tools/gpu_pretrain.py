@@ -412,8 +412,8 @@ def plot(res: dict, path: Path) -> Path:
         ax[3].text(0.98, 0.02, f"end-to-end step at {res['end_to_end_over_model_only']:.0%} of the model-only step's tokens/s",
                    transform=ax[3].transAxes, ha='right', fontsize=8)
     fig.suptitle(f"{res['settings']['preset']} on {res.get('environment', {}).get('gpu', 'CPU (dry run)')}"); fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=90); plt.close(fig)
-    return path
+    from atombert.files import save_figure
+    return save_figure(fig, path, dpi=90)
 
 
 def main(argv=None):
