@@ -132,9 +132,8 @@ def _fingerprint(*parts) -> str:
     return h.hexdigest()[:16]
 
 def data_fingerprint(data) -> str:
-    "A hash of the (premise, hypothesis) texts of `data`, in order."
-    premises, hypotheses = column(data, 'premise'), column(data, 'hypothesis')
-    return _fingerprint('\n'.join(p + '\t' + h for p, h in zip(premises, hypotheses)))
+    "A hash of the (premise, hypothesis) texts of `data`, in order (the lists themselves: no separator a text could hold)."
+    return _fingerprint(column(data, 'premise'), column(data, 'hypothesis'))
 
 def teacher_logits(teacher, data, tokenizer=None, batch_size:int=128, max_length:int|None=None, cache_dir=None) -> torch.Tensor:
     "The teacher's logits (GLUE label order) for every example of `data`; cached in `cache_dir` when given (and the teacher has a `state_dict` to hash)."
