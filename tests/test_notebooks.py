@@ -35,3 +35,16 @@ def test_test_cells_import_nothing(nb):
         imports = [l for l in lines if _IMPORT.match(l.strip())]
         assert not imports or len(imports) == len(lines), \
             f"{nb.name}, cell {i}: {imports[0].strip()!r} beside test code: move it to the notebook's hidden header cell"
+
+
+@pytest.mark.parametrize('nb', notebooks, ids=[p.stem for p in notebooks])
+def test_every_export_has_show_doc(nb):
+    "Each exported function and class is documented where it is defined: a `show_doc` cell (constants need none)."
+    import importlib
+    text = '\n'.join(''.join(c['source']) for c in json.loads(nb.read_text())['cells'])
+    m = re.search(r'^#\| default_exp (\S+)', text, re.M)
+    if not m: pytest.skip('exports nothing')
+    module = importlib.import_module(f'atombert.{m[1]}')
+    names = [n for n in module.__all__ if callable(getattr(module, n)) and not n.isupper()]
+    missing = [n for n in names if not re.search(rf'show_doc\({re.escape(n)}\b', text)]
+    assert not missing, f'{nb.name}: no show_doc for {missing}'
