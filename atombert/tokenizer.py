@@ -163,7 +163,7 @@ def train_tokenizer(corpus, vocab_size=30000, kind='wordpiece', lowercase=True, 
     if kind == 'wordpiece' and one_shot:
         warnings.warn('train_tokenizer: a one-shot iterator of texts is read once, so the WordPiece ids can differ from run '
                       'to run (huggingface/tokenizers#1794); pass a list, files or a re-iterable for a reproducible tokenizer')
-    elif kind == 'wordpiece': inner, texts = _inner_pieces(tok, texts, length), _texts(corpus)[0]   # the trainer reads them again
+    elif kind == 'wordpiece': inner, texts = _inner_pieces(tok, texts, length, show_progress), _texts(corpus)[0]   # the trainer reads them again
     try: tok.train_from_iterator(texts, _trainer(kind, vocab_size, min_frequency, show_progress, inner), length=length)
     except Exception as e:
         if 'not large enough' not in str(e): raise
@@ -175,11 +175,11 @@ def train_tokenizer(corpus, vocab_size=30000, kind='wordpiece', lowercase=True, 
     saved['added_tokens'] = [t for t in saved['added_tokens'] if t['content'] in SPECIAL_TOKENS]   # the inner pieces are ordinary
     return _add_template(Tokenizer.from_str(json.dumps(saved)), max_length)
 
-def _inner_pieces(tok, texts, length=None) -> list[str]:
-    "`##c` for every character `c` inside a word of `texts` (after `tok`'s normalizer and pre-tokenizer), sorted."
+def _inner_pieces(tok, texts, length=None, show_progress=False) -> list[str]:
+    "`##c` for every character `c` inside a word of `texts` (after `tok`'s normalizer and pre-tokenizer), sorted: a first pass, with its own progress bar."
     words = Tokenizer(models.WordLevel(unk_token='[UNK]'))
     words.normalizer, words.pre_tokenizer = tok.normalizer, tok.pre_tokenizer
-    words.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=2**31 - 1, min_frequency=0, show_progress=False), length=length)
+    words.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=2**31 - 1, min_frequency=0, show_progress=show_progress), length=length)
     return sorted({'##' + c for w in words.get_vocab() for c in w[1:]})
 
 # %% ../nbs/00_tokenizer.ipynb #b58e3fb5
