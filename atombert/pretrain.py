@@ -211,7 +211,7 @@ def _config(preset:str, objective:str, dropout=None, overrides=None) -> AtomBert
     base = AtomBertConfig.preset(preset, **PRESET_CONFIG.get(preset, {})).to_dict()
     return AtomBertConfig.from_dict({**base, **(overrides or {}), 'sentence_objective': objective, **dropout_overrides(dropout)})
 
-def _trained_tokenizer(corpus, vocab_size:int, kind:str, cache:Path):
+def _trained_tokenizer(corpus, vocab_size:int, kind:str, cache:Path, progress:bool=False):
     """A tokenizer trained on `corpus`, or the one an earlier run trained with the same corpus files and settings.
     WordPiece training is reproducible (`train_tokenizer`), Unigram's is not: tokenizers numbers its pieces in hash-map
     order, which changes from process to process (as in huggingface/tokenizers#1794). Kept in the
@@ -224,13 +224,13 @@ def _trained_tokenizer(corpus, vocab_size:int, kind:str, cache:Path):
     key = _cache_key(corpus.identity, settings, tokenizers.__version__, atombert.__version__)
     saved = cache/'tokenizers'/f'{kind}-{vocab_size}-{key}'
     if (saved/'tokenizer.json').is_file(): return load_tokenizer(saved)
-    tok = train_tokenizer(corpus.texts(), vocab_size=vocab_size, kind=kind, show_progress=False)
+    tok = train_tokenizer(corpus.texts(), vocab_size=vocab_size, kind=kind, show_progress=progress)   # tokenizers' bars, in a terminal
     with atomic_dir(saved, exist_ok=True) as tmp: save_tokenizer(tok, tmp)   # another process may save it first: the same role
     return tok
 
 def _cache_key(*parts) -> str: return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-def _tokenizer_for(out:Path, tokenizer, resume:bool, corpus, vocab_size:int, kind:str, rank:int, world:int, cache:Path):
+def _tokenizer_for(out:Path, tokenizer, resume:bool, corpus, vocab_size:int, kind:str, rank:int, world:int, cache:Path, progress:bool=False):
     "The run's tokenizer: given, resumed, or trained (on process 0, or from the cache) and saved in `out`."
     saved = out/'tokenizer.json'
     if tokenizer is not None:
@@ -240,7 +240,7 @@ def _tokenizer_for(out:Path, tokenizer, resume:bool, corpus, vocab_size:int, kin
                              f'({tokenizer_fingerprint(tok)} vs {tokenizer_fingerprint(load_tokenizer(out))})')
     elif resume and saved.exists(): tok = load_tokenizer(out)
     else:
-        if rank == 0: tok = _trained_tokenizer(corpus, vocab_size, kind, cache)
+        if rank == 0: tok = _trained_tokenizer(corpus, vocab_size, kind, cache, progress)
         if rank == 0: save_tokenizer(tok, out)
         if world > 1: dist.barrier()
         tok = load_tokenizer(out)
@@ -301,7 +301,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     rank, world, dev = init_distributed(args.device)
     if rank == 0: out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir else _default_cache()
-    t = time.perf_counter(); tok = _tokenizer_for(out, tokenizer, resume, train_corpus, vocab_size, tokenizer_kind, rank, world, cache)
+    t = time.perf_counter(); tok = _tokenizer_for(out, tokenizer, resume, train_corpus, vocab_size, tokenizer_kind, rank, world, cache, progress)
     timings = dict(tokenizer_s=time.perf_counter() - t)                      # run.json records how long preparing the data took
     config = config.replace(vocab_size=tok.get_vocab_size())
     if resume and checkpoints(out) and saved_config.vocab_size != config.vocab_size:
