@@ -159,6 +159,10 @@ def train_tokenizer(corpus, vocab_size=30000, kind='wordpiece', lowercase=True, 
     _check_max_length(max_length)
     texts, length = _texts(corpus)
     tok, inner = _untrained(kind, lowercase), ()
+    if kind == 'unigram':
+        warnings.warn("train_tokenizer: Unigram training is not reproducible from process to process: tokenizers' trainer numbers "
+                      'its pieces, and sums their scores, in hash-map order (huggingface/tokenizers#1794); save the tokenizer '
+                      'to reuse it (pretrain keeps each one it trains in its cache)')
     one_shot = _corpus_files(corpus) is None and iter(corpus) is corpus      # a generator: its texts can be read once
     if kind == 'wordpiece' and one_shot:
         warnings.warn('train_tokenizer: a one-shot iterator of texts is read once, so the WordPiece ids can differ from run '
