@@ -126,9 +126,9 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
             print(f"{t.name} {split:8s} " + '  '.join(f'{m} {r[m]:.2f}' for m in t.metrics) + f"  (score {r['score']:.2f}, n={r['n']:,}"
                   + (', predicted ' + ', '.join(f'{k} {v:,}' for k, v in r['predicted'].items()) if 'predicted' in r else '') + ')')
         elif split.startswith('test'):     # a test set (or a file named like one): GLUE's prediction file, no score
-            r = {'predictions': str(write_glue_predictions(clf, tok, load_mnli(data, 'test_matched' if file else split), out/f'{split}.tsv', batch_size))}
+            r = {'predictions': str(write_glue_predictions(clf, tok, load_mnli(data, None if file else split), out/f'{split}.tsv', batch_size))}
         else:
-            r = evaluate_mnli(clf, tok, load_mnli(data, 'validation_matched' if file else split), batch_size)
+            r = evaluate_mnli(clf, tok, load_mnli(data, None if file else split), batch_size)
             r['plot'] = str(plot_confusion(r['confusion'], out/f'confusion_{split}.png', title=f'{split}: {r["accuracy"]:.1%}'))
             print(f"{split:24s} accuracy {r['accuracy']:.4f}  (majority class {r['majority']:.4f}, n={r['n']:,})")
         results[split] = r | scored_by
@@ -220,7 +220,7 @@ def predict_cmd(model:str=None,               # finetuned model directory
     if premise is not None and (hypothesis is None) != (len(t.text) == 1):
         raise ValueError(f'{t.name} takes ' + ('one sentence: --premise TEXT alone' if len(t.text) == 1 else 'a pair: --premise and --hypothesis go together'))
     if data is None: pairs = (premise, hypothesis) if hypothesis is not None else (premise,)
-    else: pairs = load_mnli(data, 'test_matched', verbose=False, keep_unlabelled=True) if t.name == 'mnli' else read_glue(t, data)
+    else: pairs = load_mnli(data, None, verbose=False, keep_unlabelled=True) if t.name == 'mnli' else read_glue(t, data)
     start = time.perf_counter()
     rows = classify_pairs(clf, tok, pairs, batch_size, progress=progress and data is not None)
     seconds = time.perf_counter() - start

@@ -206,11 +206,14 @@ def label_counts(data) -> dict:
     out = dict(zip(MNLI_LABELS, counts[1:].tolist()))
     return out | ({'unlabeled': int(counts[0])} if counts[0] else {})
 
-def load_mnli(source='hub', split:str='train', strict:bool=True, detokenize:bool|None=None, verbose:bool=True,
+def load_mnli(source='hub', split:str|None='train', strict:bool=True, detokenize:bool|None=None, verbose:bool=True,
               keep_unlabelled:bool=False):
-    "MNLI `split` from `source` ('hub', 'builtin', a file or a folder) as a `datasets.Dataset` with GLUE label ids (-1: none; rows without a gold label are left out unless `keep_unlabelled`)."
+    """MNLI `split` from `source` ('hub', 'builtin', a file or a folder) as a `datasets.Dataset` with GLUE label ids (-1: none;
+    rows without a gold label are left out unless `keep_unlabelled`). A single file is one split: `split` may be None."""
     import datasets
-    split, names = _split_name(split), None
+    if split is None and (str(source) in ('hub', 'builtin') or not Path(source).is_file()):
+        raise ValueError(f'load_mnli({str(source)!r}, split=None): name a split, one of {MNLI_SPLITS} (a single file needs none)')
+    split, names = split and _split_name(split), None
     if isinstance(source, str) and source == 'builtin': return _builtin_split(split, verbose)
     if isinstance(source, str) and source == 'hub':
         where = f'hub nyu-mll/glue mnli[{split}]'
