@@ -25,7 +25,7 @@ WAYS = {'trainer alone': 'wordpiece', 'train_tokenizer': 'wordpiece', 'train_tok
 
 def parse_args(argv=None):
     p = C.script_parser(__doc__, 'bench/results/tokenizer_repro.json', 'vocabulary 1,000, the validation file alone, 2 runs',
-                        threads_help="cores tokenizers' pool may use (RAYON_NUM_THREADS)")
+                        threads_help="RAYON_NUM_THREADS for tokenizers' pool (off here, TOKENIZERS_PARALLELISM=false, as atombert run sets it)")
     p.add_argument('--corpus', nargs='*', default=None, help='text files, compressed or not (default: WikiText-2 raw validation and test)')
     p.add_argument('--vocab-size', type=int, default=30000)
     p.add_argument('--runs', type=int, default=3, help='fresh processes per way of training')
