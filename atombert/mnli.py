@@ -213,7 +213,7 @@ def load_mnli(source='hub', split:str|None='train', strict:bool=True, detokenize
     import datasets
     if split is None and (str(source) in ('hub', 'builtin') or not Path(source).is_file()):
         raise ValueError(f'load_mnli({str(source)!r}, split=None): name a split, one of {MNLI_SPLITS} (a single file needs none)')
-    split, names = split and _split_name(split), None
+    split, names = None if split is None else _split_name(split), None
     if isinstance(source, str) and source == 'builtin': return _builtin_split(split, verbose)
     if isinstance(source, str) and source == 'hub':
         where = f'hub nyu-mll/glue mnli[{split}]'
