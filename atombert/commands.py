@@ -116,6 +116,7 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
     out = Path(out) if out else Path(model)/'eval'
     t = model_task(clf, task)
     file = one_file(data)                 # one split, under the file's name: scored, or (named test*) predicted
+    mnli_split = lambda split: load_mnli(data, None) if file else task_examples(t, data, split)   # GLUE's download too, as finetune
     names = [Path(data).stem] if file else t.dev if t.name != 'mnli' else [s.strip() for s in splits.split(',') if s.strip()]
     out.mkdir(parents=True, exist_ok=True)
     kept = _kept_scores(out, scored_by, names)
@@ -126,9 +127,9 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
             print(f"{t.name} {split:8s} " + '  '.join(f'{m} {r[m]:.2f}' for m in t.metrics) + f"  (score {r['score']:.2f}, n={r['n']:,}"
                   + (', predicted ' + ', '.join(f'{k} {v:,}' for k, v in r['predicted'].items()) if 'predicted' in r else '') + ')')
         elif split.startswith('test'):     # a test set (or a file named like one): GLUE's prediction file, no score
-            r = {'predictions': str(write_glue_predictions(clf, tok, load_mnli(data, None if file else split), out/f'{split}.tsv', batch_size))}
+            r = {'predictions': str(write_glue_predictions(clf, tok, mnli_split(split), out/f'{split}.tsv', batch_size))}
         else:
-            r = evaluate_mnli(clf, tok, load_mnli(data, None if file else split), batch_size)
+            r = evaluate_mnli(clf, tok, mnli_split(split), batch_size)
             r['plot'] = str(plot_confusion(r['confusion'], out/f'confusion_{split}.png', title=f'{split}: {r["accuracy"]:.1%}'))
             print(f"{split:24s} accuracy {r['accuracy']:.4f}  (majority class {r['majority']:.4f}, n={r['n']:,})")
         results[split] = r | scored_by
@@ -162,7 +163,7 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
             atomic_write(done, before.read_text())
         if done.is_file(): results[name] = json.loads(done.read_text()); continue
         try: train_data, devs = source(t, 'train'), {split: source(t, split) for split in t.dev}
-        except (FileNotFoundError, ValueError) as e: skipped[name] = str(e).splitlines()[0]; print(f'{name}: skipped ({skipped[name]})'); continue
+        except (FileNotFoundError, ValueError, ConnectionError) as e: skipped[name] = str(e).splitlines()[0]; print(f'{name}: skipped ({skipped[name]})'); continue
         print(f'{name}: finetuning on {len(train_data):,} examples ...', flush=True)
         resume = run.is_dir() and any(run.iterdir())
         finetune(model, train_data, devs[t.dev[0]], run, task=name, max_steps=max_steps or None, batch_size=batch_size, lr=lr,
@@ -172,7 +173,7 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
         tests = {'test_matched': 'MNLI-m', 'test_mismatched': 'MNLI-mm'} if name == 'mnli' else {'test': t.folder}
         for split, file in tests.items():                  # GLUE's submission files, where the data has test sets
             try: test_data = source(t, split)
-            except (FileNotFoundError, ValueError): continue
+            except (FileNotFoundError, ValueError, ConnectionError): continue
             write_glue_predictions(clf, tok, test_data, out/'submission'/f'{file}.tsv', task=t)
         atomic_write(done, json.dumps(results[name], indent=2) + '\n')
     scores = {n: sum(r['score'] for r in res.values()) / len(res) for n, res in results.items()}   # MNLI: its two dev sets

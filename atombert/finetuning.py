@@ -16,7 +16,7 @@ from .config import dropout_overrides
 from .model import AtomBertForSequenceClassification
 from .glue import GlueTask, glue_task, load_glue
 from .mnli import load_mnli
-from .batches import PairBatches, backend_of, collate_batches, encode_examples, pad_id_of
+from .batches import PairBatches, backend_of, collate_batches, column, encode_examples, pad_id_of
 from .evaluation import logits_of, pair_max_length, teacher_logits, tokenizer_of
 from .training import Task, TrainArgs, fit
 from .trainer_state import check_out_dir
@@ -122,6 +122,9 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     if (v := backend_of(tokenizer).get_vocab_size()) > model.config.vocab_size:
         raise ValueError(f'the tokenizer has {v} tokens, the model only {model.config.vocab_size} embeddings: not its tokenizer?')
     train_data, eval_data = _examples(train_data, 'train', task), (None if eval_data is None else _examples(eval_data, task.dev[0], task))
+    if teacher is None and not any(label >= 0 for label in column(train_data, 'label')):   # else a run of loss 0 that 'succeeds'
+        raise ValueError(f'the training data has no labels ({len(train_data):,} examples, every label -1): a test set, or a file '
+                         f'whose label column is not {task.label!r}?')
     max_length, pad_id = pair_max_length(model, tokenizer, max_length), pad_id_of(tokenizer)
     saved = Tokenizer.from_str(backend_of(tokenizer).to_str())   # evaluate and predict then truncate where finetuning did
     saved.enable_truncation(max_length)

@@ -89,10 +89,11 @@ def read_glue(task, path) -> list[dict]:
     for line, row in enumerate(rows[1:] if header else rows, 2 if header else 1):
         if row in ([], ['']): continue                             # a blank line (a trailing one, say) is no example
         where = f'{path}:{line}'
-        if len(row) < len(names) and len(row) <= max(at[c] for c in task.text): raise ValueError(f'{where}: {len(row)} fields, {len(names)} expected')
+        if len(row) != len(names):   # a shifted column would read a text as the label, a short row drop its label unsaid
+            raise ValueError(f'{where}: {len(row)} fields, {len(names)} expected (a tab inside a text, or a missing field?)')
         ex = dict(text_a=row[at[task.text[0]]])
         if len(task.text) == 2: ex['text_b'] = row[at[task.text[1]]]
-        ex['label'] = _label_id(task, row[at[task.label]], where) if task.label in at and at[task.label] < len(row) else -1
+        ex['label'] = _label_id(task, row[at[task.label]], where) if task.label in at else -1
         ex['idx'] = int(row[at['index']]) if 'index' in at else len(out)
         out.append(ex)
     if not out: raise ValueError(f'{path}: no examples')

@@ -112,3 +112,25 @@ def test_the_suite_in_one_command_resumes_task_by_task(tmp_path, pretrained):
     (cola/'eval').mkdir(exist_ok=True); (cola/'glue_results.json').rename(cola/'eval'/'results.json')
     third = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert third.returncode == 0 and 'finetuning' not in third.stdout and (cola/'glue_results.json').is_file(), third.stdout
+
+
+def test_mnli_from_glue_download_and_an_unreachable_hub(tmp_path, pretrained):
+    "MNLI in GLUE's download (ROOT/MNLI/*.tsv): finetune and evaluate both find it; with no hub, glue skips MNLI as it skips the rest."
+    rows = [json.loads(l) for l in (GLUE.parent/'mnli'/'dev_matched.jsonl').read_text().splitlines()[:48]]
+    (tmp_path/'glue_root'/'MNLI').mkdir(parents=True)
+    for split in ('train', 'dev_matched', 'dev_mismatched'):
+        (tmp_path/'glue_root'/'MNLI'/f'{split}.tsv').write_text('index\tsentence1\tsentence2\tgold_label\n' + ''.join(
+            f"{r['idx']}\t{r['premise']}\t{r['hypothesis']}\t{r['label_text']}\n" for r in rows))
+    root, run = str(tmp_path/'glue_root'), str(tmp_path/'run')
+    r = subprocess.run([ATOMBERT, 'finetune', '--model', str(pretrained), '--task', 'mnli', '--data', root, '--out', run, '--max-steps', '2',
+                        '--batch-size', '16', '--no-progress'], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    e = subprocess.run([ATOMBERT, 'evaluate', '--model', run, '--data', root], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert e.returncode == 0, e.stderr[-3000:]
+    res = json.loads((tmp_path/'run'/'eval'/'results.json').read_text())
+    assert list(res) == ['validation_matched', 'validation_mismatched'] and res['validation_matched']['n'] == 48
+    g = subprocess.run([ATOMBERT, 'glue', '--model', str(pretrained), '--data', 'hub', '--tasks', 'cola,mnli', '--out', str(tmp_path/'glue')],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert g.returncode == 0, g.stderr[-3000:]
+    report = (tmp_path/'glue'/'report.md').read_text()
+    assert 'Skipped: cola (cannot load GLUE cola' in report and 'mnli (cannot load MNLI from the hub' in report, report
