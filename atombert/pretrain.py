@@ -331,13 +331,14 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
         budget = _budget(out, recorded.get('budget'), budget_minutes, lambda: budget_steps(budget_minutes, model, train_data, collate, task, args,
                          eval_data, held_out_masking, eval_batches))
         args.max_steps = budget['max_steps']
+    args.precision = resolve_precision(args.precision, dev, model)           # what `fit` runs: `auto` resolved, as a checkpoint keeps it
     if resume: check_same_run(args)                                           # before run.json is rewritten
-    if rank == 0:   # the arguments, with the precision `fit` resolves `auto` to
+    if rank == 0:
         atomic_write(out/'run.json', json.dumps(dict(command='pretrain', corpus=str(corpus), preset=preset, seq_len=seq_len,
             objective=objective, token_objective=token_objective, **(dict(generator_size=generator_size, rtd_weight=rtd_weight) if rtd else {}),
             mlm_probability=mlm_probability, ngram=ngram, whole_word=whole_word, eval_corpus=eval_spec, train_examples=len(train_data),
             train_tokens=tokens['train'].num_tokens, tokenizer=tokenizer_fingerprint(tok), **({'budget': budget} if budget else {}),
             timings=timings,
-            args=vars(args) | dict(precision=resolve_precision(args.precision, dev, model))), indent=2, default=str))
+            args=vars(args)), indent=2, default=str))
     return fit(model, train_data, collate, task, args, eval_data=eval_data, resume=resume,
                tokenizer=tok, eval_batches=eval_batches, progress=progress, eval_collate=held_out_masking, callbacks=callbacks)

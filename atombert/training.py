@@ -171,7 +171,7 @@ _FRESH_STATE = dict(step=0, epoch=0, batch=0, bad_steps=0, skipped_steps=0)   # 
 # what fixes a run's trajectory: a checkpoint records them, and a resume with others would silently be another run
 # (the length may change, to train on: the schedule is then rebuilt over the new one, and a warning says so)
 TRAJECTORY = ('max_steps', 'batch_size', 'grad_accum', 'lr', 'weight_decay', 'betas', 'eps', 'schedule', 'warmup', 'clip_grad',
-              'batch_ramp_steps', 'seed')
+              'batch_ramp_steps', 'seed', 'precision')
 
 def _trajectory(args, settings=None) -> dict:
     "`args`' `TRAJECTORY` settings, with the caller's own `settings` over them, as a checkpoint holds them (JSON)."
@@ -187,7 +187,7 @@ def check_same_run(args, settings=None) -> str|None:
     now = _trajectory(args, settings)
     if saved is None: return                                    # a checkpoint written before settings were kept
     free = () if args.schedule == 'onecycle' else ('max_steps',)
-    if changed := ', '.join(f'{k} {saved.get(k)} → {now[k]}' for k in now if k not in free and saved.get(k) != now[k]):
+    if changed := ', '.join(f'{k} {saved.get(k)} → {now[k]}' for k in now if k not in free and k in saved and saved[k] != now[k]):
         raise ValueError(f'{args.out_dir} was trained with other settings ({changed}): resume it with the ones it started with')
     if saved['max_steps'] != now['max_steps']:
         return (f"{args.out_dir}: resuming with max_steps {now['max_steps']} (it started with {saved['max_steps']}): "
@@ -310,10 +310,14 @@ def _start(model, args:TrainArgs, device, rank:int, world:int, resume:bool, toke
     if resume and checkpoints(out):
         longer = check_same_run(args, settings)
         state.update(load_checkpoint(checkpoints(out)[-1], model, opt, sched, scaler, tokenizer, rank))
-        if longer and rank == 0: warnings.warn(longer)                 # said once the checkpoint has loaded
+        if longer:                     # the next step's rate from the new length's schedule, not the one the checkpoint kept
+            sched.last_epoch -= 1; sched.step()
+            if rank == 0: warnings.warn(longer)                        # said once the checkpoint has loaded
         if rank == 0 and (out/'metrics.jsonl').exists():   # drop what was logged after that checkpoint
             keep = [r for r in read_metrics(out) if r['step'] <= state['step']]
             atomic_write(out/'metrics.jsonl', ''.join(json.dumps(r) + '\n' for r in keep))
+    elif checkpoints(out):             # a fresh run's checkpoints would be pruned by name among these, and a resume load theirs
+        raise ValueError(f'{out} holds checkpoints of another run: resume it, or choose an empty out_dir')
     elif rank == 0 and (out/'metrics.jsonl').exists(): (out/'metrics.jsonl').unlink()
     state['settings'] = _trajectory(args, settings)
     if rank == 0: out.mkdir(parents=True, exist_ok=True)
@@ -338,7 +342,8 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
     log = lambda row: rank == 0 and append_line(out/'metrics.jsonl', json.dumps(row))
     run_eval = lambda: held_out_metrics(model, eval_data, eval_collate or collate, task, args.batch_size, args.precision, args.seed,
                                         device, rank, world, eval_batches)
-    if eval_data is not None and args.eval_every and state['step'] == 0: log(dict(step=0, split='eval', **run_eval()))   # where the curves start
+    if eval_data is not None and args.eval_every and state['step'] == 0:
+        log(dict(step=0, split='eval', **run_eval())); loop.meter['start'] = time.perf_counter()   # where the curves start; not timed
     pbar = tqdm(total=args.max_steps, initial=state['step'], disable=not progress or rank != 0, dynamic_ncols=True,
                 mininterval=1.0, desc='train')
     t0, metrics = time.perf_counter(), {}
@@ -350,9 +355,9 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
         state['step'] += 1; loop.meter['steps'] += 1; pbar.update(1)
         stop = _agreed_stop([cb.after_step(state) for cb in loop.callbacks], device, world)   # every callback sees every step
         step, last = state['step'], state['step'] == args.max_steps or stop
-        logging = step % args.log_every == 0 or last
         evaluating = eval_data is not None and ((args.eval_every and step % args.eval_every == 0) or last)
         saving = (args.save_every and step % args.save_every == 0) or last
+        logging = step % args.log_every == 0 or saving     # a checkpoint closes the window: a resume logs what the run would
         if not (logging or evaluating or saving): continue
         state['bad_steps'], state['skipped_steps'] = int(bad_run), int(skipped)      # the host waits here, not every step
         if state['bad_steps'] >= args.max_bad_steps:
