@@ -178,8 +178,8 @@ def _corpus_files(spec) -> list:
         return files
     found = sorted(p for p in Path(spec).rglob('*') if p.is_file())
     tables = [p for p in found if is_table_file(p)]
-    shards = [p for p in tables if _is_json_lines_shard(p)]            # a config.json beside them stays out
-    files = [p for p in found if is_text_file(p)] or shards or tables   # text first: a stray config.json stays out
+    shards = [p for p in tables if _is_json_lines_shard(p) or _format_suffix(p) in ('.parquet', '.arrow')]   # never a config file
+    files = [p for p in found if is_text_file(p)] or shards or tables   # text first: a config.json beside shards stays out
     if not files: raise ValueError(f'empty corpus: no {"/".join(TEXT_SUFFIXES + TABLE_SUFFIXES)} files in {spec} '
                                    f'(plain or {"/".join(COMPRESSIONS)})')
     return files

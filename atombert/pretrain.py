@@ -191,6 +191,12 @@ PRETRAIN_LIMITS = dict(
     ngram=at_least(1), eval_batches=at_least(0), budget_minutes=at_least(0))
 HELD_OUT_MASKING = dict(mlm_probability=0.15, ngram=1)  # held-out MLM is always scored so: recipes that mask differently compare
 
+def _held_out_split(spec) -> str:
+    "Where held-out text comes from: a corpus's validation split where it has one (a `save_to_disk` DatasetDict too), else its one split."
+    if isinstance(spec, str) and spec in _HELD_OUT: return 'validation'
+    splits = Path(spec)/'dataset_dict.json' if isinstance(spec, (str, os.PathLike)) else None
+    return 'validation' if splits and splits.is_file() and 'validation' in json.loads(splits.read_text()).get('splits', []) else 'train'
+
 def _default_cache() -> Path:
     return Path(os.environ.get('ATOMBERT_CACHE', Path.home()/'.cache'/'atombert'))
 
@@ -295,8 +301,11 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
         if saved_config.replace(vocab_size=config.vocab_size) != config:
             raise ValueError(f'the checkpoint in {out} was trained with another configuration than preset {preset!r}')
     train_corpus = load_corpus(corpus, 'train', text_column)                 # missing / empty / binary fail here
-    eval_spec = eval_corpus if eval_corpus is not None else (corpus if corpus in _HELD_OUT else None)
-    held_out = load_corpus(eval_spec, 'validation' if eval_spec in _HELD_OUT else 'train', text_column) if eval_spec else None   # a file has one split
+    eval_spec = eval_corpus if eval_corpus is not None else (corpus if _held_out_split(corpus) == 'validation' else None)
+    eval_split = _held_out_split(eval_spec) if eval_spec is not None else None      # a file has one split
+    if eval_split == 'train' and str(eval_spec) == str(corpus):
+        raise ValueError(f'--eval-corpus {eval_spec} is the training corpus: its held-out metrics would score the text it trains on')
+    held_out = load_corpus(eval_spec, eval_split, text_column) if eval_spec is not None else None
 
     rank, world, dev = init_distributed(args.device)
     if rank == 0: out.mkdir(parents=True, exist_ok=True)
@@ -316,12 +325,14 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     train_data = PretrainingDataset(tokens['train'], tok, seq_len, objective, seed=seed)
     eval_data = PretrainingDataset(tokens['eval'], tok, seq_len, objective, seed=seed + 1) if 'eval' in tokens else None
     if epochs: args.max_steps = max(1, math.ceil(epochs * len(train_data) / (args.batch_size * args.grad_accum)))
-    collate = MaskingCollator(tok, mlm_probability=mlm_probability, ngram=ngram, whole_word=whole_word, seed=seed, sample_uniforms=rtd)
+    pad_to = 8 if seq_len + -seq_len % 8 <= config.max_position_embeddings else None   # padded rows must fit the positions
+    collate = MaskingCollator(tok, mlm_probability=mlm_probability, ngram=ngram, whole_word=whole_word, pad_to_multiple_of=pad_to,
+                              seed=seed, sample_uniforms=rtd)
     torch.manual_seed(seed)
     model = Electra(config, generator_size) if rtd else AtomBertForPreTraining(config)
     unigram = unigram_log_probs(tokens['train'], config.vocab_size)
     task = RTDTask(objective, unigram, rtd_weight) if rtd else PreTrainingTask(objective, unigram)
-    held_out_masking = MaskingCollator(tok, **HELD_OUT_MASKING, seed=seed, sample_uniforms=rtd)   # one protocol, whatever the training masking
+    held_out_masking = MaskingCollator(tok, **HELD_OUT_MASKING, pad_to_multiple_of=pad_to, seed=seed, sample_uniforms=rtd)   # one protocol, whatever the training masking
     budget = None
     recorded = json.loads((out/'run.json').read_text()) if resume and (out/'run.json').is_file() else {}
     if recorded and not (budget_minutes or epochs or 'max_steps' in train):   # a resume that names no length keeps the run's
