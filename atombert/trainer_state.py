@@ -26,8 +26,8 @@ def _set_rng_state(s:dict):
     n = s['numpy']; np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
 
 def rank_rng_states(world:int=1) -> list[dict]:
-    "Every process's torch RNG states (`cpu`, `cuda`), in rank order: what a checkpoint needs to resume each stream."
-    mine = dict(cpu=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+    "Every process's torch RNG states (`cpu`, and `cuda`: its own GPU's), in rank order: what a checkpoint needs to resume each stream."
+    mine = dict(cpu=torch.get_rng_state(), cuda=[torch.cuda.get_rng_state()] if torch.cuda.is_available() else [])   # a resume may see fewer GPUs
     if world == 1: return [mine]
     every = [None] * world
     dist.all_gather_object(every, mine)
@@ -37,7 +37,9 @@ def _set_rank_rng_state(states:list[dict], rank:int):
     "Restore process `rank`'s stream; a process the checkpoint did not have (more processes now) gets a stream of its own."
     own = states[rank] if rank < len(states) else states[0]
     torch.set_rng_state(own['cpu'])
-    if own['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(own['cuda'])
+    if own['cuda'] and torch.cuda.is_available():     # its GPU's; a checkpoint written before kept every visible GPU's, in order
+        cuda, device = own['cuda'], torch.cuda.current_device()
+        torch.cuda.set_rng_state(cuda[device] if 1 < len(cuda) and device < len(cuda) else cuda[0])
     if rank >= len(states): torch.manual_seed(int(torch.randint(1 << 62, (1,))) + rank)
 
 def check_out_dir(out, resume:bool):
