@@ -90,7 +90,8 @@ def model_task(model, task:str|None=None) -> GlueTask:
         if len(fits) == 1: return glue_task(fits[0])
         raise ValueError(f"the model's labels ({labels}) fit " + (' and '.join(fits) if fits else 'no GLUE task') + ': say which with --task')
     t = glue_task(task)
-    if t.name not in fits:
+    named = sorted(str(n).lower() for n in config.label_names or ())
+    if t.name not in fits and not (named and named == sorted(t.labels)):   # its labels in another order: `task_logits` reorders them
         raise ValueError(f"--task {t.name} has labels {', '.join(t.labels) or 'a score'}, the model {labels}: "
                          + (f"it was finetuned for {' or '.join(fits)}" if fits and (config.label_names or len(fits) == 1) else 'another task?'))
     return t
