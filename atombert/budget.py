@@ -40,6 +40,8 @@ def budget_steps(minutes:float, model, train_data, collate, task:Task, args:Trai
     t0 = time.perf_counter()
     rank, world, device = init_distributed(args.device)
     probe_dir, probe, clock = Path(args.out_dir)/'.budget-probe', copy.deepcopy(model), StepClock(device, probe_steps, probe_seconds)
+    if rank == 0: shutil.rmtree(probe_dir, ignore_errors=True)    # a killed probe's leftovers: its checkpoint would be another run's
+    if world > 1: dist.barrier()
     fit(probe, train_data, collate, task, dataclasses.replace(args, out_dir=str(probe_dir), max_steps=10**9, eval_every=0,
         save_every=0, log_every=10**9, keep_checkpoints=1, batch_ramp_steps=0), progress=False, callbacks=[clock])   # full steps
     timed = clock.times[len(clock.times) // 2:]                  # the second half: the machine under sustained load

@@ -13,7 +13,7 @@ from .commands import NOT_FLAGS, RUN_ARGS, evaluate_cmd, finetune_cmd, glue_cmd,
 from .glue import GLUE_TASKS
 from .mnli import MNLI_SPLITS
 from .pretrain import PRETRAIN_ARGS, PRETRAIN_LIMITS, pretrain
-from .settings import Limit, above, at_least, between, one_of, setting_limits
+from .settings import Limit, above, at_least, between, setting_limits
 from .training import TrainArgs, TrainingStopped
 
 # %% ../nbs/10_cli.ipynb #b4adec1e
@@ -21,9 +21,11 @@ def _is_json_object(text:str) -> bool:
     try: return isinstance(json.loads(text), dict)
     except json.JSONDecodeError: return False
 
+def _is_task(text:str) -> bool: return text.strip().lower().replace('-', '') in GLUE_TASKS   # as `glue_task` reads it: 'SST-2' is sst2
+
 def _are_tasks(text:str) -> bool:
-    names = [s.strip() for s in text.split(',') if s.strip()]
-    return text == 'all' or (bool(names) and set(names) <= set(GLUE_TASKS))
+    names = [s for s in text.split(',') if s.strip()]
+    return text == 'all' or (bool(names) and all(map(_is_task, names)))
 
 def _are_splits(text:str) -> bool:
     names = [s.strip() for s in text.split(',') if s.strip()]
@@ -44,7 +46,7 @@ LIMITS = PRETRAIN_LIMITS | {   # pretraining's own settings (preset, seq_len, dr
     ('glue', 'lr'): Limit(lambda v: v >= 0, '>= 0 (0: by model width)'),
     'finetune_lr': Limit(lambda v: v >= 0, '>= 0 (0: by model width)'),
     # data and distillation
-    'alpha': between(0, 1), 'temperature': above(0), 'task': one_of(*GLUE_TASKS),
+    'alpha': between(0, 1), 'temperature': above(0), 'task': Limit(_is_task, 'one of ' + ', '.join(GLUE_TASKS)),
     'tasks': Limit(_are_tasks, 'all, or comma-separated GLUE tasks: ' + ', '.join(GLUE_TASKS)),
     'config_overrides': Limit(_is_json_object, 'a JSON object, e.g. {"norm": "pre"}'),
     'splits': Limit(_are_splits, 'comma-separated MNLI splits: ' + ', '.join(MNLI_SPLITS)),
@@ -117,12 +119,13 @@ def command_parser(command:str) -> argparse.ArgumentParser:
     for name, (help, kind, default) in flags_of(command).items():
         kind = next((t for t in typing.get_args(kind) if t is not type(None)), kind)     # str|None: str
         group = parser if name in own else training
-        if kind is bool:
-            group.add_argument(('--no-' if default else '--') + name.replace('_', '-'), dest=name, default=default,
+        given = default if name in own else argparse.SUPPRESS   # a training setting reaches **train only when given: the command
+        if kind is bool:                                        # knows then what was asked (--budget-minutes without --max-steps)
+            group.add_argument(('--no-' if default else '--') + name.replace('_', '-'), dest=name, default=given,
                                action='store_false' if default else 'store_true', help=_switch_help(help, default))
         else:
             limit = limit_of(command, name)
-            group.add_argument('--' + name.replace('_', '-'), dest=name, default=default,
+            group.add_argument('--' + name.replace('_', '-'), dest=name, default=given,
                                type=_checked(kind, limit) if limit else kind,
                                help=help + ('' if default is None else f' (default: {default})') + (f' [{limit.says}]' if limit else ''))
     return parser

@@ -7,7 +7,7 @@ __all__ = ['DEMO', 'RUN_ARGS', 'RUN_SHARED', 'NOT_FLAGS', 'one_file', 'info', 'f
            'predict_cmd', 'write_report', 'run']
 
 # %% ../nbs/10_commands.ipynb #60c96bc0
-import json, sys, time, warnings
+import inspect, json, sys, time, warnings
 from pathlib import Path
 import torch
 from .checkpoint import resolve_model_dir, tensor_digest
@@ -118,6 +118,8 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
     file = one_file(data)                 # one split, under the file's name: scored, or (named test*) predicted
     mnli_split = lambda split: load_mnli(data, None) if file else task_examples(t, data, split)   # GLUE's download too, as finetune
     names = [Path(data).stem] if file else t.dev if t.name != 'mnli' else [s.strip() for s in splits.split(',') if s.strip()]
+    if file and (out/f'{names[0]}.tsv').resolve() == Path(data).resolve():    # a test file's predictions are written under its name
+        raise ValueError(f'--data {data} is in --out {out}: its predictions would overwrite it; give another --out')
     out.mkdir(parents=True, exist_ok=True)
     kept = _kept_scores(out, scored_by, names)
     results = {}
@@ -152,7 +154,7 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
     from atombert.finetuning import finetune, task_examples
     if model is None: raise ValueError('--model is required (a pretrained model directory)')
     model, out = resolve_model_dir(model), Path(out)
-    names = list(GLUE_TASKS) if tasks == 'all' else [glue_task(n).name for n in tasks.split(',') if n.strip()]
+    names = list(GLUE_TASKS) if tasks == 'all' else [glue_task(n.strip()).name for n in tasks.split(',') if n.strip()]
     source = lambda t, split: task_examples(t, data, split)
     results, skipped = {}, {}
     for name in names:
@@ -216,6 +218,8 @@ def predict_cmd(model:str=None,               # finetuned model directory
     if (data is None) == (premise is None): raise ValueError('give examples: --data FILE, or --premise TEXT [--hypothesis TEXT]')
     if data is not None and not Path(data).is_file(): raise ValueError(f'--data {data}: not a file (a .tsv, .jsonl or .csv of pairs)')
     if out is not None and Path(out).is_dir(): raise ValueError(f'--out {out} is a directory; give a file name')
+    if out is not None and data is not None and Path(out).resolve() == Path(data).resolve():
+        raise ValueError(f'--out {out} is --data: the predictions would overwrite the examples; give another file')
     clf, tok = load_finetuned(model, int8=int8)
     t = model_task(clf, task)
     if premise is not None and (hypothesis is None) != (len(t.text) == 1):
@@ -316,11 +320,14 @@ def run(out:str='runs/atombert',              # output folder of the whole pipel
     `--num-workers` the finetuning too."""
     import datetime
     if taken := set(NOT_FLAGS['run']) & set(train): raise ValueError(f'run sets {", ".join(taken)} from pretrain_steps / pretrain_epochs')
-    if demo:
+    if demo:   # the demo's settings, except where a flag (one that is not its default) asks for another
+        own = inspect.signature(run).parameters
+        named = dict(corpus=corpus, mnli=mnli, preset=preset, vocab_size=vocab_size, seq_len=seq_len, pretrain_steps=pretrain_steps,
+                     finetune_batch_size=finetune_batch_size, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
+                     config_overrides=config_overrides)
         corpus, mnli, preset, vocab_size, seq_len, pretrain_steps, finetune_batch_size, finetune_epochs, finetune_lr, config_overrides = (
-            DEMO[k] for k in ('corpus', 'mnli', 'preset', 'vocab_size', 'seq_len', 'pretrain_steps', 'finetune_batch_size',
-                              'finetune_epochs', 'finetune_lr', 'config_overrides'))
-        train = train | DEMO['train']
+            DEMO[k] if v == own[k].default else v for k, v in named.items())
+        train = DEMO['train'] | train
     if one_file(mnli): raise ValueError(f'--mnli {mnli} is one file; run needs the train and dev sets: a folder holding both')
     train = RUN_ARGS | train
     out = Path(out)
@@ -334,10 +341,10 @@ def run(out:str='runs/atombert',              # output folder of the whole pipel
              config_overrides=config_overrides, max_steps=pretrain_steps or 1,
              eval_every=max(1, pretrain_steps // 5) if pretrain_steps else 0, **train)
     t1 = time.time()
-    if not (resume and (out/'mnli'/'model.safetensors').exists()):
-        finetune(out/'pretrain', mnli_data['train'], mnli_data['validation_matched'], out/'mnli', epochs=finetune_epochs,
-                 batch_size=finetune_batch_size, lr=finetune_lr, progress=progress, resume=resume and (out/'mnli').exists(),
-                 **{k: v for k, v in train.items() if k in RUN_SHARED})
+    # resumed, a finished finetuning only reloads; from weights that pretraining has since changed, it is refused (finetune)
+    finetune(out/'pretrain', mnli_data['train'], mnli_data['validation_matched'], out/'mnli', epochs=finetune_epochs,
+             batch_size=finetune_batch_size, lr=finetune_lr, progress=progress, resume=resume and (out/'mnli').exists(),
+             **{k: v for k, v in train.items() if k in RUN_SHARED})
     t2 = time.time()
     results = evaluate_cmd(str(out/'mnli'), mnli, out=str(out/'mnli'/'eval'))
     config = AtomBertConfig.from_json(json.dumps(json.loads((out/'pretrain'/'config.json').read_text())['atombert']))

@@ -44,6 +44,12 @@ def init_distributed(device:str='') -> tuple[int, int, torch.device]:
     world = int(os.environ.get('WORLD_SIZE', '1'))
     if world > 1 and device.startswith('cuda:'):        # it would put every process on that one GPU
         raise ValueError(f'--device {device} with {world} processes: each process takes the GPU of its LOCAL_RANK; give --device cuda')
+    try: asked = torch.device(device) if device else None
+    except RuntimeError: raise ValueError(f'--device {device!r} is not a device (cpu, cuda, cuda:N, mps)') from None
+    if asked is not None and asked.type == 'cuda' and not (torch.cuda.is_available() and (asked.index or 0) < torch.cuda.device_count()):
+        raise ValueError(f'--device {device}: ' + (f'there are {torch.cuda.device_count()} CUDA device(s)' if torch.cuda.is_available()
+                                                     else 'this torch sees no CUDA device'))
+    if asked is not None and asked.type == 'mps' and not torch.backends.mps.is_available(): raise ValueError('--device mps: MPS is not available here')
     cuda = torch.cuda.is_available() and device in ('', 'cuda')
     local = int(os.environ.get('LOCAL_RANK', '0'))
     dev = torch.device(f'cuda:{local}' if cuda else (device or 'cpu'))

@@ -56,6 +56,7 @@ def _label_id(value, names=None):
     if isinstance(value, str):
         v = value.strip().lower()
         if v == '-': return None
+        if v == 'hidden': return -1                           # MultiNLI's unlabelled test files
         if v in MNLI_LABELS: return MNLI_LABELS.index(v)
         if re.fullmatch(r'-?\d+', v): value = int(v)          # '--1' stays a string, and is refused below
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and -1 <= value < len(MNLI_LABELS): return int(value)

@@ -81,7 +81,7 @@ ALLOWED = {
     'cli': {'commands', 'pretrain', 'glue', 'mnli', 'training', 'settings'},
     'commands': {'pretrain', 'finetuning', 'evaluation', 'glue', 'mnli', 'trainer_state', 'logs', 'checkpoint', 'model', 'config', 'files'},
     'pretrain': {'budget', 'training', 'trainer_state', 'devices', 'corpora', 'data', 'masking', 'checkpoint', 'model', 'tokenizer', 'config', 'settings', 'files'},
-    'finetuning': {'evaluation', 'glue', 'mnli', 'batches', 'training', 'trainer_state', 'model', 'config'},
+    'finetuning': {'evaluation', 'glue', 'mnli', 'batches', 'training', 'trainer_state', 'checkpoint', 'model', 'config'},
     'evaluation': {'glue', 'mnli', 'batches', 'checkpoint', 'model', 'tokenizer', 'files'},
     'mnli': {'batches', 'files'},
     'batches': {'tokenizer'},

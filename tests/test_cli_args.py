@@ -4,6 +4,7 @@ import dataclasses, inspect, json, os, subprocess, sys
 from pathlib import Path
 
 import pytest
+from unittest import mock
 
 from atombert.cli import COMMANDS, FREE, LIMITS, NOT_FLAGS, PYTHON_ONLY, TRAIN_DEFAULTS, command_parser, flags_of, limit_of, main
 from atombert.training import TrainArgs
@@ -107,12 +108,12 @@ def test_the_issue_examples(capsys, argv, says):
 
 @pytest.mark.parametrize('command', COMMANDS)
 def test_defaults_pass_their_own_limits(command):
-    "Parsing nothing gives the function's own defaults and, for the TrainArgs fields, the command's (else fit's), all valid."
+    "Parsing nothing gives the function's own defaults and no training setting; those --help shows are the command's (else fit's), all valid."
     args = vars(command_parser(command).parse_args([]))
     own = {k: p.default for k, p in inspect.signature(COMMANDS[command]).parameters.items()
            if p.kind is not p.VAR_KEYWORD and k not in PYTHON_ONLY}
-    assert {k: args[k] for k in own} == own
-    train = {k: v for k, v in args.items() if k not in own}
+    assert args == own                                    # a training setting reaches the command only when given
+    train = {k: default for k, (_, _, default) in flags_of(command).items() if k not in own}
     fields = {f.name: f.default for f in dataclasses.fields(TrainArgs)}
     assert train == {k: TRAIN_DEFAULTS.get(command, {}).get(k, fields[k]) for k in train}
     if train:
@@ -129,7 +130,7 @@ def test_every_flag_and_default_kept(command):
     for flag, default in FLAGS_BEFORE[command].items():
         action = parser._option_string_actions.get(flag)
         assert action is not None, f'{command} {flag} is gone'
-        assert parser.get_default(action.dest) == default, (command, flag, parser.get_default(action.dest), default)
+        assert flags_of(command)[action.dest][2] == default, (command, flag, flags_of(command)[action.dest][2], default)   # as --help shows it
 
 
 @pytest.mark.parametrize('command,argv,expected', [
@@ -207,3 +208,20 @@ def test_a_missing_model_is_named_before_the_data(tmp_path):
     assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr
     assert f"no model directory {str(tmp_path/'no-model')!r}" in r.stderr and 'MNLI' not in r.stderr, r.stderr
     assert not (tmp_path/'run').exists()
+
+
+def test_demo_keeps_the_flags_given_beside_it(tmp_path):
+    "run --demo sets the embedded default's settings, except those a flag gave (they were silently replaced)."
+    seen = {}
+    class Stop(Exception): pass
+    def capture(corpus, out, preset, **kw): seen.update(corpus=corpus, preset=preset, **kw); raise Stop
+    with mock.patch('atombert.commands.pretrain', capture), pytest.raises(Stop):
+        main(['run', '--demo', '--preset', 'tiny', '--lr', '3e-4', '--out', str(tmp_path/'demo'), '--no-progress'])
+    assert (seen['corpus'], seen['preset'], seen['lr'], seen['batch_size'], seen['seq_len']) == ('builtin', 'tiny', 3e-4, 64, 64)
+
+
+@pytest.mark.parametrize('argv', [['finetune', '--task', 'SST-2'], ['glue', '--tasks', 'rte, MRPC']])
+def test_task_names_as_glue_reads_them(argv):
+    "Case, dashes and spaces as `glue_task` takes them: the flag check agrees with the command."
+    args = vars(command_parser(argv[0]).parse_args(argv[1:]))
+    assert args[argv[1][2:]] == argv[2]

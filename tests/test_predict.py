@@ -181,3 +181,14 @@ def test_transformers_pipeline_matches_a_glue_model(tmp_path, task):
         for o, th in zip(ours, theirs):
             assert {x['label'] for x in th} == set(t.labels)
             assert max(abs(x['score'] - o['probabilities'][x['label']]) for x in th) < 5e-5   # float32 through two attention kernels, as STS-B's
+
+
+def test_output_never_overwrites_the_input(tmp_path, classifier):
+    "--out naming --data (predict), or --out holding a test file whose predictions take its name (evaluate): one line, input kept."
+    pairs = write_pairs(tmp_path/'pairs.jsonl', 'jsonl'); before = pairs.read_text()
+    r = atombert('predict', '--model', classifier, '--data', pairs, '--out', tmp_path/'.'/'pairs.jsonl', '--no-progress')
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'is --data: the predictions would overwrite the examples' in r.stderr, r.stderr
+    test = tmp_path/'test_matched.tsv'; write_pairs(test, 'tsv'); before_test = test.read_text()
+    e = atombert('evaluate', '--model', classifier, '--data', test, '--out', tmp_path)
+    assert e.returncode == 1 and e.stderr.count('\n') == 1 and 'its predictions would overwrite it' in e.stderr, e.stderr
+    assert (pairs.read_text(), test.read_text()) == (before, before_test)

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get('ATOMBERT_SHARED_DATA', ROOT.parent/'shared'/'data'))
 VALID = SHARED/'wikitext'/'wikitext-2-raw'/'wiki.valid.raw'
+HELD_OUT = VALID.parent/'wiki.test.raw'      # another text: a corpus held out by itself is refused
 ENV = {**os.environ, 'HF_DATASETS_OFFLINE': '1', 'HF_HUB_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'OMP_NUM_THREADS': '1'}
 
 
@@ -40,7 +41,7 @@ def tokenizer_dir(tmp_path_factory):
 
 def test_pretrain_end_to_end(tmp_path, tokenizer_dir):
     r = atombert(*common(tmp_path, '--tokenizer', tokenizer_dir, '--max-steps', 12, '--out', tmp_path/'run',
-                         '--eval-corpus', VALID, '--eval-every', 6, '--eval-batches', 2))
+                         '--eval-corpus', HELD_OUT, '--eval-every', 6, '--eval-batches', 2))
     assert r.returncode == 0, r.stderr
     from atombert import AtomBertForPreTraining
     m = AtomBertForPreTraining.from_pretrained(tmp_path/'run')
@@ -79,7 +80,7 @@ def test_ddp_processes_match_one(tmp_path, tokenizer_dir, token_objective, objec
     # samples come from each example's seed (MaskingCollator(sample_uniforms=True)), so they match too
     args = common(tmp_path, '--tokenizer', tokenizer_dir, '--max-steps', 6, '--batch-size', 8, '--objective', objective, '--dropout', 0,
                   '--precision', 'fp32', '--token-objective', token_objective,   # exact math: bf16 rounds the processes' sums differently
-                  '--eval-corpus', VALID, '--eval-every', 3, '--eval-batches', 2)   # the held-out examples must not depend on the processes
+                  '--eval-corpus', HELD_OUT, '--eval-every', 3, '--eval-batches', 2)   # the held-out examples must not depend on the processes
     one = atombert(*args, '--out', tmp_path/'one')
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(processes),
@@ -128,3 +129,20 @@ def test_bad_input_one_line_and_nothing_lost(tmp_path, tokenizer_dir, case):
     r = atombert('pretrain', '--corpus', VALID, '--preset', 'tiny', '--max-steps', 2, '--out', out, '--no-progress')
     assert r.returncode == 1 and '--resume' in r.stderr
     assert [p.name for p in out.iterdir()] == ['keep.txt'] and (out/'keep.txt').read_text() == 'precious'
+
+
+def test_only_the_flags_given_set_the_length(tmp_path, tokenizer_dir):
+    "--budget-minutes alone sets the length from the command line, and a plain --resume keeps a run's recorded length."
+    args = common(tmp_path, '--tokenizer', tokenizer_dir, '--eval-every', 0)
+    r = atombert(*args, '--budget-minutes', 0.03, '--out', tmp_path/'budget')
+    assert r.returncode == 0, r.stderr[-3000:]
+    budget = json.loads((tmp_path/'budget'/'run.json').read_text())['budget']
+    assert atombert(*args, '--budget-minutes', 0.03, '--max-steps', 5, '--out', tmp_path/'both').returncode == 1   # one or the other
+    r = atombert(*args, '--max-steps', 3, '--out', tmp_path/'short')
+    assert r.returncode == 0, r.stderr[-3000:]
+    for run in ('budget', 'short'):
+        again = atombert(*args, '--resume', '--out', tmp_path/run)
+        assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path/'budget'/'run.json').read_text())['budget'] == budget
+    assert json.loads((tmp_path/'short'/'run.json').read_text())['args']['max_steps'] == 3       # not PRETRAIN_ARGS' 6000
+    assert [json.loads(l)['step'] for l in (tmp_path/'short'/'metrics.jsonl').read_text().splitlines()][-1] == 3
