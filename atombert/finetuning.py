@@ -118,7 +118,7 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
         warnings.filterwarnings('ignore', message='.*newly initialized.*classifier')
         model = AtomBertForSequenceClassification.from_pretrained(model_dir, num_labels=task.num_labels, label_names=task.labels,
                                                                   **dropout_overrides(dropout))
-    start = tensor_digest(model.state_dict())[:16]     # the weights it starts from: a resume from others would be another run
+    starting_weights = tensor_digest(model.state_dict())[:16]   # a resume from other weights would be another run
     model.model.embeddings.word.requires_grad_(not freeze_embeddings)      # the optimizer takes trainable parameters only
     tokenizer = tokenizer or tokenizer_of(model_dir)
     if (v := backend_of(tokenizer).get_vocab_size()) > model.config.vocab_size:
@@ -144,5 +144,5 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
                                max_steps=max_steps or max(1, math.ceil(epochs * len(train_batches) / per_step)))
     held_out = None if eval_data is None else batches(eval_data, 'eval', False)
     return fit(model, train_batches, collate_batches, task, args, eval_data=held_out, resume=resume, tokenizer=saved, progress=progress,
-               callbacks=callbacks, settings=dict(batch_size=batch_size, processes=world, start=start))   # args.batch_size counts processes here
+               callbacks=callbacks, settings=dict(batch_size=batch_size, processes=world, starting_weights=starting_weights))   # args.batch_size counts processes here
 

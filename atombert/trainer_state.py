@@ -86,7 +86,8 @@ def load_checkpoint(path, model, opt, sched, scaler, tokenizer=None, rank:int=0)
         raise ValueError(f'checkpoint {path} does not fit this model ({why}): another configuration?')
     model.load_state_dict({k: v for k, v in sd.items() if k in own})
     ts = torch.load(path/'trainer_state.pt', map_location='cpu', weights_only=True)
-    opt.load_state_dict(ts['optimizer']); sched.load_state_dict(ts['scheduler']); scaler.load_state_dict(ts['scaler'])
+    opt.load_state_dict(ts['optimizer']); sched.load_state_dict(ts['scheduler'])
+    if scaler.is_enabled() and ts['scaler']: scaler.load_state_dict(ts['scaler'])   # a run saved without fp16 has none: refused as another run
     _set_rank_rng_state(ts.get('rank_rng') or [dict(cpu=ts['torch_rng'], cuda=ts['cuda_rng'])], rank)   # or one state, as written before
     _set_rng_state(state.pop('rng')); state.pop('sha256')
     return state

@@ -308,8 +308,9 @@ def _start(model, args:TrainArgs, device, rank:int, world:int, resume:bool, toke
     opt, scaler = make_optimizer(model, args), torch.amp.GradScaler(device.type, enabled=args.precision == 'fp16')
     sched, state = make_schedule(opt, args), dict(_FRESH_STATE)
     if resume and checkpoints(out):
-        longer = check_same_run(args, settings)
+        # its own checks first (damage, another tokenizer or configuration: the more telling refusal), then the settings
         state.update(load_checkpoint(checkpoints(out)[-1], model, opt, sched, scaler, tokenizer, rank))
+        longer = check_same_run(args, settings)
         if longer:                     # the next step's rate from the new length's schedule, not the one the checkpoint kept
             sched.last_epoch -= 1; sched.step()
             if rank == 0: warnings.warn(longer)                        # said once the checkpoint has loaded

@@ -40,8 +40,8 @@ DRY = dict(preset='tiny', vocab_size=1000, seq_len=64, batch_size=16, pretrain_s
 
 def recipe() -> dict:
     "The full recipe: `atombert run`'s defaults (atombert-8m, WikiText-103 × 2 epochs at 256 × 128, then MNLI × 2 epochs at 32)."
-    from atombert.cli import command_parser
-    d = vars(command_parser('run').parse_args([]))          # its own defaults and those of its training settings (RUN_ARGS, TrainArgs)
+    from atombert.cli import flags_of
+    d = {k: default for k, (_, _, default) in flags_of('run').items()}   # its own defaults and its training settings' (RUN_ARGS, TrainArgs)
     return {k: d[k] for k in ('preset', 'vocab_size', 'seq_len', 'pretrain_epochs', 'batch_size', 'lr', 'token_objective',
                               'finetune_batch_size', 'finetune_epochs', 'finetune_lr', 'precision', 'corpus', 'mnli')}
 
