@@ -123,6 +123,24 @@ def test_the_full_models_weights_come_back_in_three_files_under_16_mib(tmp_path)
     assert len(files) == 5 and all(f.stat().st_size < 16 * 2 ** 20 for f in files), [(f.name, f.stat().st_size) for f in files]
 
 
+def test_finetuning_past_the_deadline_stops_and_is_still_scored(dry_run):
+    "Pretraining that ran long must not cost the main score: finetuning stops at the deadline, saved, scored, marked cut short."
+    import time
+    tmp, _ = dry_run
+    sys.path.insert(0, str(ROOT/'tools'))
+    import gpu_pretrain
+    train = gpu_pretrain.read_pairs(tmp/'data'/'mnli_train.jsonl.xz')
+    dev = {n: gpu_pretrain.read_pairs(tmp/'data'/f'mnli_dev_{n}.jsonl.xz') for n in ('matched', 'mismatched')}
+    r = gpu_pretrain.finetuned(tmp/'work'/'pretrain', tmp/'cut_short', train, dev, 'cpu', stop_at=time.perf_counter())
+    assert r['cut_short'] and r['steps'] == 1 < r['planned_steps'] and 0 <= r['matched'] <= 1
+    assert (tmp/'cut_short'/'model.safetensors').is_file()
+    full = json.loads((tmp/'device_out'/'gpu_pretrain.json').read_text())['mnli']['pretrained']
+    assert not full['cut_short'] and full['steps'] == full['planned_steps']
+    res = dict(phases=dict(finetune_pretrained=1.0), seconds=1.0, mnli=dict(pretrained=r))
+    gpu_pretrain.report(res)
+    assert any(f"cut short at step 1 of {r['planned_steps']}" in line for line in gpu_pretrain.log.lines)
+
+
 def test_a_run_too_short_for_a_rate_is_reported_not_a_crash(capsys):
     "A budget that held a single logged step (a dry run on a loaded machine) has no end-to-end rate: the report says so."
     sys.path.insert(0, str(ROOT/'tools'))

@@ -32,7 +32,8 @@ folder is not there, and the job pretrains on the shards it carried and says so:
 The JSON, a plot and the pretrained weights as sharded safetensors (under 16 MiB a file, without the tokenizer: it
 travelled from here, and its fingerprint is in the JSON) go to --out-dir ($OUT on the GPU machine): 7 files. The JSON
 is written after every phase and the weights as soon as pretraining ends, so a run cut short still brings back what it
-measured; the untrained twin is skipped if its finetuning would end after --deadline-minutes.
+measured. Finetuning stops at --deadline-minutes (the model is still scored, marked cut short, with its steps), and the
+untrained twin is skipped if its finetuning would end after it: pretraining that ran long never costs the main score.
 """
 import argparse, json, lzma, os, shutil, sys, time, traceback
 from pathlib import Path
@@ -48,8 +49,9 @@ SHARD_LIMIT = '15MB'              # each file that comes back is at most 16 MiB
 # the full recipe's settings (`atombert run`), and the dry run's smoke sizes
 FULL = dict(preset='atombert-8m', vocab_size=30_000, seq_len=128, batch_size=256, lr=1e-3, eval_every=500, log_every=50,
             num_workers=4, matmul_size=8192, shard_limit=SHARD_LIMIT)
-DRY = dict(preset='tiny', vocab_size=1000, seq_len=64, batch_size=16, lr=1e-3, eval_every=10, log_every=5, num_workers=2,
+DRY = dict(preset='tiny', vocab_size=1000, seq_len=64, batch_size=16, lr=1e-3, eval_every=10, log_every=1, num_workers=2,
            matmul_size=256, shard_limit='200KB')          # the tiny model's 320 KB in two shards: the index is exercised
+# log_every=1: a loaded machine's probe can leave the 15-s budget 2 steps, and the end-to-end rate needs two logged windows
 
 
 def parse_args(argv=None):
@@ -69,7 +71,8 @@ def parse_args(argv=None):
     run.add_argument('--work', default=None, help='scratch folder (default: a temporary one)')
     run.add_argument('--pretrain-minutes', type=float, default=4.5, help='pretraining budget (the probe included)')
     run.add_argument('--num-workers', type=int, default=None, help='DataLoader workers that read and mask the batches')
-    run.add_argument('--deadline-minutes', type=float, default=9.0, help='the untrained twin is not finetuned if it would end later')
+    run.add_argument('--deadline-minutes', type=float, default=9.0, help='finetuning stops by then (still scored, marked cut short); '
+                     'the untrained twin is not started if it would end later')
     run.add_argument('--dry-run', action='store_true', help='CPU, smoke size: preset tiny, seconds of pretraining')
     args = p.parse_args(argv)
     if args.command == 'prepare' and args.shards < 1: p.error('--shards must be >= 1')
@@ -275,20 +278,28 @@ def model_only(run: Path, batch: dict, S: dict, device: str, repeats: int = 10) 
                 ms_all=[x * 1e3 for x in times['step']])
 
 
-def finetuned(model_dir: Path, out: Path, train: list, dev: dict, device: str) -> dict:
-    "`finetune`'s defaults on the train pairs (seed 0), then accuracy on each dev set, on `device`."
+def finetuned(model_dir: Path, out: Path, train: list, dev: dict, device: str, stop_at: float = float('inf')) -> dict:
+    """`finetune`'s defaults on the train pairs (seed 0), then accuracy on each dev set, on `device`. Finetuning stops after
+    the step that passes `stop_at` (`time.perf_counter()`): a run cut short is still saved, scored and marked so."""
     import torch, warnings
     from atombert.evaluation import evaluate_mnli, load_finetuned
     from atombert.finetuning import finetune
-    t = time.perf_counter()
+    from atombert.trainer_state import checkpoints
+    from atombert.training import Callback
+    class Deadline(Callback):
+        steps = 0
+        def after_step(self, state): self.steps = state['step']; return time.perf_counter() >= stop_at
+    deadline, t = Deadline(), time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        finetune(model_dir, train, None, out, seed=0, progress=False, device=device)
+        finetune(model_dir, train, None, out, seed=0, progress=False, device=device, callbacks=[deadline])
     finetune_s, t = time.perf_counter() - t, time.perf_counter()
+    planned = json.loads((checkpoints(out)[-1]/'trainer_state.json').read_text())['settings']['max_steps']   # the run's length
     model, tok = load_finetuned(out)
     model.to(torch.device(device))
     acc = {name: evaluate_mnli(model, tok, d)['accuracy'] for name, d in dev.items()}
-    return dict(**acc, finetune_s=finetune_s, evaluate_s=time.perf_counter() - t)
+    return dict(**acc, finetune_s=finetune_s, evaluate_s=time.perf_counter() - t, steps=deadline.steps, planned_steps=planned,
+                cut_short=deadline.steps < planned)
 
 
 def untrained_twin(run: Path, out: Path) -> Path:
@@ -336,13 +347,16 @@ def job(args) -> dict:
             res['model_only_step'] = model_only(work/'pretrain', batch, S, device, repeats=3 if args.dry_run else 10)
             rate = res['pretraining']['tokens_per_s']       # None when the budget held too few logged windows (a loaded dry run)
             res['end_to_end_over_model_only'] = rate and rate / res['model_only_step']['tokens_per_s']
-        res['mnli'] = {}
+        res['mnli'], stop_at = {}, phases.t0 + args.deadline_minutes * 60
         for name, model_dir in (('pretrained', work/'pretrain'), ('untrained', untrained_twin(work/'pretrain', work/'untrained'))):
             if res['mnli'] and phases.elapsed() + phases['finetune_pretrained'] > args.deadline_minutes * 60:
                 res['mnli'][name] = dict(skipped=f"{phases.elapsed():.0f} s gone: another {phases['finetune_pretrained']:.0f} s would pass "
                                                  f"the {args.deadline_minutes:g}-minute deadline"); log(f"skipped {name}: {res['mnli'][name]['skipped']}")
                 continue
-            with phases(f'finetune_{name}'): res['mnli'][name] = finetuned(model_dir, work/f'finetuned_{name}', train, dev, device)
+            with phases(f'finetune_{name}'):       # a finetuning that runs past the deadline stops there and is scored
+                res['mnli'][name] = finetuned(model_dir, work/f'finetuned_{name}', train, dev, device, stop_at)
+            if res['mnli'][name]['cut_short']: log(f"finetune_{name} cut short at the deadline: step {res['mnli'][name]['steps']:,} "
+                                                   f"of {res['mnli'][name]['planned_steps']:,}")
     except Exception as e:
         res['error'] = f'{type(e).__name__}: {e}'; res['traceback'] = traceback.format_exc()[-4000:]
         log(f'FAILED: {res["error"]}')
@@ -382,7 +396,8 @@ def report(res: dict):
     for name, r in res.get('mnli', {}).items():
         if 'skipped' in r: log(f'MNLI {name:10s}: skipped ({r["skipped"]})'); continue
         log(f"MNLI {name:10s}: dev matched {100 * r['matched']:.2f}%, mismatched {100 * r['mismatched']:.2f}% "
-            f"(finetuned in {r['finetune_s']:.0f} s); the seed: {SEED_MNLI}%")
+            f"(finetuned in {r['finetune_s']:.0f} s" + (f", cut short at step {r['steps']:,} of {r['planned_steps']:,}" if r.get('cut_short') else '')
+            + f"); the seed: {SEED_MNLI}%")
 
 
 def plot(res: dict, path: Path) -> Path:
@@ -403,7 +418,8 @@ def plot(res: dict, path: Path) -> Path:
         ax[2].bar([j + 0.4 * i for j in range(len(names))], [100 * mnli[n][split] for n in names], 0.4, label=f'dev {split}')
         if bow: ax[2].axhline(100 * bow[split], color=f'C{i}', ls='--', alpha=0.6, label=f'bag of words, {split}')
     ax[2].axhline(SEED_MNLI, color='k', ls=':', label=f'the seed ({SEED_MNLI}, dev matched)')
-    ax[2].set_xticks([j + 0.2 for j in range(len(mnli))], list(mnli)); ax[2].set_ylim(0, 90)
+    ax[2].set_xticks([j + 0.2 for j in range(len(mnli))], [n + ('\n(cut short)' if mnli[n].get('cut_short') else '') for n in mnli])
+    ax[2].set_ylim(0, 90)
     ax[2].set(title=f"MNLI after finetuning on {res.get('data', {}).get('mnli', {}).get('train', 0):,} pairs", ylabel='%')
     if mnli: ax[2].legend(fontsize=7)
     ph = res['phases']
