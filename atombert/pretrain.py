@@ -20,7 +20,7 @@ from .checkpoint import load_pretrained_state
 from .files import atomic_dir, atomic_write
 from .tokenizer import KINDS, SPECIAL_TOKENS, train_tokenizer, load_tokenizer, save_tokenizer, tokenizer_fingerprint
 from .settings import Limit, above, at_least, between, check_values, one_of
-from .corpora import load_corpus
+from .corpora import folder_splits, load_corpus
 from .data import pretokenize, PretrainingDataset
 from .masking import MaskingCollator
 from .training import Task, TrainArgs, check_same_run, fit
@@ -192,10 +192,12 @@ PRETRAIN_LIMITS = dict(
 HELD_OUT_MASKING = dict(mlm_probability=0.15, ngram=1)  # held-out MLM is always scored so: recipes that mask differently compare
 
 def _held_out_split(spec) -> str:
-    "Where held-out text comes from: a corpus's validation split where it has one (a `save_to_disk` DatasetDict too), else its one split."
+    """Where held-out text comes from: a corpus's validation split where it has one (a `save_to_disk` DatasetDict, or a folder
+    whose file names name it: `wiki.valid.raw`), else its one split."""
     if isinstance(spec, str) and spec in _HELD_OUT: return 'validation'
     splits = Path(spec)/'dataset_dict.json' if isinstance(spec, (str, os.PathLike)) else None
-    return 'validation' if splits and splits.is_file() and 'validation' in json.loads(splits.read_text()).get('splits', []) else 'train'
+    if splits and splits.is_file(): return 'validation' if 'validation' in json.loads(splits.read_text()).get('splits', []) else 'train'
+    return 'validation' if 'validation' in folder_splits(spec) else 'train'
 
 def _default_cache() -> Path:
     return Path(os.environ.get('ATOMBERT_CACHE', Path.home()/'.cache'/'atombert'))
