@@ -38,11 +38,14 @@ def _text_columns(data) -> tuple:
     raise ValueError(f'no text columns: expected premise/hypothesis or text_a[/text_b], got {sorted(names)}')
 
 def encode_examples(tokenizer, data, max_length:int|None=128) -> dict:
-    """Token ids, token types and attention masks of `data`'s (premise, hypothesis) pairs, plus `labels`: unpadded lists.
+    """Token ids, token types and attention masks of `data`'s (premise, hypothesis) pairs, plus `labels` (-1 where there is
+    none): unpadded lists.
     GLUE examples (`text_a`, and `text_b` for a pair task) are encoded the same way, one sentence or two."""
     first, second = _text_columns(data)
     texts = encode_pairs(backend_of(tokenizer), column(data, first), second and column(data, second), max_length=max_length)
-    return texts | {'labels': column(data, 'label')}
+    labels = ([ex.get('label', -1) for ex in data] if isinstance(data, list) else
+              list(data['label']) if 'label' in data.column_names else [-1] * len(data))   # unlabelled pairs to predict: -1
+    return texts | {'labels': labels}
 
 def pad_pairs(rows:list, pad_id:int=0) -> dict:
     "Collate encoded examples (dicts) into a batch of tensors padded to the longest row; other keys are stacked."

@@ -53,6 +53,9 @@ def save_model(model, save_dir, tokenizer=None, max_shard_size=None) -> Path:
     """Write `config.json` and `model.safetensors` (ALBERT's layout when ALBERT can express the model), and `tokenizer`.
     With `max_shard_size` (bytes, or '16MB'), weights larger than that go into shards `model-0000N-of-0000M.safetensors`
     with transformers' `model.safetensors.index.json`, whose metadata carries the checksum of all of them."""
+    if any(not torch.is_tensor(v) or v.is_quantized for v in model.state_dict().values()):   # before anything is written
+        raise ValueError('an int8-quantized model cannot be saved as safetensors: save the float model, and quantize it '
+                         'when loading (load_finetuned(..., int8=True), or --int8)')
     save_dir = Path(save_dir); save_dir.mkdir(parents=True, exist_ok=True)
     arch = type(model).__name__
     if albert_incompatibility(model.config, arch) is None:
@@ -82,7 +85,7 @@ def save_model(model, save_dir, tokenizer=None, max_shard_size=None) -> Path:
 # %% ../nbs/04_checkpoint.ipynb #eaa45b5e
 def resolve_model_dir(path_or_name) -> Path:
     "A local model directory, or the hub snapshot of name `path_or_name` (downloaded with `huggingface_hub`)."
-    p = Path(path_or_name)
+    p = Path(path_or_name).expanduser()                      # '~/models/x' from Python, or from --model=~/x
     if p.is_dir(): return p
     if p.exists(): raise ValueError(f'{p} is a file; from_pretrained takes a model directory')
     try:
@@ -120,6 +123,7 @@ def load_pretrained_state(path_or_name) -> tuple[AtomBertConfig, dict]:
     if not (d/'config.json').exists(): raise FileNotFoundError(f'{d} has no config.json: not a model directory')
     try: cfg = json.loads((d/'config.json').read_text())
     except json.JSONDecodeError as e: raise ValueError(f'{d/"config.json"} is not valid JSON: {e}') from None
+    if not isinstance(cfg, dict): raise ValueError(f'{d/"config.json"} is not a JSON object (it holds a {type(cfg).__name__})')
     if cfg.get('model_type') not in ('atombert', 'albert'):
         raise ValueError(f"{d/'config.json'}: model_type {cfg.get('model_type')!r} is neither atombert nor albert")
     section = cfg.get('atombert')          # atombert's own config (also kept in the ALBERT layout's config.json)

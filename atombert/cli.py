@@ -98,10 +98,11 @@ class _HelpFormatter(argparse.HelpFormatter):
     def _expand_help(self, action): return self._get_help_string(action)
 
 def _dashed(arg:str) -> str:
-    "`--seq_len=8` as `--seq-len=8`; values and anything else as they are."
+    """`--seq_len=8` as `--seq-len=8`, and `--out=~/x` with `~` expanded as the shell expands it in `--out ~/x` (not after
+    `=`); values and anything else as they are."""
     if not arg.startswith('--'): return arg
     flag, eq, value = arg.partition('=')
-    return flag.replace('_', '-') + eq + value
+    return flag.replace('_', '-') + eq + (os.path.expanduser(value) if value.startswith('~') else value)
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reads `--seq_len` as `--seq-len` (the underscore spelling is accepted, unshown), takes whole flags

@@ -94,6 +94,11 @@ def _kept_scores(out, scored_by, names) -> dict:
                       + ': scored otherwise than this run' + (f"; removed {', '.join(Path(f).name for f in gone)}" if gone else ''))
     return {k: r for k, r in kept.items() if k not in other}
 
+def _is_input(target:Path, data) -> bool:
+    "Whether `target` is a file of `data`: the file itself, or one inside the folder it reads (none for 'hub' or 'builtin')."
+    d, t = Path(data).resolve(), target.resolve()
+    return t.is_file() and Path(data).exists() and (t == d or (d.is_dir() and t.is_relative_to(d)))
+
 def evaluate_cmd(model:str=None,              # finetuned model directory
                  data:str='hub',              # hub | builtin (MNLI) | a folder or file: MNLI's layouts, GLUE's TSVs for the other tasks
                  task:str=None,               # the GLUE task the model was finetuned on (default: the one its labels name)
@@ -118,8 +123,11 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
     file = one_file(data)                 # one split, under the file's name: scored, or (named test*) predicted
     mnli_split = lambda split: load_mnli(data, None) if file else task_examples(t, data, split)   # GLUE's download too, as finetune
     names = [Path(data).stem] if file else t.dev if t.name != 'mnli' else [s.strip() for s in splits.split(',') if s.strip()]
-    if file and (out/f'{names[0]}.tsv').resolve() == Path(data).resolve():    # a test file's predictions are written under its name
-        raise ValueError(f'--data {data} is in --out {out}: its predictions would overwrite it; give another --out')
+    written = json.loads((out/'results.json').read_text()) if (out/'results.json').is_file() else {}
+    for split in names if t.name == 'mnli' else ():      # a test split's predictions go to out/SPLIT.tsv: never over the input
+        target = out/f'{split}.tsv'
+        if split.startswith('test') and _is_input(target, data) and written.get(split, {}).get('predictions') != str(target):
+            raise ValueError(f'--out {out}: {target.name} there is input (--data {data}); the predictions would overwrite it: give another --out')
     out.mkdir(parents=True, exist_ok=True)
     kept = _kept_scores(out, scored_by, names)
     results = {}
@@ -129,7 +137,7 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
             print(f"{t.name} {split:8s} " + '  '.join(f'{m} {r[m]:.2f}' for m in t.metrics) + f"  (score {r['score']:.2f}, n={r['n']:,}"
                   + (', predicted ' + ', '.join(f'{k} {v:,}' for k, v in r['predicted'].items()) if 'predicted' in r else '') + ')')
         elif split.startswith('test'):     # a test set (or a file named like one): GLUE's prediction file, no score
-            r = {'predictions': str(write_glue_predictions(clf, tok, mnli_split(split), out/f'{split}.tsv', batch_size))}
+            r = {'predictions': str(write_glue_predictions(clf, tok, mnli_split(split), out/f'{split}.tsv', batch_size, t))}
         else:
             r = evaluate_mnli(clf, tok, mnli_split(split), batch_size)
             r['plot'] = str(plot_confusion(r['confusion'], out/f'confusion_{split}.png', title=f'{split}: {r["accuracy"]:.1%}'))

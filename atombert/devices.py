@@ -68,11 +68,14 @@ def autocast_for(precision:str, device:torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
 
 # %% ../nbs/06_devices.ipynb #5251b026
-PEAK_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12}   # dense bf16/fp16 tensor-core peaks (SXM), nanoGPT-style
+# dense bf16/fp16 tensor-core peaks, nanoGPT-style: NVIDIA's datasheet figures (printed "with sparsity", twice these)
+# halved: H100/H200 SXM 1,979 -> 989 TFLOP/s, H100 PCIe 1,513 -> 756, H100 NVL and H200 NVL 1,671 -> 835, A100 624 -> 312.
+# Tried in this order, so the more specific names come before the bare 'H100' and 'H200' that are also in theirs.
+PEAK_FLOPS = {'H100 PCIe': 756e12, 'H100 NVL': 835e12, 'H200 NVL': 835e12, 'H100': 989e12, 'H200': 989e12, 'A100': 312e12}
 
 def peak_flops(device, precision:str) -> float|None:
     "The GPU's bf16/fp16 peak FLOP/s for the MFU, where known; None on CPUs (no published peak: see 09_profiling's matmul probe)."
     if torch.device(device).type != 'cuda' or precision not in ('bf16', 'fp16'): return None
     name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    return next((v for k, v in PEAK_FLOPS.items() if k.lower() in name.lower()), None)   # 'PCIE' in some names
 

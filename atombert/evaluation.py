@@ -8,14 +8,14 @@ __all__ = ['logits_of', 'pair_max_length', 'predict', 'quantize_int8', 'load_fin
            'write_glue_predictions', 'evaluate_glue', 'classify_pairs']
 
 # %% ../nbs/08b_evaluation.ipynb #3fedc42b
-import hashlib, os, warnings
+import copy, hashlib, os, re, warnings
 from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
 from .model import AtomBertForSequenceClassification
-from .checkpoint import load_pretrained_state, model_from_state
+from .checkpoint import load_pretrained_state, model_from_state, resolve_model_dir
 from .files import atomic_write, save_figure
 from .glue import GlueTask, glue_metrics, glue_task, task_score, tasks_for_labels
 from .mnli import MNLI_LABELS
@@ -60,21 +60,22 @@ def predict(model, tokenizer, data, batch_size:int=128, max_length:int|None=None
             out[b['index']] = logits
     finally:
         if was_training: model.train()
-    return out
+    return out if out is not None else torch.empty(0, getattr(getattr(model, 'config', None), 'num_labels', 0))   # no examples
 
 # %% ../nbs/08b_evaluation.ipynb #b190e712
 def quantize_int8(model):
     """`model` with every `nn.Linear` dynamically quantized for CPU inference: int8 weights, activations quantized per
     batch (`torch.ao.quantization.quantize_dynamic`; the embeddings, norms and attention stay float). torch marks the
     eager API deprecated in favour of torchao's `quantize_`; torchao is not a dependency and the API works in torch
-    2.13, so the warning is silenced."""
+    2.13, so the warning is silenced. A copy is quantized: `model` itself stays where and as it was."""
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         from torch.ao.quantization import quantize_dynamic
-        return quantize_dynamic(model.cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), {torch.nn.Linear}, dtype=torch.qint8)   # the caller's stays as it was
 
 def load_finetuned(model_dir, tokenizer=None, int8:bool=False):
     "(classifier in eval mode, int8-quantized if asked, tokenizer) from a finetuned model directory; `ValueError` if it holds no classifier."
+    model_dir = resolve_model_dir(model_dir)               # a hub name: its snapshot, tokenizer included
     config, weights = load_pretrained_state(model_dir)   # the weights themselves say whether a classifier was trained
     if not any(k.startswith('classifier.') for k in weights):
         raise ValueError(f'{model_dir} holds no trained classifier (a pretraining checkpoint?): finetune it first')
@@ -83,33 +84,37 @@ def load_finetuned(model_dir, tokenizer=None, int8:bool=False):
 
 def model_task(model, task:str|None=None) -> GlueTask:
     "The GLUE task `model` answers: `task` if its labels are the model's, else the one task the model's labels name."
-    config = model.config
-    fits = tasks_for_labels(config.label_names, config.num_labels)
-    labels = ', '.join(config.label_names or ()) or ('a score' if config.num_labels == 1 else f'{config.num_labels} unnamed labels')
+    config, names = model.config, _label_names(model.config)      # atombert's or transformers' (`id2label`)
+    fits = tasks_for_labels(names or None, config.num_labels)
+    labels = ', '.join(names) or ('a score' if config.num_labels == 1 else f'{config.num_labels} unnamed labels')
     if task is None:
         if len(fits) == 1: return glue_task(fits[0])
         raise ValueError(f"the model's labels ({labels}) fit " + (' and '.join(fits) if fits else 'no GLUE task') + ': say which with --task')
     t = glue_task(task)
-    named = sorted(str(n).lower() for n in config.label_names or ())
+    named = sorted(str(n).lower() for n in names)
     if t.name not in fits and not (named and named == sorted(t.labels)):   # its labels in another order: `task_logits` reorders them
         raise ValueError(f"--task {t.name} has labels {', '.join(t.labels) or 'a score'}, the model {labels}: "
-                         + (f"it was finetuned for {' or '.join(fits)}" if fits and (config.label_names or len(fits) == 1) else 'another task?'))
+                         + (f"it was finetuned for {' or '.join(fits)}" if fits and (names or len(fits) == 1) else 'another task?'))
     return t
 
 def tokenizer_of(model_dir):
-    "The tokenizer saved beside the model in `model_dir`; `FileNotFoundError` when there is none."
+    "The tokenizer saved beside the model in `model_dir` (a hub name: in its snapshot); `FileNotFoundError` when there is none."
+    model_dir = resolve_model_dir(model_dir)
     if not (Path(model_dir)/'tokenizer.json').is_file():
         raise FileNotFoundError(f'no tokenizer.json in {model_dir}: the tokenizer is saved beside the model; pass tokenizer=')
     return load_tokenizer(model_dir)
 
+def _label_names(config) -> tuple:
+    "A classifier's label names: atombert's `label_names`, or transformers' `id2label` unless it holds only its default `LABEL_k`; () when unnamed."
+    names = tuple(getattr(config, 'label_names', None) or ())                   # atombert
+    if not names and (id2label := getattr(config, 'id2label', None)):             # transformers
+        names = tuple(str(id2label.get(i, id2label.get(str(i), ''))) for i in range(len(id2label)))
+        if all(re.fullmatch(r'LABEL_\d+', n) for n in names): names = ()
+    return names
+
 def _label_order(model, labels=MNLI_LABELS) -> list | None:
-    "Columns that put `model`'s logits in the order of `labels` (GLUE's), from its config's `label_names` or `id2label`, in any case; None when they are already in that order or the model does not name those labels."
-    config = getattr(model, 'config', None)
-    names = list(getattr(config, 'label_names', None) or ())                    # atombert
-    if not names:                                                               # transformers
-        id2label = getattr(config, 'id2label', None) or {}
-        names = [id2label.get(i, id2label.get(str(i), '')) for i in range(len(id2label))]
-    names, labels = [str(n).lower() for n in names], [l.lower() for l in labels]
+    "Columns that put `model`'s logits in the order of `labels` (GLUE's), from its label names (`_label_names`), in any case; None when they are already in that order or the model does not name those labels."
+    names, labels = [n.lower() for n in _label_names(getattr(model, 'config', None))], [l.lower() for l in labels]
     if sorted(names) != sorted(labels) or names == labels: return None
     return [names.index(l) for l in labels]
 
@@ -125,11 +130,16 @@ def mnli_logits(model, tokenizer, data, batch_size:int=128, max_length:int|None=
     return logits if order is None else logits[:, order]
 
 def _fingerprint(*parts) -> str:
+    "A hash of `parts`: tensors by their bytes (quantized ones by their values and scheme), tensors inside tuples too, the rest by `repr`."
     h = hashlib.sha256()
-    for p in parts:
-        if torch.is_tensor(p): h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    def add(p):
+        if isinstance(p, (tuple, list)) and any(torch.is_tensor(x) or isinstance(x, (tuple, list)) for x in p):
+            for x in p: add(x)              # an int8 Linear's packed (weight, bias): a repr would elide their middle
+        elif torch.is_tensor(p) and p.is_quantized: add(repr(p.qscheme())); add(p.dequantize())
+        elif torch.is_tensor(p): h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
         else: h.update(repr(p).encode('utf-8'))
         h.update(b'\x00')
+    for p in parts: add(p)
     return h.hexdigest()[:16]
 
 def data_fingerprint(data) -> str:
@@ -190,12 +200,12 @@ def plot_confusion(cm, path, title:str='', labels=MNLI_LABELS) -> Path:
     fig.tight_layout()
     return save_figure(fig, path)
 
-def write_glue_predictions(model, tokenizer, data, path, batch_size:int=128, task='mnli') -> Path:
+def write_glue_predictions(model, tokenizer, data, path, batch_size:int=128, task=None) -> Path:
     """Write GLUE's submission file for `data` (a test set of GLUE task `task`): a header `index\\tprediction`, then one
     row per example, its label as GLUE's files write it (a word for MNLI, QNLI and RTE, else its id; STS-B: the score,
-    clipped to GLUE's 0-5)."""
-    task = task if isinstance(task, GlueTask) else glue_task(task)
+    clipped to GLUE's 0-5). `task=None` takes the one the model's labels name; a model finetuned for another is refused."""
     if isinstance(model, (str, os.PathLike)): model, tokenizer = load_finetuned(model, tokenizer)
+    task = model_task(model, task.name if isinstance(task, GlueTask) else task)
     index = column(data, 'idx')
     logits = task_logits(model, tokenizer, task, data, batch_size)
     if task.is_regression: pred = [f'{x:.3f}' for x in logits[:, 0].clamp(0, 5).tolist()]
@@ -223,7 +233,7 @@ def evaluate_glue(model, tokenizer, task, data, batch_size:int=128, max_length:i
 # %% ../nbs/08b_evaluation.ipynb #3d369309
 def _is_mnli(model) -> bool:
     "Whether `model` is an MNLI classifier: MNLI's label names in any order, or three unnamed labels."
-    names = sorted(str(n).lower() for n in (getattr(model.config, 'label_names', ()) or ()))
+    names = sorted(n.lower() for n in _label_names(model.config))
     return names == sorted(MNLI_LABELS) or (not names and model.config.num_labels == len(MNLI_LABELS))
 
 def classify_pairs(model, tokenizer, data, batch_size:int=128, max_length:int|None=None, progress:bool=False) -> list[dict]:
@@ -238,6 +248,6 @@ def classify_pairs(model, tokenizer, data, batch_size:int=128, max_length:int|No
     logits = (mnli_logits if mnli else predict)(model, tokenizer, data, batch_size, max_length, progress=progress)
     ids = [ex['idx'] for ex in data] if isinstance(data, list) else data['idx'] if 'idx' in data.column_names else range(len(logits))
     if model.config.num_labels == 1: return [dict(idx=int(i), score=round(float(x[0]), 6)) for i, x in zip(ids, logits)]
-    names = MNLI_LABELS if mnli else tuple(model.config.label_names or (f'LABEL_{k}' for k in range(logits.shape[-1])))
+    names = MNLI_LABELS if mnli else (_label_names(model.config) or tuple(f'LABEL_{k}' for k in range(logits.shape[-1])))
     return [dict(idx=int(i), label=names[int(p.argmax())], probabilities={n: round(float(x), 6) for n, x in zip(names, p)})
             for i, p in zip(ids, logits.softmax(-1))]

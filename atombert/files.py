@@ -52,9 +52,11 @@ def atomic_write(path, data:str|bytes|Callable) -> Path:
 
 # %% ../nbs/00_files.ipynb #8f3a7e8f
 def save_figure(fig, path, dpi:int=100, close:bool=True) -> Path:
-    "Save matplotlib figure `fig` to `path` whole or not at all (`atomic_write`), in the format `path`'s suffix names; then close it."
-    path = Path(path)
-    try: return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip('.') or None))
+    "Save matplotlib figure `fig` to `path` whole or not at all (`atomic_write`), in the format `path`'s suffix names (none: matplotlib's `savefig.format`); then close it."
+    import matplotlib
+    path = Path(path)   # no suffix: matplotlib's default format, as fig.savefig(path) would (it would read '.tmp' otherwise)
+    fmt = path.suffix.lstrip('.') or matplotlib.rcParams['savefig.format']
+    try: return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=fmt))
     finally:
         if close:
             import matplotlib.pyplot as plt

@@ -20,7 +20,8 @@ def cpu_model() -> str:
 
 def sync(device):
     "Wait for the device's queued work (CUDA runs asynchronously; a CPU op has finished when it returns)."
-    if str(device).startswith('cuda'): torch.cuda.synchronize()
+    # that device, not the current one: timing cuda:1 from a process on cuda:0 would otherwise not wait for it
+    if str(device).startswith('cuda'): torch.cuda.synchronize(torch.device(device))
 
 def interleaved(fns:dict, repeats:int, warmup:int, device='cpu', log=print) -> dict:
     "Seconds per call of each function, run in rounds A, B, C, A, B, C ... after `warmup` untimed rounds."

@@ -39,11 +39,12 @@ def check_values(limits:dict, values:dict, prefix:str=''):
         if not ok: raise ValueError(f'{prefix}{name}={v!r}: must be {limit.says}')
 
 def check_settings(obj, prefix:str=''):
-    "`ValueError` for the first field of dataclass `obj` outside its limit, or a fraction where it takes an integer."
+    "`ValueError` for the first field of dataclass `obj` outside its limit, a float or bool where it takes an integer, or a bool for a number."
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
-        if f.type in (int, 'int') and isinstance(v, float) and not v.is_integer():
-            raise ValueError(f'{prefix}{f.name}={v!r}: must be an integer')
+        # 16.0 would pass the limit and stay a float, to fail in a range() much later; True is an int to Python, not a count
+        if f.type in (int, 'int') and isinstance(v, (float, bool)): raise ValueError(f'{prefix}{f.name}={v!r}: must be an integer')
+        if f.type in (float, 'float') and isinstance(v, bool): raise ValueError(f'{prefix}{f.name}={v!r}: must be a number')
     check_values(setting_limits(type(obj)), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, prefix)
 
 def setting_limits(cls) -> dict:

@@ -151,15 +151,15 @@ def measure_memory(build, run, device, calls:int=2) -> dict:
     import gc
     cuda = str(device).startswith('cuda')
     gc.collect(); base = rss_mb()
-    if cuda: torch.cuda.synchronize(); cuda_base = torch.cuda.memory_allocated()
+    if cuda: sync(device); cuda_base = torch.cuda.memory_allocated(device)   # the device measured, not the current one
     state = build(); gc.collect()
     ready = rss_mb()
     exact = reset_peak_rss()
-    if cuda: torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); cuda_ready = torch.cuda.memory_allocated()
+    if cuda: sync(device); torch.cuda.reset_peak_memory_stats(device); cuda_ready = torch.cuda.memory_allocated(device)
     for _ in range(calls): run(state)
     sync(device)
     r = dict(model_mb=ready - base, peak_mb=peak_rss_mb() - base, peak_is_exact=exact)
-    if cuda: r.update(model_mb=(cuda_ready - cuda_base) / 2 ** 20, peak_mb=(torch.cuda.max_memory_allocated() - cuda_base) / 2 ** 20,
+    if cuda: r.update(model_mb=(cuda_ready - cuda_base) / 2 ** 20, peak_mb=(torch.cuda.max_memory_allocated(device) - cuda_base) / 2 ** 20,
                       host_peak_rss_mb=r['peak_mb'])
     return r
 

@@ -190,5 +190,14 @@ def test_output_never_overwrites_the_input(tmp_path, classifier):
     assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'is --data: the predictions would overwrite the examples' in r.stderr, r.stderr
     test = tmp_path/'test_matched.tsv'; write_pairs(test, 'tsv'); before_test = test.read_text()
     e = atombert('evaluate', '--model', classifier, '--data', test, '--out', tmp_path)
-    assert e.returncode == 1 and e.stderr.count('\n') == 1 and 'its predictions would overwrite it' in e.stderr, e.stderr
-    assert (pairs.read_text(), test.read_text()) == (before, before_test)
+    assert e.returncode == 1 and e.stderr.count('\n') == 1 and 'the predictions would overwrite it' in e.stderr, e.stderr
+    # a folder holding the test split, or GLUE's download (ROOT/MNLI/), with --out the folder the split is read from
+    (tmp_path/'glue'/'MNLI').mkdir(parents=True); glue_test = tmp_path/'glue'/'MNLI'/'test_matched.tsv'; write_pairs(glue_test, 'tsv')
+    for data, out in ((tmp_path, tmp_path), (tmp_path/'glue', tmp_path/'glue'/'MNLI')):
+        e = atombert('evaluate', '--model', classifier, '--data', data, '--splits', 'test_matched', '--out', out)
+        assert e.returncode == 1 and e.stderr.count('\n') == 1 and 'test_matched.tsv there is input' in e.stderr, e.stderr
+    assert (pairs.read_text(), test.read_text(), glue_test.read_text()) == (before, before_test, before_test)
+    for _ in range(2):            # --out inside the data folder: its own predictions file is written again, not refused
+        e = atombert('evaluate', '--model', classifier, '--data', tmp_path/'glue', '--splits', 'test_matched', '--out', tmp_path/'glue'/'eval')
+        assert e.returncode == 0, e.stderr
+    assert (tmp_path/'glue'/'eval'/'test_matched.tsv').read_text().startswith('index\tprediction\n')
