@@ -157,8 +157,16 @@ def _relabelled(config:AtomBertConfig, d:dict) -> AtomBertConfig:
     n, names = _albert_labels(d)     # e.g. a classifier finetuned in transformers from a pretraining save (2 labels there)
     return config.replace(num_labels=n, label_names=names)
 
+def _check_problem_type(d:dict):
+    "Refuse a transformers `problem_type` whose loss atombert's classifier does not compute (it is cross-entropy, or MSE for one output)."
+    pt, n = d.get('problem_type'), _albert_labels(d)[0]
+    if pt is None or (pt, n == 1) in (('single_label_classification', False), ('regression', True)): return
+    raise ValueError(f"problem_type {pt!r} with {n} label(s): atombert's classifier trains with cross-entropy over its labels, "
+                     "or as a regression with one output; converting would change the loss, so it is refused")
+
 def config_from_albert(d:dict) -> AtomBertConfig:
     "An `AtomBertConfig` from a transformers ALBERT config dict (the 'atombert' entry, with transformers' labels when they changed)."
+    _check_problem_type(d)
     if 'atombert' in d: return _relabelled(AtomBertConfig.from_dict(d['atombert']), d)
     if d.get('model_type', 'albert') != 'albert': raise ValueError(f"not an ALBERT config (model_type={d.get('model_type')!r})")
     L, G, I = d.get('num_hidden_layers', 12), d.get('num_hidden_groups', 1), d.get('inner_group_num', 1)

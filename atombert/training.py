@@ -338,7 +338,7 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
     loop = _start(model.to(device).train(), args, device, rank, world, resume, tokenizer, task, callbacks, settings)
     state = loop.state
     batches = micro_batches(train_data, collate, args, state['epoch'], state['batch'], rank, world, pin_memory=device.type == 'cuda')
-    peak = peak_flops(device, args.precision)
+    peak = (p := peak_flops(device, args.precision)) and p * world     # the FLOPs counted are every process's: so is the peak
     bad_run, skipped = torch.tensor(state['bad_steps'], device=device), torch.tensor(state['skipped_steps'], device=device)
     log = lambda row: rank == 0 and append_line(out/'metrics.jsonl', json.dumps(row))
     run_eval = lambda: held_out_metrics(model, eval_data, eval_collate or collate, task, args.batch_size, args.precision, args.seed,
@@ -365,8 +365,9 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
             raise TrainingStopped(f"{state['bad_steps']} optimizer steps in a row had a non-finite gradient (by step {step}); "
                                   f"stopping. The last good checkpoint is kept in {out/'checkpoints'}")
         if logging:
-            now = time.perf_counter()
             window = _window_of_all(loop.window, device, world)     # every process takes part, as in the evaluation
+            if device.type == 'cuda': torch.cuda.synchronize(device)   # the window ends when its steps have run, not when queued
+            now = time.perf_counter()
             row = train_row(state, lr, gnorm, window, loop.meter, now - loop.meter['start'], peak, now - t0)
             log(row); pbar.set_postfix({k: f'{v:.3f}' for k, v in row.items() if k.endswith('loss')})
             loop.window, loop.meter = {}, _meter()

@@ -85,6 +85,33 @@ def test_each_process_its_own_dropout_stream(tmp_path):
     assert draws[0] != pytest.approx(draws[1])
 
 
+MFU_SCRIPT = '''
+import json, sys, torch
+import torch.nn.functional as F
+import atombert.training as T
+from atombert.config import AtomBertConfig
+from atombert.model import AtomBertForSequenceClassification
+T.peak_flops = lambda device, precision: 1e9                     # each process's device peaks at 1 GFLOP/s
+class Counted(T.Task):
+    def loss(self, model, b): return {'loss': F.cross_entropy(model(b['input_ids']).logits, b['labels'])}, {}
+    def flops(self, model, b): return 1_000_000 * len(b['input_ids'])
+torch.manual_seed(0); model = AtomBertForSequenceClassification(AtomBertConfig.preset('tiny', vocab_size=64, num_labels=2))
+data = [dict(input_ids=torch.randint(5, 60, (12,)), labels=torch.tensor(i % 2)) for i in range(256)]
+collate = lambda rows: {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+T.fit(model, data, collate, Counted(), T.TrainArgs(out_dir=sys.argv[1], max_steps=8, batch_size=16, log_every=4, device='cpu',
+                                                   precision='fp32'), progress=False)
+'''
+
+
+def test_mfu_is_against_every_process_s_peak(tmp_path):
+    "The FLOPs logged are every process's, so the MFU is against every device's peak: 2 processes log FLOP/s / (2 × peak)."
+    script = tmp_path/'mfu.py'; script.write_text(MFU_SCRIPT)
+    r = torchrun(2, tmp_path/'run', script=script)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [r for r in map(json.loads, (tmp_path/'run'/'metrics.jsonl').read_text().splitlines()) if r['split'] == 'train']
+    assert len(rows) == 2 and all(row['mfu'] == pytest.approx(row['model_tflops'] * 1e12 / 2e9) for row in rows), rows
+
+
 def test_pretrain_killed_at_four_processes_resumes_exactly(tmp_path, tokenizer_dir):
     "Dropout on, 4 processes: killed in step 9 of 12, resumed from step 8, the weights of the run that was never stopped."
     args = common(tmp_path, '--tokenizer', tokenizer_dir, '--max-steps', 12, '--save-every', 4, '--dropout', 0.1,
