@@ -56,7 +56,7 @@ def _span_start_prob(p, span_probs):
 class MaskingCollator:
     "Pad examples into a batch and mask it for MLM (15%, 80/10/10), optionally by n-grams and whole words."
     def __init__(self, tokenizer_or_special_ids, vocab_size=None, mlm_probability=0.15, ngram=1, whole_word=False,
-                 pad_to_multiple_of=8, seed=0, word_starts=None, sample_uniforms=False):
+                 pad_to_multiple_of=8, seed=0, word_starts=None, sample_uniforms=False, max_length=None):
         if isinstance(tokenizer_or_special_ids, Tokenizer):
             tok = tokenizer_or_special_ids
             special, vocab_size = special_token_ids(tok), vocab_size or tok.get_vocab_size()
@@ -69,6 +69,7 @@ class MaskingCollator:
         self.pad_id, self.mask_id = special['pad'], special['mask']
         self.vocab_size, self.mlm_probability, self.ngram, self.whole_word = vocab_size, mlm_probability, ngram, whole_word
         self.pad_to_multiple_of, self.seed, self.sample_uniforms = pad_to_multiple_of, seed, sample_uniforms
+        self.max_length = max_length      # the model's positions: rounding up to a multiple stops there
         self.special = torch.zeros(vocab_size, dtype=torch.bool)
         self.special[list(special.values())] = True
         self.replacements = (~self.special).nonzero().squeeze(1)        # random tokens: never a special one
@@ -83,6 +84,9 @@ class MaskingCollator:
         rows = [torch.as_tensor(e['input_ids'], dtype=torch.long) for e in examples]
         if (empty := next((i for i, r in enumerate(rows) if not len(r)), None)) is not None:
             raise ValueError(f'example {empty} of the batch has no tokens (empty input_ids)')
+        if self.max_length and (long := next((i for i, r in enumerate(rows) if len(r) > self.max_length), None)) is not None:
+            raise ValueError(f'example {long} of the batch has {len(rows[long])} tokens, more than max_length={self.max_length} '
+                             f'(the model\'s positions)')
         input_ids = self._pad(rows, self.pad_id)
         low, high = input_ids.min().item(), input_ids.max().item()
         if low < 0 or high >= self.vocab_size:   # a negative id would index the special-token table from the end
@@ -103,6 +107,7 @@ class MaskingCollator:
     def _pad(self, rows, value):
         padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)
         extra = -padded.shape[1] % self.pad_to_multiple_of if self.pad_to_multiple_of else 0
+        if self.max_length: extra = min(extra, self.max_length - padded.shape[1])   # never past the model's positions
         return F.pad(padded, (0, extra), value=value)
 
     def _draws(self, examples, lengths, T):

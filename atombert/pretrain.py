@@ -327,14 +327,13 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     train_data = PretrainingDataset(tokens['train'], tok, seq_len, objective, seed=seed)
     eval_data = PretrainingDataset(tokens['eval'], tok, seq_len, objective, seed=seed + 1) if 'eval' in tokens else None
     if epochs: args.max_steps = max(1, math.ceil(epochs * len(train_data) / (args.batch_size * args.grad_accum)))
-    pad_to = 8 if seq_len + -seq_len % 8 <= config.max_position_embeddings else None   # padded rows must fit the positions
-    collate = MaskingCollator(tok, mlm_probability=mlm_probability, ngram=ngram, whole_word=whole_word, pad_to_multiple_of=pad_to,
+    collate = MaskingCollator(tok, mlm_probability=mlm_probability, ngram=ngram, whole_word=whole_word, max_length=config.max_position_embeddings,
                               seed=seed, sample_uniforms=rtd)
     torch.manual_seed(seed)
     model = Electra(config, generator_size) if rtd else AtomBertForPreTraining(config)
     unigram = unigram_log_probs(tokens['train'], config.vocab_size)
     task = RTDTask(objective, unigram, rtd_weight) if rtd else PreTrainingTask(objective, unigram)
-    held_out_masking = MaskingCollator(tok, **HELD_OUT_MASKING, pad_to_multiple_of=pad_to, seed=seed, sample_uniforms=rtd)   # one protocol, whatever the training masking
+    held_out_masking = MaskingCollator(tok, **HELD_OUT_MASKING, max_length=config.max_position_embeddings, seed=seed, sample_uniforms=rtd)   # one protocol, whatever the training masking
     budget = None
     recorded = json.loads((out/'run.json').read_text()) if resume and (out/'run.json').is_file() else {}
     if recorded and not (budget_minutes or epochs or 'max_steps' in train):   # a resume that names no length keeps the run's
