@@ -145,10 +145,30 @@ def peak_rss_mb() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 1024 if sys.platform.startswith('linux') else r / 2 ** 20
 
-def measure_memory(build, run, device, calls:int=2) -> dict:
+def same_inputs(folder, inputs:dict):
+    """Refuse to reuse `folder`, a piece of a resumable study (a pretraining run, a model, a finetuning), when its
+    `inputs.json` says it was made from other `inputs`: a study resumed or rerun with other settings in the same --work
+    must not mix their results. A folder without the file (made before it was kept) is taken as it is."""
+    f, now = Path(folder)/'inputs.json', json.loads(json.dumps(inputs, default=str))
+    if f.is_file() and (old := json.loads(f.read_text())) != now:
+        changed = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+        raise SystemExit(f'error: {folder} was made with other settings ({", ".join(changed)}): give another --work, or remove it')
+
+def record_inputs(folder, inputs:dict):
+    "Write what `folder` was made from (`same_inputs` checks it when the study comes back to it)."
+    from atombert.files import atomic_write
+    atomic_write(Path(folder)/'inputs.json', json.dumps(inputs, indent=1, default=str) + '\n')
+
+# every contender's code, loaded before the baseline: transformers imports its ALBERT module on first use (≈ 140 MB
+# of resident code), which would otherwise be counted as that model's memory
+CONTENDER_MODULES = ('atombert.model', 'transformers.models.albert.modeling_albert', 'torch.ao.quantization')
+
+def measure_memory(build, run, device, calls:int=2, modules=CONTENDER_MODULES) -> dict:
     """In this (fresh) process: memory of the model `build()` returns, and the peak while `run(model)` is called
-    `calls` times, both relative to the process before `build` (MB). CPU: resident set; CUDA: allocator peak."""
-    import gc
+    `calls` times, both relative to the process before `build` with `modules` (every contender's code) imported (MB).
+    CPU: resident set; CUDA: allocator peak."""
+    import gc, importlib
+    for m in modules: importlib.import_module(m)
     cuda = str(device).startswith('cuda')
     gc.collect(); base = rss_mb()
     if cuda: sync(device); cuda_base = torch.cuda.memory_allocated(device)   # the device measured, not the current one

@@ -69,7 +69,8 @@ def finetune_default(args, data_path, workdir:Path) -> tuple[Path, dict]:
     from atombert.pretrain import pretrain
     from atombert.tokenizer import train_tokenizer, save_tokenizer
     t0 = time.perf_counter()
-    train = load_mnli(str(Path(data_path)/Path(C.MNLI_TRAIN_SAMPLE).name) if Path(data_path).is_dir() and not args.data else data_path, 'train')   # the 20k sample
+    sample = Path(data_path)/Path(C.MNLI_TRAIN_SAMPLE).name       # a folder holding the 20k sample (the shared one): that file
+    train = load_mnli(str(sample) if sample.is_file() else data_path, 'train')
     tok = train_tokenizer(list(train['premise']) + list(train['hypothesis']), vocab_size=args.vocab_size,
                           max_length=args.max_length, show_progress=False)
     config = AtomBertConfig.preset(args.preset, vocab_size=tok.get_vocab_size(), **DEFAULT_RECIPE)

@@ -115,6 +115,10 @@ def pretrain_run(args, corpus, held_out, tokenizer, work:Path) -> tuple[Path, di
                   progress=False, device=args.device, token_objective=args.token_objective)
     import inspect
     run = work/run_name(args)
+    inputs = dict(common, corpus=str(corpus), pretrain_minutes=args.pretrain_minutes, pretrain_steps=args.pretrain_steps,
+                  budgets=list(args.budgets), **{k: getattr(args, k, None) for k in ('vocab_size', 'mnli_layout')})
+    for k in ('cache_dir', 'progress', 'device'): inputs.pop(k)              # where and how it ran, not what it is
+    C.same_inputs(run, inputs)
     sec_per_step = None
     if args.pretrain_minutes and not (run/'model.safetensors').exists():
         sec_per_step = C.seconds_per_step(corpus, work/f'probe-{args.token_objective}', 40, **common)
@@ -128,6 +132,7 @@ def pretrain_run(args, corpus, held_out, tokenizer, work:Path) -> tuple[Path, di
         shutil.rmtree(run, ignore_errors=True)
         pretrain(str(corpus), str(run), max_steps=steps, save_every=save_every, keep_checkpoints=steps // save_every + 1,
                  eval_every=save_every, log_every=math.gcd(save_every, max(1, steps // 100)), **common)   # a time at every budget
+        C.record_inputs(run, inputs)
     rows = read_metrics(run)
     minutes = {r['step']: r['time'] / 60 for r in rows if r['split'] == 'train'}
     evals = {r['step']: r for r in rows if r['split'] == 'eval'}
@@ -161,19 +166,28 @@ def untrained_model(args, run:Path, work:Path) -> Path:
     from atombert.config import AtomBertConfig
     from atombert.model import AtomBertForPreTraining
     from atombert.tokenizer import load_tokenizer
+    from atombert.tokenizer import tokenizer_fingerprint
     d = work/'untrained'
+    config = AtomBertConfig.from_dict(json.loads((run/'config.json').read_text())['atombert']).replace(token_objective='mlm')
+    seed = json.loads((run/'run.json').read_text())['args']['seed']
+    inputs = dict(config=config.to_dict(), seed=seed, tokenizer=tokenizer_fingerprint(load_tokenizer(run)))   # any run of that model
+    C.same_inputs(d, inputs)
     if not (d/'model.safetensors').exists():
-        config = AtomBertConfig.from_dict(json.loads((run/'config.json').read_text())['atombert']).replace(token_objective='mlm')
-        torch.manual_seed(json.loads((run/'run.json').read_text())['args']['seed'])
+        torch.manual_seed(seed)
         AtomBertForPreTraining(config).save_pretrained(d, tokenizer=load_tokenizer(run))
+        C.record_inputs(d, inputs)
     return d
 
 def finetuned_accuracy(model_dir:Path, out:Path, train, dev:dict, seed:int, lr:float|None, **finetune_kw) -> dict:
     "Finetune `model_dir` into `out` (`finetune`'s defaults but for `finetune_kw`) and evaluate it on every `dev` set; cached in `out`."
     from atombert.finetuning import finetune
     from atombert.evaluation import evaluate_mnli
+    from atombert.evaluation import data_fingerprint
     kw = {k: v for k, v in finetune_kw.items() if v is not None}
     done = out/'transfer_result.json'
+    inputs = dict(model=str(model_dir), seed=seed, lr=lr, finetune=kw, train=data_fingerprint(train),
+                  dev={name: data_fingerprint(d) for name, d in dev.items()})
+    C.same_inputs(out, inputs)                                  # the same folder name from other data or settings: refused
     if done.exists(): return json.loads(done.read_text())      # a rerun (or a restarted study) keeps what it measured
     t, seconds = time.perf_counter(), None
     if not (out/'model.safetensors').exists():                  # written last: a finished finetuning is only evaluated
@@ -185,6 +199,7 @@ def finetuned_accuracy(model_dir:Path, out:Path, train, dev:dict, seed:int, lr:f
     acc = {name: evaluate_mnli(str(out), None, d)['accuracy'] for name, d in dev.items()}
     shutil.rmtree(out/'checkpoints', ignore_errors=True)       # the finetuned model stays; its resume state need not
     result = dict(seed=seed, lr=lr, finetune_seconds=seconds, **acc)
+    C.record_inputs(out, inputs)
     done.write_text(json.dumps(result))
     return result
 

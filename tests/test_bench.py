@@ -1,5 +1,5 @@
 "Smoke test of the benchmark scripts in bench/: each runs at its --small size and writes valid JSON (no thresholds on time)."
-import json, shutil, subprocess, sys
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -66,11 +66,25 @@ def test_inference(tmp_path):
     check_machine(res)
     assert set(res['contenders']) == {'atombert', 'transformers', 'atombert_int8'}
     for c in res['contenders'].values():
-        assert {'tokens_per_s', 'ms_per_batch', 'peak_mb', 'ratio_vs_transformers_fp32'} <= set(c) and c['tokens_per_s'] > 0
+        assert {'tokens_per_s', 'ms_per_batch', 'peak_mb', 'ratio_vs_transformers'} <= set(c) and c['tokens_per_s'] > 0
     a = res['agreement']
     assert a['transformers_vs_atombert']['last_hidden_state']['max_abs_diff'] < 1e-4   # same model in float32
     assert a['int8_vs_fp32']['pooler_output']['cosine_min'] > 0.9                        # int8 stays close
-    assert res['int8_ratio'] > 0 and res['quantization']['dtype'] == 'qint8'
+    assert res['int8_ratio'] > 0 and res['quantization']['dtype'] == 'qint8' and res['baseline'] == 'transformers float32'
+
+def test_inference_in_bf16_says_what_its_ratios_are_against(tmp_path):
+    "Under --precision bf16 transformers runs in bf16 too: the ratios say so, and the float32 targets are not judged against it."
+    out, res = run_bench('inference.py', tmp_path/'inference.json', '--precision', 'bf16', '--no-memory')
+    assert res['baseline'] == 'transformers bf16' and res['int8_gap_to_target'] is None
+    assert 'int8: ' in out and 'transformers bf16' in out and 'not judged' in out and 'float32 (matmul' not in out
+
+def test_memory_baseline_holds_every_contenders_code():
+    "transformers imports its ALBERT code on first use: it belongs in the baseline, not in that contender's memory."
+    code = ("import sys; sys.path.insert(0, 'bench'); import importlib, common as C; "
+            "print(C.measure_memory(lambda: importlib.import_module('transformers.models.albert.modeling_albert'), lambda m: None, 'cpu')['model_mb'])")
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert float(r.stdout.split()[-1]) < 20, r.stdout       # importing it alone is ≈ 140 MB of resident code
 
 def test_matmul(tmp_path):
     out, res = run_bench('matmul.py', tmp_path/'matmul.json')
@@ -115,6 +129,11 @@ def test_int8_mnli(tmp_path):
         assert r['only_fp32_right'] + r['only_int8_right'] <= round((1 - r['agreement']) * r['n'])
     assert set(res['speed']) == {'fp32', 'int8'} and all(s['tokens_per_s'] > 0 for s in res['speed'].values())
     assert res['quantization']['dtype'] == 'qint8' and isinstance(res['target_met'], bool)
+
+def test_int8_mnli_on_the_shared_mnli_folder(tmp_path):
+    "--data naming the shared MNLI folder (two train files beside each other) trains on its 20k sample, as by default."
+    _, res = run_bench('int8_mnli.py', tmp_path/'int8_mnli.json', '--data', str(Path(os.environ.get('ATOMBERT_SHARED_DATA', ROOT.parent/'shared'/'data'))/'mnli'))
+    assert res['recipe']['preset'] == 'tiny' and set(res['splits']) == {'validation_matched', 'validation_mismatched'}
 
 def test_int8_mnli_model_must_exist(tmp_path):
     assert 'no such directory' in refused('int8_mnli.py', tmp_path, '--model', str(tmp_path/'nothing'))
@@ -183,6 +202,10 @@ def test_transfer(tmp_path):
     assert rtd['pretraining']['probe_seconds_per_step'] > 0 and rtd['pretraining']['run_json']['token_objective'] == 'rtd'
     assert [r['model'] for r in rtd['rows']][0] == 'untrained' and all('(RTD)' in r['model'] for r in rtd['rows'][1:])
     assert rtd['rows'][0]['runs'] == res['rows'][0]['runs']                       # the same untrained model, not finetuned again
+    # the same --work with another finetuning batch: its finetunings are other pieces, refused rather than mixed in
+    line = refused('transfer.py', tmp_path, '--small', '--threads', '2', '--device', 'cpu', '--work', str(tmp_path/'work'),
+                   '--finetune-batch-size', '4')
+    assert 'was made with other settings (finetune): give another --work, or remove it' in line, line
 
 def test_finetune_recipe(tmp_path):
     "One knob at a time, both models: every variant finetunes both, changes only its knob, and the default is reused."

@@ -281,7 +281,8 @@ def main(argv=None):
     t0 = time.time()
     remaining = lambda: args.budget_s - (time.time() - t0)
     # per-part time limits: what is left, less what the parts after it need at least (GPU); generous in the dry run
-    least_pretraining = 30 + args.finetune_seconds + 90          # the shortest pretraining part (see part_pretraining)
+    # the shortest pretraining part, as part_pretraining computes it: 30 s of training, finetuning twice, the workers' run, setup
+    least_pretraining = 30 + 2 * args.finetune_seconds + args.workers_seconds + (100 if args.workers_seconds else 90)
     def timeout(part, runs_left=1):
         if args.dry_run: return 420
         reserve = {'cuda_tests': 2 * 45 + least_pretraining, 'pretrain_step': least_pretraining}.get(part, 0)

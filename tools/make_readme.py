@@ -33,7 +33,11 @@ def readme_text() -> str:
     return body + '\n'
 
 if __name__ == '__main__':
+    import argparse
+    ap = argparse.ArgumentParser(description='Write README.md from nbs/index.ipynb (a typo or --help never rewrites it).')
+    ap.add_argument('--check', action='store_true', help='only check that README.md is up to date')
+    check = ap.parse_args().check
     text, readme = readme_text(), ROOT/'README.md'
-    if '--check' in sys.argv:
+    if check:
         if readme.read_text() != text: sys.exit('README.md is out of date: run python tools/make_readme.py')
     else: readme.write_text(text)
