@@ -7,10 +7,10 @@ __all__ = ['DEMO', 'RUN_ARGS', 'RUN_SHARED', 'NOT_FLAGS', 'one_file', 'info', 'f
            'predict_cmd', 'write_report', 'run']
 
 # %% ../nbs/10_commands.ipynb #60c96bc0
-import inspect, json, sys, time, warnings
+import inspect, json, math, sys, time, warnings
 from pathlib import Path
 import torch
-from .checkpoint import resolve_model_dir, tensor_digest
+from .checkpoint import load_pretrained_state, resolve_model_dir, tensor_digest
 from .config import AtomBertConfig
 from .files import atomic_write, save_figure
 from .model import AtomBertForPreTraining, param_breakdown
@@ -82,10 +82,20 @@ def _scored_otherwise(r, scored_by):
     if r.get('weights') != scored_by['weights']: return 'other weights'
     if r.get('int8') != scored_by['int8']: return f"int8 {'on' if r.get('int8') else 'off'}"
 
+def _results_in(out) -> dict:
+    "`out/results.json` as `evaluate` writes it (split → its scores), {} when there is none; anything else is one line."
+    f = Path(out)/'results.json'
+    if not f.is_file(): return {}
+    try: kept = json.loads(f.read_text())
+    except json.JSONDecodeError as e: kept = e
+    if not (isinstance(kept, dict) and all(isinstance(r, dict) for r in kept.values())):
+        raise ValueError(f'{f} is not what evaluate writes (a JSON object of scores per split): remove it, or give another --out')
+    return kept
+
 def _kept_scores(out, scored_by, names) -> dict:
     """The splits of `out/results.json` scored as this run scores (`scored_by`). Those scored otherwise are dropped, and
     unless this run scores them again (`names`), so are their plots and prediction files in `out`, with a warning."""
-    kept = json.loads((out/'results.json').read_text()) if (out/'results.json').is_file() else {}
+    kept = _results_in(out)
     other = {k: why for k, r in kept.items() if (why := _scored_otherwise(r, scored_by))}
     if stale := {k: why for k, why in other.items() if k not in names}:     # their plots and predictions would mislead: gone too
         gone = [f for k in stale for f in map(kept[k].get, ('plot', 'predictions')) if f and Path(f).resolve().parent == out.resolve()]
@@ -123,7 +133,8 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
     file = one_file(data)                 # one split, under the file's name: scored, or (named test*) predicted
     mnli_split = lambda split: load_mnli(data, None) if file else task_examples(t, data, split)   # GLUE's download too, as finetune
     names = [Path(data).stem] if file else t.dev if t.name != 'mnli' else [s.strip() for s in splits.split(',') if s.strip()]
-    written = json.loads((out/'results.json').read_text()) if (out/'results.json').is_file() else {}
+    if out.exists() and not out.is_dir(): raise ValueError(f'--out {out} is a file; give a folder (results.json and plots go there)')
+    written = _results_in(out)
     for split in names if t.name == 'mnli' else ():      # a test split's predictions go to out/SPLIT.tsv: never over the input
         target = out/f'{split}.tsv'
         if split.startswith('test') and _is_input(target, data) and written.get(split, {}).get('predictions') != str(target):
@@ -163,7 +174,14 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
     if model is None: raise ValueError('--model is required (a pretrained model directory)')
     model, out = resolve_model_dir(model), Path(out)
     names = list(GLUE_TASKS) if tasks == 'all' else [glue_task(n.strip()).name for n in tasks.split(',') if n.strip()]
-    source = lambda t, split: task_examples(t, data, split)
+    source = lambda t, split: task_examples(t, data, split, named=len(names) > 1)   # several tasks: one folder each
+    # what a task's kept results were made from: a suite resumed with another model or settings must not report them
+    made_by = json.loads(json.dumps(dict(model=tensor_digest(load_pretrained_state(model)[1])[:16], data=str(data), max_steps=max_steps,
+                                         batch_size=batch_size, lr=lr, **train)))
+    if (f := out/'glue_made_by.json').is_file() and (was := json.loads(f.read_text())) != made_by:   # before any task is trained
+        changed = ', '.join(sorted(k for k in set(was) | set(made_by) if was.get(k) != made_by.get(k)))
+        raise ValueError(f'{out} holds the GLUE results of another model or other settings ({changed}): give another --out')
+    atomic_write(f, json.dumps(made_by, indent=1) + '\n')
     results, skipped = {}, {}
     for name in names:
         t, run = glue_task(name), out/name
@@ -205,6 +223,7 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
         lines += ['', '![task scores](glue.png)']
     atomic_write(out/'report.md', '\n'.join(lines) + '\n')
     print('\n'.join(lines[2:]))
+    if not results: raise ValueError(f'no GLUE task could run (see {out/"report.md"}): ' + '; '.join(f'{n} ({why})' for n, why in skipped.items()))
     return dict(results=results, scores=scores, skipped=skipped)
 
 # %% ../nbs/10_commands.ipynb #bc6368d1
@@ -228,6 +247,9 @@ def predict_cmd(model:str=None,               # finetuned model directory
     if out is not None and Path(out).is_dir(): raise ValueError(f'--out {out} is a directory; give a file name')
     if out is not None and data is not None and Path(out).resolve() == Path(data).resolve():
         raise ValueError(f'--out {out} is --data: the predictions would overwrite the examples; give another file')
+    model = resolve_model_dir(model)
+    if out is not None and Path(out).resolve().is_relative_to(model.resolve()):
+        raise ValueError(f'--out {out} is inside --model {model}: the predictions would overwrite a file of the model; give another file')
     clf, tok = load_finetuned(model, int8=int8)
     t = model_task(clf, task)
     if premise is not None and (hypothesis is None) != (len(t.text) == 1):
@@ -340,6 +362,12 @@ def run(out:str='runs/atombert',              # output folder of the whole pipel
     train = RUN_ARGS | train
     out = Path(out)
     check_out_dir(out, resume)
+    if resume and (out/'mnli').is_dir() and any((out/'mnli').iterdir()) and (out/'pretrain'/'run.json').is_file():
+        rec = json.loads((out/'pretrain'/'run.json').read_text()); a = rec['args']   # finetuned from it: its length is fixed
+        steps = pretrain_steps or max(1, math.ceil(pretrain_epochs * rec['train_examples'] / (a['batch_size'] * a['grad_accum'])))
+        if steps != a['max_steps']:
+            raise ValueError(f"{out}: mnli/ was finetuned from {a['max_steps']:,} steps of pretraining, and {steps:,} would overwrite "
+                             f"those weights: resume with the length the run had, or give another --out")
     from atombert.mnli import load_mnli
     from atombert.finetuning import finetune
     mnli_data = {s: load_mnli(mnli, s) for s in ('train', 'validation_matched', 'validation_mismatched')}   # fail early

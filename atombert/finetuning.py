@@ -6,7 +6,7 @@
 __all__ = ['ClassificationTask', 'kd_loss', 'DistillationTask', 'task_examples', 'finetune_lr', 'finetune']
 
 # %% ../nbs/08c_finetuning.ipynb #5cc8f9b6
-import dataclasses, math, os, warnings
+import dataclasses, hashlib, json, math, os, warnings
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -15,10 +15,10 @@ from tokenizers import Tokenizer
 from .config import dropout_overrides
 from .checkpoint import tensor_digest
 from .model import AtomBertForSequenceClassification
-from .glue import GlueTask, glue_task, load_glue
+from .glue import GlueTask, task_folder, glue_task, load_glue
 from .mnli import load_mnli
 from .batches import PairBatches, backend_of, collate_batches, column, encode_examples, pad_id_of
-from .evaluation import logits_of, pair_max_length, teacher_logits, tokenizer_of
+from .evaluation import load_finetuned, logits_of, model_task, pair_max_length, teacher_logits, tokenizer_of
 from .training import Task, TrainArgs, fit
 from .trainer_state import check_out_dir
 
@@ -79,18 +79,34 @@ class DistillationTask(ClassificationTask):
 # %% ../nbs/08c_finetuning.ipynb #61eed9da
 _MNLI_SPLIT = {'dev_matched': 'validation_matched', 'dev_mismatched': 'validation_mismatched'}   # GLUE's file names → load_mnli's
 
-def task_examples(task, source, split:str='train'):
+def task_examples(task, source, split:str='train', named:bool=False):
     """Examples of GLUE task `task`'s `split` ('train', 'dev', 'dev_matched', 'test', ... as GLUE names its files) from
     `source`: MNLI's through `load_mnli` (any of its sources; in a GLUE download, its `MNLI` folder), the others' through
-    `load_glue`. The one way the library, the CLI and the suite read a task's data."""
+    `load_glue`. A folder is the task's own unless it is named for another task (`named`: only one named for it, as
+    several tasks read from one folder need). The one way the library, the CLI and the suite read a task's data."""
     task = task if isinstance(task, GlueTask) else glue_task(task)
-    if task.name != 'mnli': return load_glue(task, source, split)
-    if str(source) not in ('hub', 'builtin') and (Path(source)/task.folder).is_dir(): source = Path(source)/task.folder
+    if task.name != 'mnli': return load_glue(task, source, split, named)
+    if str(source) not in ('hub', 'builtin') and Path(source).is_dir(): source = task_folder(task, Path(source), named)
     return load_mnli(source, _MNLI_SPLIT.get(split, split))
 
 def _examples(data, split, task:GlueTask):
     "A dataset given as examples, or as a `task_examples` source."
     return task_examples(task, data, split) if isinstance(data, (str, os.PathLike)) else data
+
+def _data_digest(data) -> str:
+    """A hash of `data`'s texts and labels, in order: the same rows read from another path are the same data. (Not
+    `data_fingerprint`: it hashes MNLI's premise and hypothesis only, and a GLUE task's examples have `text_a`/`text_b`.)"""
+    names = set(data.column_names) if hasattr(data, 'column_names') else set(data[0]) if len(data) else set()
+    parts = [(n, column(data, n)) for n in ('premise', 'hypothesis', 'text_a', 'text_b', 'label') if n in names]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+def _load_teacher(teacher, tokenizer, task:GlueTask):
+    "The teacher (loaded once, when given as a directory) and its tokenizer; refused unless its outputs are `task`'s labels."
+    if isinstance(teacher, (str, os.PathLike)): teacher, tokenizer = load_finetuned(teacher, tokenizer)
+    if getattr(teacher, 'config', None) is not None:      # a bare callable names no labels: kd_loss checks its logits' shape
+        try: model_task(teacher, task.name)
+        except ValueError as e: raise ValueError(f'the teacher does not fit {task.name}: {e}') from None
+    return teacher, tokenizer
 
 def finetune_lr(config) -> float:
     """The finetuning LR when none is given: ELECTRA's by model width. 3e-4 up to hidden size 256 (ELECTRA-Small's; for
@@ -111,8 +127,12 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     world, task = int(os.environ.get('WORLD_SIZE', '1')), glue_task(task)
     if teacher is not None and task.name != 'mnli': raise ValueError(f'distillation is built for MNLI so far, not {task.name}')
     epochs = task.epochs if epochs is None else epochs
+    if not max_steps and not epochs > 0:   # the length asked: max(1, ...) below would silently train one step
+        raise ValueError(f'epochs={epochs}: must be > 0 (passes over the training data), or give max_steps')
     args = TrainArgs.of(**train, out_dir=str(out_dir), batch_size=world)   # checked before any work; max_steps and lr below
     check_out_dir(out_dir, resume)
+    # its labels checked before its logits are computed: a wrong teacher would leave them cached in out_dir
+    if teacher is not None: teacher, teacher_tokenizer = _load_teacher(teacher, teacher_tokenizer, task)
     torch.manual_seed(args.seed)     # the new classification layer's initialization is part of the run
     with warnings.catch_warnings():   # a pretraining checkpoint has no classifier yet: that is what finetuning adds
         warnings.filterwarnings('ignore', message='.*newly initialized.*classifier')
@@ -127,6 +147,13 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     if teacher is None and not any(label >= 0 for label in column(train_data, 'label')):   # else a run of loss 0 that 'succeeds'
         raise ValueError(f'the training data has no labels ({len(train_data):,} examples, every label -1): a test set, or a file '
                          f'whose label column is not {task.label!r}?')
+    if eval_data is not None and not any(label >= 0 for label in column(eval_data, 'label')):   # else a held-out score of 0
+        raise ValueError(f'the held-out data has no labels ({len(eval_data):,} examples, every label -1): a test set, or a file '
+                         f'whose label column is not {task.label!r}?')
+    trained_on = dict(task=task.name, data=_data_digest(train_data))     # what the run learns: kept in its checkpoints
+    if eval_data is not None and _data_digest(eval_data) == trained_on['data']:      # the same file given twice, under any path or a link
+        raise ValueError(f'the held-out data is the training data ({len(eval_data):,} examples): its score would flatter the model; '
+                         f'give another held-out set')
     max_length, pad_id = pair_max_length(model, tokenizer, max_length), pad_id_of(tokenizer)
     saved = Tokenizer.from_str(backend_of(tokenizer).to_str())   # evaluate and predict then truncate where finetuning did
     saved.enable_truncation(max_length)
@@ -143,6 +170,10 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     args = dataclasses.replace(args, lr=lr or finetune_lr(model.config),
                                max_steps=max_steps or max(1, math.ceil(epochs * len(train_batches) / per_step)))
     held_out = None if eval_data is None else batches(eval_data, 'eval', False)
+    c = model.config          # what else fixes the run, kept and checked as `args`' are (args.batch_size counts processes here)
+    settings = dict(batch_size=batch_size, processes=world, starting_weights=starting_weights, **trained_on,
+                    max_length=max_length, dropout=[c.hidden_dropout, c.attention_dropout, c.classifier_dropout],
+                    freeze_embeddings=freeze_embeddings)
     return fit(model, train_batches, collate_batches, task, args, eval_data=held_out, resume=resume, tokenizer=saved, progress=progress,
-               callbacks=callbacks, settings=dict(batch_size=batch_size, processes=world, starting_weights=starting_weights))   # args.batch_size counts processes here
+               callbacks=callbacks, settings=settings)
 

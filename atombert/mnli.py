@@ -79,13 +79,16 @@ def _normalize(records, columns, where, strict=True, label_names=None, keep_unla
             if isinstance(rec, _Malformed): raise rec
             missing = [keys[f] for f in ('premise', 'hypothesis') if not isinstance(rec.get(keys[f]), str)]
             if missing: raise _Malformed(f'{missing[0]!r} is missing or not a string')
-            label = _label_id(rec.get(keys['label']), label_names) if keys['label'] else -1
+            try: label = _label_id(rec.get(keys['label']), label_names) if keys['label'] else -1
+            except _Malformed:
+                if not keep_unlabelled: raise
+                label = -1                # predicting needs no label: an empty or unknown one is none
             idx = rec.get(keys['idx']) if keys['idx'] else None
             if idx is not None:
                 try: idx = int(idx)
                 except (TypeError, ValueError): raise _Malformed(f'{keys["idx"]} {idx!r} is not an integer') from None
         except _Malformed as e:
-            if strict: raise ValueError(f'{where}, {pos}: {e} (pass strict=False to skip malformed rows)') from None
+            if strict: raise ValueError(f'{where}, {pos}: {e} (fix or remove the row; in Python, strict=False skips malformed rows)') from None
             malformed += 1; continue
         if label is None and not keep_unlabelled: no_gold += 1; continue
         out['premise'].append(rec[keys['premise']]); out['hypothesis'].append(rec[keys['hypothesis']])

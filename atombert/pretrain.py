@@ -193,11 +193,12 @@ HELD_OUT_MASKING = dict(mlm_probability=0.15, ngram=1)  # held-out MLM is always
 
 def _held_out_split(spec) -> str:
     """Where held-out text comes from: a corpus's validation split where it has one (a `save_to_disk` DatasetDict, or a folder
-    whose file names name it: `wiki.valid.raw`), else its one split."""
+    whose file names name it: `wiki.valid.raw`), else a folder's test split (`wiki.test.raw`), else its one split."""
     if isinstance(spec, str) and spec in _HELD_OUT: return 'validation'
     splits = Path(spec)/'dataset_dict.json' if isinstance(spec, (str, os.PathLike)) else None
     if splits and splits.is_file(): return 'validation' if 'validation' in json.loads(splits.read_text()).get('splits', []) else 'train'
-    return 'validation' if 'validation' in folder_splits(spec) else 'train'
+    named = folder_splits(spec)      # a folder that names train and test but no validation holds its text out in test, not train
+    return 'validation' if 'validation' in named else 'test' if 'test' in named else 'train'
 
 def _default_cache() -> Path:
     return Path(os.environ.get('ATOMBERT_CACHE', Path.home()/'.cache'/'atombert'))
@@ -305,9 +306,9 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     train_corpus = load_corpus(corpus, 'train', text_column)                 # missing / empty / binary fail here
     eval_spec = eval_corpus if eval_corpus is not None else (corpus if _held_out_split(corpus) == 'validation' else None)
     eval_split = _held_out_split(eval_spec) if eval_spec is not None else None      # a file has one split
-    if eval_split == 'train' and str(eval_spec) == str(corpus):
-        raise ValueError(f'--eval-corpus {eval_spec} is the training corpus: its held-out metrics would score the text it trains on')
     held_out = load_corpus(eval_spec, eval_split, text_column) if eval_spec is not None else None
+    if held_out is not None and held_out.identity == train_corpus.identity:   # the same text, under whatever path (./x, a link, a copy)
+        raise ValueError(f'--eval-corpus {eval_spec} is the training corpus: its held-out metrics would score the text it trains on')
 
     rank, world, dev = init_distributed(args.device)
     if rank == 0: out.mkdir(parents=True, exist_ok=True)
@@ -344,7 +345,11 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
                          eval_data, held_out_masking, eval_batches))
         args.max_steps = budget['max_steps']
     args.precision = resolve_precision(args.precision, dev, model)           # what `fit` runs: `auto` resolved, as a checkpoint keeps it
-    if resume: check_same_run(args)                                           # before run.json is rewritten
+    # what else fixes the run: its data (the corpus by content: a renamed path to the same bytes resumes) and how it is masked
+    settings = dict(corpus=_cache_key(train_corpus.identity), seq_len=seq_len, mlm_probability=mlm_probability, ngram=ngram,
+                    whole_word=whole_word, **(dict(generator_size=generator_size, rtd_weight=rtd_weight) if rtd else {}),
+                    **(dict(tokenizer_kind=tokenizer_kind, vocab_size=vocab_size) if tokenizer is None else {}))   # of a trained tokenizer
+    if resume: check_same_run(args, settings)                                 # before run.json is rewritten
     if rank == 0:
         atomic_write(out/'run.json', json.dumps(dict(command='pretrain', corpus=str(corpus), preset=preset, seq_len=seq_len,
             objective=objective, token_objective=token_objective, **(dict(generator_size=generator_size, rtd_weight=rtd_weight) if rtd else {}),
@@ -352,5 +357,5 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
             train_tokens=tokens['train'].num_tokens, tokenizer=tokenizer_fingerprint(tok), **({'budget': budget} if budget else {}),
             timings=timings,
             args=vars(args)), indent=2, default=str))
-    return fit(model, train_data, collate, task, args, eval_data=eval_data, resume=resume,
-               tokenizer=tok, eval_batches=eval_batches, progress=progress, eval_collate=held_out_masking, callbacks=callbacks)
+    return fit(model, train_data, collate, task, args, eval_data=eval_data, resume=resume, tokenizer=tok, eval_batches=eval_batches,
+               progress=progress, eval_collate=held_out_masking, callbacks=callbacks, settings=settings)

@@ -180,10 +180,14 @@ def _trajectory(args, settings=None) -> dict:
 def check_same_run(args, settings=None) -> str|None:
     """Refuse to resume `args.out_dir` with other `TRAJECTORY` settings (and caller's `settings`) than its newest checkpoint
     was trained with: one line naming them. Another `max_steps` is allowed, but not with one-cycle (its schedule keeps
-    its length): what to say of it is returned."""
+    its length), nor below the checkpoint's step: what to say of a new length is returned."""
     if not checkpoints(args.out_dir): return
-    try: saved = json.loads((checkpoints(args.out_dir)[-1]/'trainer_state.json').read_text()).get('settings')
+    try: state = json.loads((checkpoints(args.out_dir)[-1]/'trainer_state.json').read_text())
     except (OSError, json.JSONDecodeError): return              # a damaged checkpoint: loading it names the damage
+    saved, step = state.get('settings'), state.get('step', 0)
+    if args.max_steps < step:      # the loop would train nothing, and the run would record a length it has already passed
+        raise ValueError(f'{args.out_dir} is at step {step}: max_steps {args.max_steps} would end it before where it is '
+                         f'(a run cannot be shortened below its step); resume with max_steps >= {step}')
     now = _trajectory(args, settings)
     if saved is None: return                                    # a checkpoint written before settings were kept
     free = () if args.schedule == 'onecycle' else ('max_steps',)
@@ -309,7 +313,10 @@ def _start(model, args:TrainArgs, device, rank:int, world:int, resume:bool, toke
     sched, state = make_schedule(opt, args), dict(_FRESH_STATE)
     if resume and checkpoints(out):
         # its own checks first (damage, another tokenizer or configuration: the more telling refusal), then the settings
-        state.update(load_checkpoint(checkpoints(out)[-1], model, opt, sched, scaler, tokenizer, rank))
+        try: state.update(load_checkpoint(checkpoints(out)[-1], model, opt, sched, scaler, tokenizer, rank))
+        except ValueError as e:        # an optimizer state for other trainable parameters, in torch's words: a changed setting
+            if "optimizer's group" in str(e): check_same_run(args, settings)    # (finetune's frozen embeddings) says why
+            raise
         longer = check_same_run(args, settings)
         if longer:                     # the next step's rate from the new length's schedule, not the one the checkpoint kept
             sched.last_epoch -= 1; sched.step()

@@ -180,3 +180,16 @@ def test_damaged_checkpoint_is_refused_before_training(tmp_path, tokenizer_dir, 
     assert expected in r.stderr, r.stderr
     assert not (run/'metrics.jsonl').read_text().count('"step": 5'), 'training started'
     assert {p.name: p.read_bytes() for p in ck.iterdir()} == before          # the checkpoint is left as it was
+
+
+@pytest.mark.parametrize('spelling', ['dot', 'symlink'])
+def test_finetune_dev_that_is_the_training_file_is_refused(tmp_path, pretrained, spelling):
+    "--dev naming --data's file (spelled with ./ or through a link) is no held-out set: one line, before anything is written."
+    data = tmp_path/'train.tsv'
+    data.write_text((SHARED/'glue'/'RTE'/'dev.tsv').read_text())
+    if spelling == 'dot': dev = f'{tmp_path}/./train.tsv'
+    else: (tmp_path/'link.tsv').symlink_to(data); dev = tmp_path/'link.tsv'
+    r = atombert('finetune', '--model', pretrained, '--task', 'rte', '--data', data, '--dev', dev, '--max-steps', 2,
+                 '--no-progress', '--out', tmp_path/'run')
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'the held-out data is the training data' in r.stderr, r.stderr
+    assert not (tmp_path/'run').exists()

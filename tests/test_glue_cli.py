@@ -1,6 +1,6 @@
 """`atombert finetune --task` on GLUE's files as they are: a regression (STS-B) and a classification (CoLA, no header);
 single files, which hold one split each; and `atombert glue`, the suite."""
-import json, os, subprocess, sys
+import json, shutil, os, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -112,15 +112,23 @@ def test_the_suite_in_one_command_resumes_task_by_task(tmp_path, pretrained):
     (cola/'eval').mkdir(exist_ok=True); (cola/'glue_results.json').rename(cola/'eval'/'results.json')
     third = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert third.returncode == 0 and 'finetuning' not in third.stdout and (cola/'glue_results.json').is_file(), third.stdout
+    # another model into the same suite folder: its kept results are not this model's, so it is refused before any training
+    other = tmp_path/'other'; shutil.copytree(pretrained, other)
+    from safetensors.torch import load_file, save_file
+    weights = load_file(other/'model.safetensors'); first = next(iter(weights)); weights[first] = weights[first] + 1
+    save_file(weights, other/'model.safetensors', metadata={'format': 'pt'})
+    fourth = subprocess.run([*argv[:3], str(other), *argv[4:]], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert fourth.returncode == 1 and fourth.stderr.count('\n') == 1 and 'holds the GLUE results of another model or other settings (model)' in fourth.stderr, fourth.stderr
+    assert done.stat().st_mtime_ns == before
 
 
 def test_mnli_from_glue_download_and_an_unreachable_hub(tmp_path, pretrained):
     "MNLI in GLUE's download (ROOT/MNLI/*.tsv): finetune and evaluate both find it; with no hub, glue skips MNLI as it skips the rest."
-    rows = [json.loads(l) for l in (GLUE.parent/'mnli'/'dev_matched.jsonl').read_text().splitlines()[:48]]
+    lines = (GLUE.parent/'mnli'/'dev_matched.jsonl').read_text().splitlines()
     (tmp_path/'glue_root'/'MNLI').mkdir(parents=True)
-    for split in ('train', 'dev_matched', 'dev_mismatched'):
+    for split, part in (('train', lines[48:96]), ('dev_matched', lines[:48]), ('dev_mismatched', lines[:48])):   # held out: other rows
         (tmp_path/'glue_root'/'MNLI'/f'{split}.tsv').write_text('index\tsentence1\tsentence2\tgold_label\n' + ''.join(
-            f"{r['idx']}\t{r['premise']}\t{r['hypothesis']}\t{r['label_text']}\n" for r in rows))
+            f"{r['idx']}\t{r['premise']}\t{r['hypothesis']}\t{r['label_text']}\n" for r in map(json.loads, part)))
     root, run = str(tmp_path/'glue_root'), str(tmp_path/'run')
     r = subprocess.run([ATOMBERT, 'finetune', '--model', str(pretrained), '--task', 'mnli', '--data', root, '--out', run, '--max-steps', '2',
                         '--batch-size', '16', '--no-progress'], capture_output=True, text=True, env=ENV, cwd=ROOT)
@@ -131,6 +139,27 @@ def test_mnli_from_glue_download_and_an_unreachable_hub(tmp_path, pretrained):
     assert list(res) == ['validation_matched', 'validation_mismatched'] and res['validation_matched']['n'] == 48
     g = subprocess.run([ATOMBERT, 'glue', '--model', str(pretrained), '--data', 'hub', '--tasks', 'cola,mnli', '--out', str(tmp_path/'glue')],
                        capture_output=True, text=True, env=ENV, cwd=ROOT)
-    assert g.returncode == 0, g.stderr[-3000:]
+    assert g.returncode == 1 and g.stderr.count('\n') == 1 and 'no GLUE task could run' in g.stderr, g.stderr[-3000:]   # not a success
     report = (tmp_path/'glue'/'report.md').read_text()
     assert 'Skipped: cola (cannot load GLUE cola' in report and 'mnli (cannot load MNLI from the hub' in report, report
+
+
+def test_a_task_never_reads_another_tasks_files(tmp_path, pretrained):
+    "RTE's and WNLI's files have the same columns and ids of opposite meaning (WNLI's 1 is entailment): one is never read as the other."
+    g = subprocess.run([ATOMBERT, 'glue', '--model', str(pretrained), '--data', str(GLUE/'WNLI'), '--tasks', 'rte,mnli,wnli', '--max-steps', '2',
+                        '--batch-size', '16', '--out', str(tmp_path/'glue'), '--no-progress'], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert g.returncode == 0, g.stderr[-3000:]
+    report = (tmp_path/'glue'/'report.md').read_text()
+    assert "Skipped: rte (" in report and "WNLI is WNLI's folder, not RTE's" in report and '| wnli | dev | accuracy' in report, report
+    assert "mnli (" in report and "WNLI is WNLI's folder, not MNLI's" in report, report       # MNLI's reader too
+    solo = tmp_path/'solo'; solo.mkdir()                   # several tasks from one folder named for none: each needs its own
+    for f in ('train.tsv', 'dev.tsv'): (solo/f).symlink_to(GLUE/'WNLI'/f)
+    g = subprocess.run([ATOMBERT, 'glue', '--model', str(pretrained), '--data', str(solo), '--tasks', 'wnli,cola', '--max-steps', '2',
+                        '--batch-size', '16', '--out', str(tmp_path/'glue2'), '--no-progress'], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert g.returncode == 1 and 'no GLUE task could run' in g.stderr and 'several tasks read from one folder need one each' in g.stderr, g.stderr
+    mine = tmp_path/'mine'; mine.mkdir()                   # WNLI's files in a folder whose name says nothing: their labels do
+    for f in ('train.tsv', 'dev.tsv'): (mine/f).symlink_to(GLUE/'WNLI'/f)
+    r = subprocess.run([ATOMBERT, 'finetune', '--model', str(pretrained), '--task', 'rte', '--data', str(mine), '--out', str(tmp_path/'run')],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and "train.tsv:2: label '1' is not one of ('entailment', 'not_entailment')" in r.stderr, r.stderr
+    assert not (tmp_path/'run').exists()

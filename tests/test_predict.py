@@ -201,3 +201,19 @@ def test_output_never_overwrites_the_input(tmp_path, classifier):
         e = atombert('evaluate', '--model', classifier, '--data', tmp_path/'glue', '--splits', 'test_matched', '--out', tmp_path/'glue'/'eval')
         assert e.returncode == 0, e.stderr
     assert (tmp_path/'glue'/'eval'/'test_matched.tsv').read_text().startswith('index\tprediction\n')
+
+
+def test_outputs_never_land_on_the_model_or_a_damaged_results_file(tmp_path, classifier):
+    "predict --out inside --model, evaluate --out naming a file, or a results.json evaluate did not write: one line, nothing changed."
+    config = (classifier/'config.json').read_text()
+    r = atombert('predict', '--model', classifier, '--premise', 'A man eats.', '--hypothesis', 'Someone eats.', '--out', classifier/'config.json')
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'is inside --model' in r.stderr and (classifier/'config.json').read_text() == config, r.stderr
+    pairs = write_pairs(tmp_path/'test_matched.tsv', 'tsv')
+    (tmp_path/'file').write_text('x')
+    e = atombert('evaluate', '--model', classifier, '--data', pairs, '--out', tmp_path/'file')
+    assert e.returncode == 1 and e.stderr.count('\n') == 1 and 'is a file; give a folder' in e.stderr, e.stderr
+    for bad in ('[]', '{"dev": 5}', '{'):
+        (tmp_path/'ev').mkdir(exist_ok=True); (tmp_path/'ev'/'results.json').write_text(bad)
+        e = atombert('evaluate', '--model', classifier, '--data', pairs, '--out', tmp_path/'ev')
+        assert e.returncode == 1 and e.stderr.count('\n') == 1 and 'is not what evaluate writes' in e.stderr, (bad, e.stderr)
+        assert (tmp_path/'ev'/'results.json').read_text() == bad
