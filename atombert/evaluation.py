@@ -143,8 +143,10 @@ def _fingerprint(*parts) -> str:
     return h.hexdigest()[:16]
 
 def data_fingerprint(data) -> str:
-    "A hash of the (premise, hypothesis) texts of `data`, in order (the lists themselves: no separator a text could hold)."
-    return _fingerprint(column(data, 'premise'), column(data, 'hypothesis'))
+    """A hash of `data`'s texts (MNLI's premise and hypothesis, or a GLUE example's `text_a` and `text_b`) and labels, in
+    order: the same rows read from any path are the same data (the lists themselves: no separator a text could hold)."""
+    names = set(data.column_names) if hasattr(data, 'column_names') else set(data[0]) if len(data) else set()
+    return _fingerprint(*(column(data, n) for n in ('premise', 'hypothesis', 'text_a', 'text_b', 'label') if n in names))
 
 def teacher_logits(teacher, data, tokenizer=None, batch_size:int=128, max_length:int|None=None, cache_dir=None) -> torch.Tensor:
     "The teacher's logits (GLUE label order) for every example of `data`; cached in `cache_dir` when given (and the teacher has a `state_dict` to hash)."

@@ -6,7 +6,7 @@
 __all__ = ['ClassificationTask', 'kd_loss', 'DistillationTask', 'task_examples', 'finetune_lr', 'finetune']
 
 # %% ../nbs/08c_finetuning.ipynb #5cc8f9b6
-import dataclasses, hashlib, json, math, os, warnings
+import dataclasses, math, os, warnings
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from .model import AtomBertForSequenceClassification
 from .glue import GlueTask, task_folder, glue_task, load_glue
 from .mnli import load_mnli
 from .batches import PairBatches, backend_of, collate_batches, column, encode_examples, pad_id_of
-from .evaluation import load_finetuned, logits_of, model_task, pair_max_length, teacher_logits, tokenizer_of
+from .evaluation import data_fingerprint, load_finetuned, logits_of, model_task, pair_max_length, teacher_logits, tokenizer_of
 from .training import Task, TrainArgs, fit
 from .trainer_state import check_out_dir
 
@@ -93,13 +93,6 @@ def _examples(data, split, task:GlueTask):
     "A dataset given as examples, or as a `task_examples` source."
     return task_examples(task, data, split) if isinstance(data, (str, os.PathLike)) else data
 
-def _data_digest(data) -> str:
-    """A hash of `data`'s texts and labels, in order: the same rows read from another path are the same data. (Not
-    `data_fingerprint`: it hashes MNLI's premise and hypothesis only, and a GLUE task's examples have `text_a`/`text_b`.)"""
-    names = set(data.column_names) if hasattr(data, 'column_names') else set(data[0]) if len(data) else set()
-    parts = [(n, column(data, n)) for n in ('premise', 'hypothesis', 'text_a', 'text_b', 'label') if n in names]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
-
 def _load_teacher(teacher, tokenizer, task:GlueTask):
     "The teacher (loaded once, when given as a directory) and its tokenizer; refused unless its outputs are `task`'s labels."
     if isinstance(teacher, (str, os.PathLike)): teacher, tokenizer = load_finetuned(teacher, tokenizer)
@@ -150,8 +143,8 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     if eval_data is not None and not any(label >= 0 for label in column(eval_data, 'label')):   # else a held-out score of 0
         raise ValueError(f'the held-out data has no labels ({len(eval_data):,} examples, every label -1): a test set, or a file '
                          f'whose label column is not {task.label!r}?')
-    trained_on = dict(task=task.name, data=_data_digest(train_data))     # what the run learns: kept in its checkpoints
-    if eval_data is not None and _data_digest(eval_data) == trained_on['data']:      # the same file given twice, under any path or a link
+    trained_on = dict(task=task.name, data=data_fingerprint(train_data))     # what the run learns: kept in its checkpoints
+    if eval_data is not None and data_fingerprint(eval_data) == trained_on['data']:      # the same file given twice, under any path or a link
         raise ValueError(f'the held-out data is the training data ({len(eval_data):,} examples): its score would flatter the model; '
                          f'give another held-out set')
     max_length, pad_id = pair_max_length(model, tokenizer, max_length), pad_id_of(tokenizer)
