@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .files import atomic_write
 from .devices import PRECISIONS, autocast_for, init_distributed, peak_flops, resolve_precision
 from .logs import append_line, plot_metrics, read_metrics
-from .trainer_state import checkpoints, load_checkpoint, rank_rng_states, save_checkpoint
+from .trainer_state import checkpoints, load_checkpoint, rank_rng_states, save_checkpoint, OptimizerMismatch
 from .settings import Limit, above, at_least, between, check_settings, one_of, setting
 
 # %% ../nbs/06_training.ipynb #f41e0cfc
@@ -314,9 +314,8 @@ def _start(model, args:TrainArgs, device, rank:int, world:int, resume:bool, toke
     if resume and checkpoints(out):
         # its own checks first (damage, another tokenizer or configuration: the more telling refusal), then the settings
         try: state.update(load_checkpoint(checkpoints(out)[-1], model, opt, sched, scaler, tokenizer, rank))
-        except ValueError as e:        # an optimizer state for other trainable parameters, in torch's words: a changed setting
-            if "optimizer's group" in str(e): check_same_run(args, settings)    # (finetune's frozen embeddings) says why
-            raise
+        except OptimizerMismatch:      # other trainable parameters: the changed setting (finetune's frozen embeddings) says why
+            check_same_run(args, settings); raise
         longer = check_same_run(args, settings)
         if longer:                     # the next step's rate from the new length's schedule, not the one the checkpoint kept
             sched.last_epoch -= 1; sched.step()
