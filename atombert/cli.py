@@ -40,6 +40,7 @@ LIMITS = PRETRAIN_LIMITS | {   # pretraining's own settings (preset, seq_len, dr
     # how long and how often (0: from the other flag, at the end only, or all; eval_every, save_every, log_every,
     # keep_checkpoints: TrainArgs')
     ('finetune', 'max_steps'): at_least(0), ('glue', 'max_steps'): at_least(0),
+    ('finetune', 'epochs'): Limit(lambda v: v >= 0, '> 0, or 0 with --max-steps'),
     'pretrain_steps': at_least(0), 'pretrain_epochs': at_least(0), 'finetune_epochs': above(0),
     # optimization (lr, warmup, weight_decay, clip_grad, schedule, precision, device: TrainArgs')
     ('finetune', 'lr'): Limit(lambda v: v >= 0, '>= 0 (0: by model width)'),

@@ -24,7 +24,7 @@ FLAGS = [(c, *f) for c in COMMANDS for f in valued_flags(c)]
 NUMBERS = [(c, flag, kind) for c, flag, _, kind in FLAGS if kind in (int, float)]
 # Values outside each limit, read off what the limit tells the user (`says`): the shapes `settings` builds, then the
 # limits written by hand, by what they say. A limit that says something new fails here until it has its values.
-WRITTEN = {"0 (the tokenizer's own) or >= 5": (-1, 4), '>= 0 (0: by model width)': (-1e-4,), 'in (0, 1]': (0, 1.5),
+WRITTEN = {"0 (the tokenizer's own) or >= 5": (-1, 4), '> 0, or 0 with --max-steps': (-0.5,), '>= 0 (0: by model width)': (-1e-4,), 'in (0, 1]': (0, 1.5),
            'in (0, 1)': (0, 1), "cpu, cuda or cuda:N ('': cuda when available)": ('gpu', 'cuda:x'),
            'a JSON object, e.g. {"norm": "pre"}': ('{norm', '[1]')}
 
@@ -92,7 +92,7 @@ def test_out_of_range(capsys, command, flag, value):
     (['finetune', '--alpha', '1.5'], 'in [0, 1]'), (['pretrain', '--dropout', '1'], 'in [0, 1)'), (['pretrain', '--warmup', '-1'], '>= 0'),
     (['pretrain', '--tokenizer-kind', 'bpe'], 'one of wordpiece, unigram'), (['finetune', '--temperature', '0'], '> 0'),
     (['run', '--vocab-size', '3'], '>= 6'), (['pretrain', '--grad-accum', '0'], '>= 1'), (['finetune', '--max-steps', '-5'], '>= 0'),
-    (['pretrain', '--max-steps', '0'], '>= 1'), (['finetune', '--epochs', '-1'], '>= 0'), (['pretrain', '--eval-every', '-1'], '>= 0'),
+    (['pretrain', '--max-steps', '0'], '>= 1'), (['finetune', '--epochs', '-1'], '> 0, or 0 with --max-steps'), (['pretrain', '--eval-every', '-1'], '>= 0'),
     (['pretrain', '--num-workers', '-1'], '>= 0'), (['pretrain', '--seed', '-1'], 'in [0, 4294967295]'),
     (['evaluate', '--splits', 'validation_matched,nope'], 'comma-separated MNLI splits'), (['pretrain', '--device', 'gpu'], 'cpu, cuda'),
     (['run', '--config-overrides', '{norm: pre}'], 'a JSON object'), (['finetune', '--max-length', '3'], "0 (the tokenizer's own) or >= 5"),
