@@ -255,7 +255,7 @@ def predict_cmd(model:str=None,               # finetuned model directory
     if premise is not None and (hypothesis is None) != (len(t.text) == 1):
         raise ValueError(f'{t.name} takes ' + ('one sentence: --premise TEXT alone' if len(t.text) == 1 else 'a pair: --premise and --hypothesis go together'))
     if data is None: pairs = (premise, hypothesis) if hypothesis is not None else (premise,)
-    else: pairs = load_mnli(data, None, verbose=False, keep_unlabelled=True) if t.name == 'mnli' else read_glue(t, data)
+    else: pairs = load_mnli(data, None, verbose=False, keep_unlabelled=True) if t.name == 'mnli' else read_glue(t, data, labels=False)
     start = time.perf_counter()
     rows = classify_pairs(clf, tok, pairs, batch_size, progress=progress and data is not None)
     seconds = time.perf_counter() - start

@@ -78,8 +78,9 @@ def _label_id(task:GlueTask, value:str, where:str):
     if not 0 <= i < len(task.labels): raise ValueError(f'{where}: label {value!r} is not one of {task.labels} (or an id below {len(task.labels)})')
     return i
 
-def read_glue(task, path) -> list[dict]:
-    "The examples of a GLUE TSV file of `task` (a name or a `GlueTask`): `text_a`, `text_b` (pairs only), `label` and `idx`."
+def read_glue(task, path, labels:bool=True) -> list[dict]:
+    """The examples of a GLUE TSV file of `task` (a name or a `GlueTask`): `text_a`, `text_b` (pairs only), `label` and `idx`.
+    `labels=False` leaves the label column unread (-1): what `predict` needs of a file whose labels are written otherwise."""
     task, path = task if isinstance(task, GlueTask) else glue_task(task), Path(path)
     if not path.is_file(): raise FileNotFoundError(f'{task.name}: no file {path}')
     with open(path, encoding='utf-8-sig', newline='') as f: rows = list(csv.reader(f, delimiter='\t', quoting=csv.QUOTE_NONE))
@@ -97,7 +98,7 @@ def read_glue(task, path) -> list[dict]:
             raise ValueError(f'{where}: {len(row)} fields, {len(names)} expected (a tab inside a text, or a missing field?)')
         ex = dict(text_a=row[at[task.text[0]]])
         if len(task.text) == 2: ex['text_b'] = row[at[task.text[1]]]
-        ex['label'] = _label_id(task, row[at[task.label]], where) if task.label in at else -1
+        ex['label'] = _label_id(task, row[at[task.label]], where) if labels and task.label in at else -1
         ex['idx'] = int(row[at['index']]) if 'index' in at else len(out)
         out.append(ex)
     if not out: raise ValueError(f'{path}: no examples')

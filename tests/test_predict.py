@@ -217,3 +217,23 @@ def test_outputs_never_land_on_the_model_or_a_damaged_results_file(tmp_path, cla
         e = atombert('evaluate', '--model', classifier, '--data', pairs, '--out', tmp_path/'ev')
         assert e.returncode == 1 and e.stderr.count('\n') == 1 and 'is not what evaluate writes' in e.stderr, (bad, e.stderr)
         assert (tmp_path/'ev'/'results.json').read_text() == bad
+
+
+def test_predict_reads_texts_only(tmp_path):
+    "predict never reads the label column: an RTE file whose labels are ids (as WNLI writes them) is still labelled, row by row."
+    import torch
+    from atombert.config import AtomBertConfig
+    from atombert.glue import glue_task
+    from atombert.model import AtomBertForSequenceClassification
+    from atombert.tokenizer import train_tokenizer
+    t = glue_task('rte')
+    tok = train_tokenizer([s for p in PAIRS for s in p] * 20, vocab_size=200, show_progress=False)
+    torch.manual_seed(0)
+    AtomBertForSequenceClassification(AtomBertConfig.preset('tiny', vocab_size=tok.get_vocab_size(), num_labels=2, label_names=t.labels)
+                                      ).save_pretrained(tmp_path/'rte', tokenizer=tok)
+    data = tmp_path/'dev.tsv'
+    data.write_text('index\tsentence1\tsentence2\tlabel\n' + ''.join(f'{i}\t{p}\t{h}\t{i % 2}\n' for i, (p, h) in enumerate(PAIRS)))
+    r = atombert('predict', '--model', tmp_path/'rte', '--task', 'rte', '--data', data, '--no-progress')
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(l) for l in r.stdout.splitlines()]
+    assert len(rows) == 3 and all(set(row['probabilities']) == set(t.labels) for row in rows)
