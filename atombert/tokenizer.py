@@ -78,8 +78,8 @@ def open_bytes(path):
 
 def text_file_lines(path):
     "Stream the lines of a UTF-8 text file (or a compressed one); `ValueError` naming the file when it is binary, not UTF-8 or damaged."
-    try:
-        with decompressing(path), io.TextIOWrapper(open_bytes(path), encoding='utf-8') as f:
+    try:   # utf-8-sig: a leading byte order mark (Windows editors write one) is not text; one elsewhere is kept
+        with decompressing(path), io.TextIOWrapper(open_bytes(path), encoding='utf-8-sig') as f:
             for line in f:
                 if '\x00' in line: raise ValueError(f'{path} is a binary file (it has NUL bytes), not UTF-8 text')
                 yield line
@@ -309,10 +309,23 @@ def _lowercases(node) -> bool:
     if isinstance(node, list): return any(_lowercases(v) for v in node)
     return False
 
+def _check_template(tok, source):
+    """`tok` if it encodes a text as `[CLS] A [SEP]` and a pair as `[CLS] A [SEP] B [SEP]`, B of type 1, whatever it names
+    those tokens (ALBERT's own tokenizer pads with `<pad>`); else a `ValueError` naming `source`."""
+    with _encoding_settings(tok, None, truncate=False):       # a tokenizer that pads or truncates short would hide the template
+        a, b = (len(tok.encode(t, add_special_tokens=False).ids) for t in ('a', 'b'))
+        pair, single = tok.encode('a', 'b'), tok.encode('a')
+    if (pair.special_tokens_mask != [1, *[0] * a, 1, *[0] * b, 1] or single.special_tokens_mask != [1, *[0] * a, 1]
+            or pair.ids[0] != single.ids[0] or len({pair.ids[a + 1], pair.ids[-1], single.ids[-1]}) != 1
+            or pair.type_ids != [0] * (a + 2) + [1] * (b + 1)):
+        raise ValueError(f"{source} has no '[CLS] A [SEP] B [SEP]' template (B of token type 1), which atombert needs: it encodes "
+                         f"('a', 'b') as {' '.join(pair.tokens)!r} (train_tokenizer adds the template)")
+    return tok
+
 def save_tokenizer(tok: Tokenizer, dir) -> Path:
     "Save `tok` in `dir` as `tokenizer.json` plus the config files `transformers` reads; returns `dir`."
     dir = Path(dir)
-    special_token_ids(tok)  # fails clearly when atombert's special tokens are missing
+    special_token_ids(tok); _check_template(tok, 'the tokenizer to save')  # fails clearly when atombert's special tokens or template are missing
     specials = {f'{name}_token': token for name, token in zip(_SPECIAL_NAMES, SPECIAL_TOKENS)}
     spec = json.loads(tok.to_str())
     config = {'tokenizer_class': 'PreTrainedTokenizerFast', **specials,
@@ -336,12 +349,14 @@ def load_tokenizer(path_or_name) -> Tokenizer:
         path = path/'tokenizer.json'
         if not path.is_file(): raise FileNotFoundError(f'no tokenizer.json in {path.parent}')
     if os.path.isfile(path):
-        try: return Tokenizer.from_file(str(path))
+        try: tok = Tokenizer.from_file(str(path))
         except Exception as e: raise ValueError(f'{path} is not a valid tokenizer.json ({e})') from None
+        return _check_template(tok, path)
     name = str(path_or_name)
     if isinstance(path_or_name, os.PathLike) or name.endswith('.json') or not _HUB_NAME.fullmatch(name) or len(name) > 96:
         raise FileNotFoundError(f'tokenizer not found: {_shown(name)} (no such file or directory)')  # hub names: 96 at most
-    try: return Tokenizer.from_pretrained(name)  # imports huggingface_hub only now
+    try: tok = Tokenizer.from_pretrained(name)  # imports huggingface_hub only now
     except Exception as e:
         raise ValueError(f'cannot load tokenizer {name!r}: no local tokenizer.json and the hub could not provide '
                          f'one ({type(e).__name__}: {e})') from None
+    return _check_template(tok, name)
