@@ -40,12 +40,12 @@ def plain_documents(lines):
     if doc: yield doc
 
 def text_documents(lines):
-    "Documents from `lines`, parsed as WikiText when the first non-blank line is a ` = Title = `, else as plain text."
-    lines, head = iter(lines), []
-    for line in lines:
-        head.append(line)
-        if line.strip(): break
-    parse = wikitext_documents if head and _heading_level(head[-1]) == 1 else plain_documents
+    "Documents from `lines`, parsed as WikiText when a ` = Heading = ` line (any level) comes in their first 64 KiB, else as plain text."
+    lines, head, size = iter(lines), [], 0
+    for line in lines:      # not the first line alone: a WikiText shard cut by line count starts mid-article
+        head.append(line); size += len(line)
+        if _heading_level(line) or size >= 1 << 16: break
+    parse = wikitext_documents if head and _heading_level(head[-1]) else plain_documents
     yield from parse(itertools.chain(head, lines))
 
 # %% ../nbs/05_corpora.ipynb #f340ca43
@@ -105,9 +105,11 @@ def _builtin_identity():
 
 # %% ../nbs/05_corpora.ipynb #2a9e7b67
 class Corpus:
-    "A re-iterable stream of documents (lists of paragraph strings). `identity` names its content for caches."
-    def __init__(self, name, identity, make_documents):
+    """A re-iterable stream of documents (lists of paragraph strings). `identity` names its content for caches;
+    `file_digests` maps each file it reads to its (size, SHA-256), to tell corpora that share a file by content."""
+    def __init__(self, name, identity, make_documents, file_digests=None):
         self.name, self.identity, self._make = name, identity, make_documents
+        self.file_digests = file_digests or {}
 
     def __iter__(self):
         empty = True
@@ -182,37 +184,60 @@ def split_of(path) -> str|None:
             if re.search(rf'(^|[-._ 0-9])({"|".join(names)})([-._ 0-9]|$)', part): return split
     return None
 
+def _hidden(path, root) -> bool:
+    "Whether `path` lies in a hidden name under `root`: '.x' (`.ipynb_checkpoints`, macOS's `._x`) or '__x' (`__MACOSX`), as `datasets` skips."
+    return any(p.startswith(('.', '__')) and p != '..' for p in Path(path).relative_to(root).parts)
+
+def _listing(spec) -> tuple:
+    "The folder under which a glob pattern's or a folder's files are named, and its visible files, sorted."
+    if _is_glob(spec):
+        root = Path(*itertools.takewhile(lambda p: not re.search(r'[*?[]', p), Path(spec).parts))   # the pattern's fixed head
+        return root, sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file() and not _hidden(p, root))
+    return Path(spec), sorted(p for p in Path(spec).rglob('*') if p.is_file() and not _hidden(p, spec))
+
+def _check_no_copies(spec, files):
+    "A file beside its compressed copy (`xz -dk wiki.txt.xz` keeps both) would be read twice: refused."
+    plain = {}
+    for f in files:
+        if (twin := plain.setdefault(f.with_suffix('') if f.suffix in COMPRESSIONS else f, f)) != f:
+            raise ValueError(f'{spec} holds {twin.name} and {f.name}, the same file plain and compressed: '
+                             f'its text would be read twice; remove one')
+
 def _corpus_files(spec, split='train') -> list:
     """The files of a glob pattern, or of a folder (its text files at any depth, or else its table files), in sorted order.
-    A folder whose names name splits (`split_of`) gives only `split`'s files; one that names none has one split, all of it."""
+    Where their names name splits (`split_of`), only `split`'s files; where they name none, one split, all of them."""
+    root, found = _listing(spec)
     if _is_glob(spec):
-        files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
-        if not files: raise FileNotFoundError(f'corpus not found: no file matches {spec}')
-        return files
-    found = sorted(p for p in Path(spec).rglob('*') if p.is_file())
-    tables = [p for p in found if is_table_file(p)]
-    shards = [p for p in tables if _is_json_lines_shard(p) or _format_suffix(p) in ('.parquet', '.arrow')]   # never a config file
-    files = [p for p in found if is_text_file(p)] or shards or tables   # text first: a config.json beside shards stays out
-    if not files: raise ValueError(f'empty corpus: no {"/".join(TEXT_SUFFIXES + TABLE_SUFFIXES)} files in {spec} '
-                                   f'(plain or {"/".join(COMPRESSIONS)})')
-    named = {f: split_of(f.relative_to(spec)) for f in files}
+        if not found: raise FileNotFoundError(f'corpus not found: no file matches {spec}')
+        files = found
+    else:
+        tables = [p for p in found if is_table_file(p)]
+        shards = [p for p in tables if _is_json_lines_shard(p) or _format_suffix(p) in ('.parquet', '.arrow')]   # never a config file
+        files = [p for p in found if is_text_file(p)] or shards or tables   # text first: a config.json beside shards stays out
+        if not files: raise ValueError(f'empty corpus: no {"/".join(TEXT_SUFFIXES + TABLE_SUFFIXES)} files in {spec} '
+                                       f'(plain or {"/".join(COMPRESSIONS)})')
+    _check_no_copies(spec, files)
+    named = {f: split_of(f.relative_to(root)) for f in files}
     if not any(named.values()): return files
     if unnamed := [f for f, s in named.items() if s is None]:   # which split it belongs to would be a guess
         raise ValueError(f'{spec} names its splits ({next(f for f, s in named.items() if s).name}), but not {unnamed[0].name}\'s: '
-                         f'rename it, or give the files as a list or a glob pattern')
+                         f'rename it, or give the files as a list')
     if not (chosen := [f for f, s in named.items() if s == split]):
         raise ValueError(f'{spec} has no {split} split (its file names name {sorted(set(named.values()))})')
     return chosen
 
 def folder_splits(spec) -> set:
-    "The splits a corpus folder's file names name (`split_of`); empty for anything else."
-    if not (isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir()) or is_saved_dataset(spec): return set()
-    return {s for f in Path(spec).rglob('*') if (is_text_file(f) or is_table_file(f)) and (s := split_of(f.relative_to(spec)))}
+    "The splits the file names of a corpus folder or glob pattern name (`split_of`); empty for anything else."
+    folder = isinstance(spec, (str, os.PathLike)) and Path(spec).is_dir() and not is_saved_dataset(spec)
+    if not (folder or _is_glob(spec)): return set()
+    root, files = _listing(spec)
+    return {s for f in files if (is_text_file(f) or is_table_file(f)) and (s := split_of(f.relative_to(root)))}
 
 def _text_corpus(spec, files):
     for f in files: _check_text_file(f)
     make = lambda: (doc for f in files for doc in text_documents(text_file_lines(f)))
-    return Corpus(str(spec), json.dumps(['text', _file_identity(files)]), make)
+    digests = _file_identity(files)
+    return Corpus(str(spec), json.dumps(['text', digests]), make, dict(zip(map(str, files), digests)))
 
 
 # %% ../nbs/05_corpora.ipynb #04913b0a
@@ -243,11 +268,13 @@ def _table_corpus(spec, split, text_column, files=None):
         ds = ds[split]
     if text_column not in ds.column_names:
         raise ValueError(f"{spec} has no column {text_column!r} (it has {ds.column_names}); pass text_column=")
+    read = files or [Path(f['filename']) for f in ds.cache_files]          # a save_to_disk folder: the split's own files
     files = files or sorted(p for p in Path(spec).rglob('*') if p.is_file())
     def make():
         for batch in ds.select_columns([text_column]).iter(batch_size=256):
             for text in batch[text_column]: yield from _row_documents(text, spec)
-    return Corpus(str(spec), json.dumps(['table', text_column, split, _file_identity(files)]), make)
+    return Corpus(str(spec), json.dumps(['table', text_column, split, _file_identity(files)]), make,
+                  dict(zip(map(str, read), _file_identity(read))))
 
 def _files_corpus(spec, split, text_column):
     "A glob pattern or a folder: text files, or table files; a mix of the two has no one reading, so it is refused."
@@ -290,7 +317,8 @@ def load_corpus(spec, split='train', text_column='text') -> Corpus:
         parts = [load_corpus(s, split, text_column) for s in spec]
         if not parts: raise ValueError('empty corpus: an empty list of corpora')
         make = lambda: (doc for c in parts for doc in c._make())
-        return Corpus(' + '.join(c.name for c in parts), json.dumps([c.identity for c in parts]), make)._check_not_empty()
+        return Corpus(' + '.join(c.name for c in parts), json.dumps([c.identity for c in parts]), make,
+                      {p: d for c in parts for p, d in c.file_digests.items()})._check_not_empty()
     if split not in SPLITS: raise ValueError(f'unknown split {split!r}: use one of {SPLITS}')
     if isinstance(spec, str) and spec in HUB_CORPORA: return _hub_corpus(spec, split)._check_not_empty()
     if isinstance(spec, str) and spec == 'builtin': return _builtin_corpus(split)._check_not_empty()

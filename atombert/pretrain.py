@@ -193,12 +193,22 @@ HELD_OUT_MASKING = dict(mlm_probability=0.15, ngram=1)  # held-out MLM is always
 
 def _held_out_split(spec) -> str:
     """Where held-out text comes from: a corpus's validation split where it has one (a `save_to_disk` DatasetDict, or a folder
-    whose file names name it: `wiki.valid.raw`), else a folder's test split (`wiki.test.raw`), else its one split."""
+    or glob pattern whose file names name it: `wiki.valid.raw`), else such a folder's test split (`wiki.test.raw`), else its one split."""
     if isinstance(spec, str) and spec in _HELD_OUT: return 'validation'
     splits = Path(spec)/'dataset_dict.json' if isinstance(spec, (str, os.PathLike)) else None
     if splits and splits.is_file(): return 'validation' if 'validation' in json.loads(splits.read_text()).get('splits', []) else 'train'
     named = folder_splits(spec)      # a folder that names train and test but no validation holds its text out in test, not train
     return 'validation' if 'validation' in named else 'test' if 'test' in named else 'train'
+
+def _check_held_out(train, held_out, spec):
+    "Refuse held-out text that is trained on: the training corpus itself, or one that shares a file with it by content."
+    if held_out.identity == train.identity:   # the same text, under whatever path (./x, a link, a copy)
+        raise ValueError(f'--eval-corpus {spec} is the training corpus: its held-out metrics would score the text it trains on')
+    trained = {d: p for p, d in train.file_digests.items() if d[0]}     # an empty file holds no text to share
+    if shared := next((p for p, d in held_out.file_digests.items() if d in trained), None):   # a file of a folder, a glob, a list
+        where = trained[held_out.file_digests[shared]]                    # the same path, or a copy's
+        raise ValueError(f'--eval-corpus {spec} shares {shared} with the training corpus{f" (as {where})" if where != shared else ""}: '
+                         f'its held-out metrics would score text it trains on')
 
 def _default_cache() -> Path:
     return Path(os.environ.get('ATOMBERT_CACHE', Path.home()/'.cache'/'atombert'))
@@ -307,8 +317,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     eval_spec = eval_corpus if eval_corpus is not None else (corpus if _held_out_split(corpus) == 'validation' else None)
     eval_split = _held_out_split(eval_spec) if eval_spec is not None else None      # a file has one split
     held_out = load_corpus(eval_spec, eval_split, text_column) if eval_spec is not None else None
-    if held_out is not None and held_out.identity == train_corpus.identity:   # the same text, under whatever path (./x, a link, a copy)
-        raise ValueError(f'--eval-corpus {eval_spec} is the training corpus: its held-out metrics would score the text it trains on')
+    if held_out is not None: _check_held_out(train_corpus, held_out, eval_spec)
 
     rank, world, dev = init_distributed(args.device)
     if rank == 0: out.mkdir(parents=True, exist_ok=True)
