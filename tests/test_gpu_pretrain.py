@@ -151,3 +151,41 @@ def test_a_run_too_short_for_a_rate_is_reported_not_a_crash(capsys):
     gpu_pretrain.report(res)
     out = capsys.readouterr().out
     assert 'no end-to-end rate' in out and 'end to end / model only: n/a' in out and ' 0 tokens/s' not in out
+
+
+def test_the_job_survives_what_the_gpu_may_do_first(dry_run, tmp_path, monkeypatch):
+    """The job's own logic with its heavy phases stubbed: time counts from the shell's start, so pretraining gets what both
+    finetunings leave it; DataLoader workers that fail get pretraining run again without them, in the time left; a failed
+    model-only step (a diagnostic) is recorded and finetuning goes on; the JSON and the plot are written all the same."""
+    import argparse, time
+    tmp, _ = dry_run
+    sys.path.insert(0, str(ROOT/'tools'))
+    import gpu_pretrain as G
+    calls = []
+    def pretrained(S, shards, data, run, cache, device, minutes):
+        calls.append((S['num_workers'], run.name, minutes))
+        if S['num_workers']: raise RuntimeError('DataLoader worker (pid 7) is killed by signal: Bus error')
+        return dict(steps=3, epochs=1, train_tokens=100, tokens_per_s=10.0, held_out=[]), {}
+    def model_only(*a, **k): raise RuntimeError('CUDA error: an illegal memory access')
+    monkeypatch.setattr(G, 'pretrained', pretrained); monkeypatch.setattr(G, 'model_only', model_only)
+    monkeypatch.setattr(G, 'shipped_weights', lambda run, out, limit: {'model.safetensors': 1})
+    monkeypatch.setattr(G, 'untrained_twin', lambda run, out: out)
+    monkeypatch.setattr(G, 'finetuned', lambda *a, **k: dict(matched=0.5, mismatched=0.5, finetune_s=1.0, evaluate_s=0.1, steps=2,
+                                                             planned_steps=2, cut_short=False))
+    monkeypatch.setenv('GPU_JOB_START', str(time.time() - 200))            # pip and imports took 200 s
+    args = argparse.Namespace(dry_run=True, num_workers=None, out_dir=str(tmp_path/'out'), work=str(tmp_path/'work'), data=str(tmp/'data'),
+                              more_shards=None, pretrain_minutes=4.5, deadline_minutes=9.0)
+    args.manifest = G.checked_data(tmp/'data')
+    res = G.job(args)
+    assert 'error' not in res, res.get('traceback')
+    assert res['startup_s'] >= 200
+    left = (9 * 60 - 200 - G.FINETUNE_RESERVE_S) / 60                       # < 4.5: pretokenizing's seconds come off it too
+    (workers, first_run, first_minutes), (no_workers, second_run, second_minutes) = calls
+    assert (workers, no_workers, first_run, second_run) == (2, 0, 'pretrain', 'pretrain_no_workers')
+    assert first_minutes < left and second_minutes <= first_minutes and res['pretrain_minutes_used'] == second_minutes
+    assert 'Bus error' in res['pretrain_retry']['error']
+    assert 'illegal memory access' in res['model_only_step']['error'] and set(res['mnli']) == {'pretrained', 'untrained'}
+    assert json.loads((tmp_path/'out'/'gpu_pretrain.json').read_text())['pretrain_retry'] == res['pretrain_retry']
+    assert (tmp_path/'out'/'gpu_pretrain.png').is_file()                    # drawn after each phase, not only at the end
+    G.report(res)
+    assert any('model-only step: failed' in line for line in G.log.lines)

@@ -10,8 +10,10 @@ on them (here, not in device time; the tokenizers version there could train anot
 the MNLI pairs `bench/wiki_transfer.py` uses (the 29,946 train pairs in its order, the full dev sets) and WikiText raw
 valid as xz JSON lines and text, with a manifest of checksums.
 
-More text than one call carries (3 shards fill the 64 MiB; the budget reads them about 5 times on an H200) takes two
-calls to a machine kept warm: a device call keeps the ignored folders an earlier call carried unless it carries them again.
+More text than one call carries (3 shards fill the 64 MiB: 276k examples of 128 tokens, which 4.5 minutes on an H200
+read about 10 times) takes two calls to a machine kept warm: a device call keeps the ignored folders an earlier call
+carried unless it carries them again. Run the one-call job first: the second call must find the machine warm, it may
+land on another kind of GPU, and one 6-shard run has no 3-shard run beside it to say whether the text paid.
 
     python tools/gpu_pretrain.py prepare --data gpu_more --first-shard 3 --shards-only     # shards 3-5 and their manifest
     device run(command="ls gpu_more/shards", carry=["gpu_more"])                          # call 1: the shards stay there
@@ -32,8 +34,13 @@ folder is not there, and the job pretrains on the shards it carried and says so:
 The JSON, a plot and the pretrained weights as sharded safetensors (under 16 MiB a file, without the tokenizer: it
 travelled from here, and its fingerprint is in the JSON) go to --out-dir ($OUT on the GPU machine): 7 files. The JSON
 is written after every phase and the weights as soon as pretraining ends, so a run cut short still brings back what it
-measured. Finetuning stops at --deadline-minutes (the model is still scored, marked cut short, with its steps), and the
-untrained twin is skipped if its finetuning would end after it: pretraining that ran long never costs the main score.
+measured, and the plot is redrawn after every phase. Time is counted from the moment tools/gpu_pretrain.sh started
+(pip and imports included: the device's 10-minute limit counts them). Pretraining gets --pretrain-minutes, less if
+pretokenizing left too little for both finetunings (FINETUNE_RESERVE_S) before --deadline-minutes, and a hard stop
+a little after its budget. Finetuning stops at --deadline-minutes (the model is still scored, marked cut short, with its
+steps), and the untrained twin is skipped if its finetuning would end after it: pretraining that ran long never costs
+the main score. A pretraining whose DataLoader workers fail is run again without workers in the time left, and the
+model-only step (a diagnostic) never stops the phases after it.
 """
 import argparse, json, lzma, os, shutil, sys, time, traceback
 from pathlib import Path
@@ -46,6 +53,10 @@ from gpu_timing import environment, log  # noqa: E402
 SEED_MNLI = 66.33                 # the seed's MNLI: 8M-core AtomBERT, WikiText-103 × 2 epochs, then all of MNLI
 CARRY_LIMIT = 64 * 2 ** 20        # what travels to the GPU machine: the working tree, the wheels and the data
 SHARD_LIMIT = '15MB'              # each file that comes back is at most 16 MiB
+# both MNLI finetunings, their evaluation and the files after them, on an H200: ~16 ms a step (gpu_check_h200), 1,872
+# steps each, 19,647 dev pairs each, and a margin; what pretraining leaves them when pretokenizing ran long
+FINETUNE_RESERVE_S = 210
+PRETRAIN_GRACE_S = 20             # pretraining's hard stop, after its budget: a probe that misjudged the step never costs finetuning
 # the full recipe's settings (`atombert run`), and the dry run's smoke sizes
 FULL = dict(preset='atombert-8m', vocab_size=30_000, seq_len=128, batch_size=256, lr=1e-3, eval_every=500, log_every=50,
             num_workers=4, matmul_size=8192, shard_limit=SHARD_LIMIT)
@@ -188,7 +199,11 @@ def shard_folder(data: Path, more: dict, work: Path) -> Path:
 class Phases(dict):
     """Seconds of each phase of the job, in order: `with phases('name'): ...`; `after()` runs when each one ends (the job
     writes its JSON then: if the machine's time runs out later, what was measured still comes back)."""
-    def __init__(self, after=lambda: None): super().__init__(); self.after, self.t0 = after, time.perf_counter()
+    def __init__(self, after=lambda: None):
+        super().__init__(); self.after = after
+        try: started = float(os.environ['GPU_JOB_START'])     # tools/gpu_pretrain.sh's start: pip and imports count
+        except (KeyError, ValueError): started = time.time()   # run directly (or a `date` without %N)
+        self.startup_s = max(0.0, time.time() - started); self.t0 = time.perf_counter() - self.startup_s
     def elapsed(self) -> float: return time.perf_counter() - self.t0
     def __call__(self, name):
         import contextlib
@@ -218,19 +233,29 @@ def pretokenized(shards: Path, data: Path, cache: Path) -> dict:
                 tokens_per_s=corpus.num_tokens / s, cpus=os.cpu_count(), tokenizers_parallelism=os.environ.get('TOKENIZERS_PARALLELISM'))
 
 
+def deadline(stop_at: float):
+    "A `fit` callback that stops the run after the step that passes `stop_at` (`time.perf_counter()`); `.steps` is where it was."
+    from atombert.training import Callback
+    class Deadline(Callback):
+        steps = 0
+        def after_step(self, state): self.steps = state['step']; return time.perf_counter() >= stop_at
+    return Deadline()
+
+
 def pretrained(S: dict, shards: Path, data: Path, run: Path, cache: Path, device: str, minutes: float) -> tuple:
-    "`pretrain` with the full recipe for `minutes`: (what it logged, one prepared batch of its own for the model-only step)."
+    """`pretrain` with the full recipe for `minutes` (stopped PRETRAIN_GRACE_S after them at the latest): (what it logged,
+    one prepared batch of its own for the model-only step)."""
     from atombert.pretrain import pretrain
     from atombert.logs import read_metrics
     from atombert.training import Callback
     class FirstBatch(Callback):
         batch = None
         def after_batch(self, state, batch): self.batch = self.batch or batch
-    first = FirstBatch()
+    first, stop = FirstBatch(), deadline(time.perf_counter() + minutes * 60 + PRETRAIN_GRACE_S)
     pretrain(str(shards), str(run), S['preset'], tokenizer=str(data/'tokenizer'), seq_len=S['seq_len'], batch_size=S['batch_size'],
              lr=S['lr'], budget_minutes=minutes, eval_corpus=str(data/'held_out.raw.xz'), eval_every=S['eval_every'],
              log_every=S['log_every'], num_workers=S['num_workers'], device=device, precision='auto', seed=0, cache_dir=str(cache),
-             progress=False, callbacks=[first])
+             progress=False, callbacks=[first, stop])
     info, rows = json.loads((run/'run.json').read_text()), read_metrics(run)
     logged = [r for r in rows if r['split'] == 'train']
     train = logged[1:]                                             # the first window holds the start (CUDA's, the workers')
@@ -239,14 +264,15 @@ def pretrained(S: dict, shards: Path, data: Path, run: Path, cache: Path, device
     run_rate = sum(steps) / sum(n / r['tokens_per_s'] for n, r in zip(steps, train)) if train else None
     steps = max(r['step'] for r in rows)
     return dict(args={k: info['args'][k] for k in ('batch_size', 'lr', 'precision', 'num_workers', 'device')}, budget=info['budget'],
-                steps=steps, epochs=max(r['epoch'] for r in rows if r['split'] == 'train') + 1, train_examples=info['train_examples'],
+                minutes=minutes, steps=steps, cut_short=steps < info['budget']['max_steps'], epochs=max(r['epoch'] for r in rows if r['split'] == 'train') + 1, train_examples=info['train_examples'],
                 train_tokens=info['train_tokens'], tokens_per_s=run_rate, tokens_per_s_median_window=med('tokens_per_s'),
                 mfu=med('mfu'), data_ms=med('data_ms'),
                 model_tflops=med('model_tflops'),
                 held_out=[{k: r.get(k) for k in ('step', 'mlm_accuracy', 'mlm_loss', 'unigram_accuracy', 'unigram_loss', 'sop_accuracy')}
                           for r in rows if r['split'] == 'eval'],
                 train_curve=[{k: r.get(k) for k in ('step', 'time', 'mlm_loss', 'mlm_accuracy', 'tokens_per_s')} for r in rows if r['split'] == 'train'],
-                note='tokens/s: over the run but its first logged window (the start), epoch boundaries included; MFU and '
+                note='tokens/s: every position of the batches (padding included; SOP rows fill most of seq_len), over the '
+                     'run but its first logged window (the start), epoch boundaries included; MFU and '
                      'data_ms: medians over those windows; evaluation and saving are never counted; '
                      'MFU against the GPU\'s published dense bf16 peak (atombert.devices.PEAK_FLOPS)'), first.batch
 
@@ -256,7 +282,7 @@ def model_only(run: Path, batch: dict, S: dict, device: str, repeats: int = 10) 
     under the run's autocast, clipping, the AdamW step, the schedule) on one of the run's own prepared batches already on
     the device; beside a bf16 matmul probe."""
     import statistics, torch
-    from atombert.devices import resolve_precision
+    from atombert.devices import peak_flops, resolve_precision
     from atombert.measure import interleaved, matmul_fn, matmul_reference, with_matmul
     from atombert.model import AtomBertForPreTraining
     from atombert.pretrain import PreTrainingTask
@@ -272,9 +298,11 @@ def model_only(run: Path, batch: dict, S: dict, device: str, repeats: int = 10) 
     times = interleaved(with_matmul({'step': step}, mm), repeats, 3, device, log=lambda s: None)
     rate = statistics.median(matmul_reference(times, ['step'], mm_flops)['step'])
     t, tokens = statistics.median(times['step']), b['input_ids'].numel()
-    flops = task.flops(model, b)
+    flops, peak = task.flops(model, b), peak_flops(dev, args.precision)
     return dict(batch=list(b['input_ids'].shape), masked=int((b['labels'] != -100).sum()), precision=args.precision, ms_per_step=t * 1e3,
                 tokens_per_s=tokens / t, flops_per_step=flops, matmul_flops_per_s=rate, mfu_vs_matmul=flops / t / rate,
+                mfu=peak and flops / t / peak,             # against the published peak, as the pretraining's MFU
+                note='mfu_vs_matmul: against the bf16 matmul rate measured here; mfu: against the published dense peak',
                 ms_all=[x * 1e3 for x in times['step']])
 
 
@@ -285,21 +313,17 @@ def finetuned(model_dir: Path, out: Path, train: list, dev: dict, device: str, s
     from atombert.evaluation import evaluate_mnli, load_finetuned
     from atombert.finetuning import finetune
     from atombert.trainer_state import checkpoints
-    from atombert.training import Callback
-    class Deadline(Callback):
-        steps = 0
-        def after_step(self, state): self.steps = state['step']; return time.perf_counter() >= stop_at
-    deadline, t = Deadline(), time.perf_counter()
+    stop, t = deadline(stop_at), time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        finetune(model_dir, train, None, out, seed=0, progress=False, device=device, callbacks=[deadline])
+        finetune(model_dir, train, None, out, seed=0, progress=False, device=device, callbacks=[stop])
     finetune_s, t = time.perf_counter() - t, time.perf_counter()
     planned = json.loads((checkpoints(out)[-1]/'trainer_state.json').read_text())['settings']['max_steps']   # the run's length
     model, tok = load_finetuned(out)
     model.to(torch.device(device))
     acc = {name: evaluate_mnli(model, tok, d)['accuracy'] for name, d in dev.items()}
-    return dict(**acc, finetune_s=finetune_s, evaluate_s=time.perf_counter() - t, steps=deadline.steps, planned_steps=planned,
-                cut_short=deadline.steps < planned)
+    return dict(**acc, finetune_s=finetune_s, evaluate_s=time.perf_counter() - t, steps=stop.steps, planned_steps=planned,
+                cut_short=stop.steps < planned)
 
 
 def untrained_twin(run: Path, out: Path) -> Path:
@@ -326,9 +350,11 @@ def job(args) -> dict:
     if args.num_workers is not None: S['num_workers'] = args.num_workers
     device, out = 'cpu' if args.dry_run else 'cuda', Path(args.out_dir)
     work = Path(args.work) if args.work else Path(tempfile_dir())
-    phases = Phases(lambda: write_result(res, out))
+    phases = Phases(lambda: (write_result(res, out), drawn(res, out)))
     res = dict(job='gpu_pretrain', issue=27, dry_run=args.dry_run, argv=sys.argv[1:], settings=S, pretrain_minutes=args.pretrain_minutes,
-               seed_mnli_matched=SEED_MNLI, bag_of_words=None if args.dry_run else bag_of_words(), phases=phases)
+               seed_mnli_matched=SEED_MNLI, bag_of_words=None if args.dry_run else bag_of_words(), phases=phases,
+               startup_s=round(phases.startup_s, 1))
+    deadline_s = args.deadline_minutes * 60
     try:
         with phases('environment'):
             res['environment'] = environment(args.dry_run)
@@ -340,16 +366,33 @@ def job(args) -> dict:
             shards = shard_folder(data, more, work)
             train, dev = read_pairs(data/'mnli_train.jsonl.xz'), {n: read_pairs(data/f'mnli_dev_{n}.jsonl.xz') for n in ('matched', 'mismatched')}
         with phases('pretokenize'): res['pretokenize'] = pretokenized(shards, data, work/'cache')
-        with phases('pretrain'): res['pretraining'], batch = pretrained(S, shards, data, work/'pretrain', work/'cache', device, args.pretrain_minutes)
+        left = (deadline_s - phases.elapsed() - FINETUNE_RESERVE_S) / 60     # what both finetunings leave pretraining
+        res['pretrain_minutes_used'] = minutes = min(args.pretrain_minutes, max(1.0, left))
+        if minutes < args.pretrain_minutes: log(f'pretraining {minutes:.2f} minutes, not {args.pretrain_minutes:g}: '
+                                                f'{phases.elapsed():.0f} s gone, {FINETUNE_RESERVE_S} s kept for finetuning')
+        run = work/'pretrain'
+        with phases('pretrain'):
+            try: res['pretraining'], batch = pretrained(S, shards, data, run, work/'cache', device, minutes)
+            except Exception as e:      # workers and pinned memory had never run on the GPU machine: once more without them
+                if S['num_workers'] == 0: raise
+                res['pretrain_retry'] = dict(error=f'{type(e).__name__}: {e}', num_workers=S['num_workers'], after_s=round(phases.elapsed(), 1))
+                log(f"pretraining with {S['num_workers']} DataLoader workers failed ({res['pretrain_retry']['error']}); again without workers")
+                S['num_workers'], run = 0, work/'pretrain_no_workers'
+                minutes = res['pretrain_minutes_used'] = max(0.5, min(minutes, (deadline_s - phases.elapsed() - FINETUNE_RESERVE_S) / 60))
+                res['pretraining'], batch = pretrained(S, shards, data, run, work/'cache', device, minutes)
         # the weights first: a later phase that fails or runs out of machine time must not cost the pretrained model
-        with phases('weights'): res['weights'] = dict(dir=str(out/'model'), files=shipped_weights(work/'pretrain', out/'model', S['shard_limit']))
-        with phases('model_only_step'):
-            res['model_only_step'] = model_only(work/'pretrain', batch, S, device, repeats=3 if args.dry_run else 10)
-            rate = res['pretraining']['tokens_per_s']       # None when the budget held too few logged windows (a loaded dry run)
-            res['end_to_end_over_model_only'] = rate and rate / res['model_only_step']['tokens_per_s']
-        res['mnli'], stop_at = {}, phases.t0 + args.deadline_minutes * 60
-        for name, model_dir in (('pretrained', work/'pretrain'), ('untrained', untrained_twin(work/'pretrain', work/'untrained'))):
-            if res['mnli'] and phases.elapsed() + phases['finetune_pretrained'] > args.deadline_minutes * 60:
+        with phases('weights'): res['weights'] = dict(dir=str(out/'model'), files=shipped_weights(run, out/'model', S['shard_limit']))
+        with phases('model_only_step'):     # a diagnostic: its failure is recorded, and finetuning goes on
+            try:
+                res['model_only_step'] = model_only(run, batch, S, device, repeats=3 if args.dry_run else 10)
+                rate = res['pretraining']['tokens_per_s']       # None when the budget held too few logged windows (a loaded dry run)
+                res['end_to_end_over_model_only'] = rate and rate / res['model_only_step']['tokens_per_s']
+            except Exception as e:
+                res['model_only_step'] = dict(error=f'{type(e).__name__}: {e}', traceback=traceback.format_exc()[-2000:])
+                log(f"model-only step FAILED ({res['model_only_step']['error']}); finetuning goes on")
+        res['mnli'], stop_at = {}, phases.t0 + deadline_s
+        for name, model_dir in (('pretrained', run), ('untrained', untrained_twin(run, work/'untrained'))):
+            if res['mnli'] and phases.elapsed() + phases['finetune_pretrained'] > deadline_s:
                 res['mnli'][name] = dict(skipped=f"{phases.elapsed():.0f} s gone: another {phases['finetune_pretrained']:.0f} s would pass "
                                                  f"the {args.deadline_minutes:g}-minute deadline"); log(f"skipped {name}: {res['mnli'][name]['skipped']}")
                 continue
@@ -362,6 +405,12 @@ def job(args) -> dict:
         log(f'FAILED: {res["error"]}')
     res['seconds'] = round(sum(phases.values()), 1)
     return res
+
+
+def drawn(res: dict, out: Path) -> Path | None:
+    "The plot of what is measured so far (after every phase): a failure to draw is logged, never the job's."
+    try: return plot(res, out/'gpu_pretrain.png')
+    except Exception as e: log(f'plot FAILED: {type(e).__name__}: {e}')
 
 
 def tempfile_dir() -> str:
@@ -379,7 +428,8 @@ def bag_of_words() -> dict | None:
 def report(res: dict):
     "The lines a person reads first."
     log('')
-    log("phases (s): " + ', '.join(f'{k} {v:.0f}' for k, v in res['phases'].items()) + f"; total {res['seconds']:.0f} s")
+    log("phases (s): " + ', '.join(f'{k} {v:.0f}' for k, v in res['phases'].items()) + f"; total {res['seconds']:.0f} s"
+        + (f" after {res['startup_s']:.0f} s of start-up (pip, imports)" if res.get('startup_s') else ''))
     if 'pretokenize' in res:
         t = res['pretokenize']; more = res['more_shards']
         log(f"pretokenize: {t['tokens']:,} tokens of {len(t['shards'])} shard(s) at {t['tokens_per_s']:,.0f} tokens/s"
@@ -389,7 +439,8 @@ def report(res: dict):
         log(f"pretraining: {p['steps']:,} steps ({p['epochs']} epoch(s) of {p['train_tokens']:,} tokens), "
             + (f"{p['tokens_per_s']:,.0f} tokens/s end to end, " if p['tokens_per_s'] else "no end-to-end rate, ")
             + f"held-out MLM accuracy {100 * (last.get('mlm_accuracy') or 0):.2f}% (most frequent token {100 * (last.get('unigram_accuracy') or 0):.2f}%)")
-    if 'model_only_step' in res:
+    if 'error' in res.get('model_only_step', {}): log(f"model-only step: failed ({res['model_only_step']['error']})")
+    elif 'model_only_step' in res:
         m, ratio = res['model_only_step'], res['end_to_end_over_model_only']
         log(f"model-only step: {m['ms_per_step']:.1f} ms, {m['tokens_per_s']:,.0f} tokens/s, MFU {m['mfu_vs_matmul']:.1%} of the measured matmul rate; "
             f"end to end / model only: " + (f"{ratio:.1%} (target >= 90%)" if ratio else "n/a (the run logged too few steps for an end-to-end rate)"))
@@ -423,7 +474,7 @@ def plot(res: dict, path: Path) -> Path:
     ax[2].set(title=f"MNLI after finetuning on {res.get('data', {}).get('mnli', {}).get('train', 0):,} pairs", ylabel='%')
     if mnli: ax[2].legend(fontsize=7)
     ph = res['phases']
-    ax[3].barh(list(ph)[::-1], list(ph.values())[::-1]); ax[3].set(title=f"phases: {res['seconds']:.0f} s in all", xlabel='seconds')
+    ax[3].barh(list(ph)[::-1], list(ph.values())[::-1]); ax[3].set(title=f"phases: {sum(ph.values()):.0f} s in all", xlabel='seconds')
     if res.get('end_to_end_over_model_only'):
         ax[3].text(0.98, 0.02, f"end-to-end step at {res['end_to_end_over_model_only']:.0%} of the model-only step's tokens/s",
                    transform=ax[3].transAxes, ha='right', fontsize=8)
@@ -438,7 +489,7 @@ def main(argv=None):
     args.manifest = checked_data(Path(args.data)) if args.data else None      # before anything runs or is written
     res = job(args)
     out = Path(args.out_dir); out.mkdir(parents=True, exist_ok=True)
-    res['plot'] = str(plot(res, out/'gpu_pretrain.png'))
+    res['plot'] = str(drawn(res, out))
     report(res)
     log(f"wrote {write_result(res, out)} and {res['plot']}")
     if 'error' in res: sys.exit(1)

@@ -8,6 +8,7 @@
 # The work is tools/gpu_pretrain.py (its docstring lists the phases). tools/gpu_env.sh makes atombert importable first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export GPU_JOB_START=$(date +%s.%N)    # the job counts its time from here: the device limit counts pip too
 NAME=gpu_pretrain; source tools/gpu_env.sh
 export TOKENIZERS_PARALLELISM=true                # pretokenizing uses every core (nothing forks while tokenizers works)
 exec "$PY" tools/gpu_pretrain.py run "$@"

@@ -49,9 +49,11 @@ def environment(dry_run: bool) -> dict:
                  capability=f'{p.major}.{p.minor}', multiprocessors=p.multi_processor_count,
                  bf16_native=torch.cuda.is_bf16_supported(including_emulation=False))
         if shutil.which('nvidia-smi'):
-            q = subprocess.run(['nvidia-smi', '--query-gpu=name,driver_version,memory.total,clocks.max.sm', '--format=csv,noheader'],
-                               capture_output=True, text=True, timeout=30)
-            r['nvidia_smi'] = q.stdout.strip() or q.stderr.strip()
+            try:      # informational: a hung or missing driver tool must not cost the run
+                q = subprocess.run(['nvidia-smi', '--query-gpu=name,driver_version,memory.total,clocks.max.sm', '--format=csv,noheader'],
+                                   capture_output=True, text=True, timeout=30)
+                r['nvidia_smi'] = q.stdout.strip() or q.stderr.strip()
+            except (OSError, subprocess.SubprocessError) as e: r['nvidia_smi'] = f'{type(e).__name__}: {e}'
     elif not dry_run:
         raise RuntimeError('no CUDA device: torch.cuda.is_available() is False (run with --dry-run for the CPU smoke run)')
     log(f"environment: Python {r['python']}, torch {r['torch']} (CUDA {r['torch_cuda']}), transformers {r['transformers']}, "
