@@ -61,8 +61,11 @@ def test_what_comes_back_fits_and_the_weights_load(dry_run):
     model_dir = tmp/'device_out'/'model'
     assert (model_dir/'model.safetensors.index.json').exists() and len(list(model_dir.glob('model-*-of-*.safetensors'))) >= 2
     assert not (model_dir/'tokenizer.json').exists()           # the tokenizer travelled from here
+    assert rep['weights']['dtype'] == 'bfloat16'                 # rounded, so the full model fits the repository's 20 MB
     shipped, run = AtomBertForPreTraining.from_pretrained(model_dir), AtomBertForPreTraining.from_pretrained(tmp/'work'/'pretrain')
-    assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), run.state_dict().values()))
+    assert all(torch.equal(a, b.bfloat16().float()) for a, b in zip(shipped.state_dict().values(), run.state_dict().values()))
+    started = AtomBertForPreTraining.from_pretrained(tmp/'work'/'pretrained_bf16')   # finetuning's start: the weights shipped
+    assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), started.state_dict().values()))
     assert (tmp/'device_out'/'gpu_pretrain.png').stat().st_size > 10_000
 
 
@@ -111,16 +114,20 @@ def test_more_shards_not_what_prepare_wrote_are_left_out(dry_run, tmp_path):
     assert 'not what `prepare` wrote' in gpu_pretrain.staged_shards(more)['why']
 
 
-def test_the_full_models_weights_come_back_in_three_files_under_16_mib(tmp_path):
-    "atombert-8m at 30,000 entries, saved as the job saves it: config, index and 3 shards, each under the 16 MiB a file may carry."
+def test_the_full_models_weights_come_back_in_files_under_16_mib_and_fit_the_repository(tmp_path):
+    """atombert-8m at 30,000 entries, saved as the job saves it (bf16): config, index and 2 shards, each under the 16 MiB a
+    file may carry, and with its tokenizer within the 20 MB the repository may keep."""
     sys.path.insert(0, str(ROOT/'tools'))
     import gpu_pretrain
     from atombert.config import AtomBertConfig
     from atombert.model import AtomBertForPreTraining
     S = gpu_pretrain.FULL
-    AtomBertForPreTraining(AtomBertConfig.preset(S['preset']).replace(vocab_size=S['vocab_size'])).save_pretrained(tmp_path, max_shard_size=S['shard_limit'])
+    model = AtomBertForPreTraining(AtomBertConfig.preset(S['preset']).replace(vocab_size=S['vocab_size'])).to(torch.bfloat16)
+    model.save_pretrained(tmp_path, max_shard_size=S['shard_limit'])
     files = sorted(tmp_path.iterdir())
-    assert len(files) == 5 and all(f.stat().st_size < 16 * 2 ** 20 for f in files), [(f.name, f.stat().st_size) for f in files]
+    assert len(files) == 4 and all(f.stat().st_size < 16 * 2 ** 20 for f in files), [(f.name, f.stat().st_size) for f in files]
+    tokenizer = 700_000        # bytes: the job's 30,000-entry tokenizer.json (prepare's, fingerprint 5a29977ad8d436ac) is 681,526
+    assert sum(f.stat().st_size for f in files) + tokenizer <= 20 * 10**6, sum(f.stat().st_size for f in files)
 
 
 def test_finetuning_past_the_deadline_stops_and_is_still_scored(dry_run):
@@ -168,7 +175,7 @@ def test_the_job_survives_what_the_gpu_may_do_first(dry_run, tmp_path, monkeypat
         return dict(steps=3, epochs=1, train_tokens=100, tokens_per_s=10.0, held_out=[]), {}
     def model_only(*a, **k): raise RuntimeError('CUDA error: an illegal memory access')
     monkeypatch.setattr(G, 'pretrained', pretrained); monkeypatch.setattr(G, 'model_only', model_only)
-    monkeypatch.setattr(G, 'shipped_weights', lambda run, out, limit: {'model.safetensors': 1})
+    monkeypatch.setattr(G, 'shipped_weights', lambda run, out, start, limit: {'model.safetensors': 1})
     monkeypatch.setattr(G, 'untrained_twin', lambda run, out: out)
     monkeypatch.setattr(G, 'finetuned', lambda *a, **k: dict(matched=0.5, mismatched=0.5, finetune_s=1.0, evaluate_s=0.1, steps=2,
                                                              planned_steps=2, cut_short=False))

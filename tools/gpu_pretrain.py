@@ -10,8 +10,8 @@ on them (here, not in device time; the tokenizers version there could train anot
 the MNLI pairs `bench/wiki_transfer.py` uses (the 29,946 train pairs in its order, the full dev sets) and WikiText raw
 valid as xz JSON lines and text, with a manifest of checksums.
 
-More text than one call carries (3 shards fill the 64 MiB: 276k examples of 128 tokens, which 4.5 minutes on an H200
-read about 10 times) takes two calls to a machine kept warm: a device call keeps the ignored folders an earlier call
+More text than one call carries (3 shards fill the 64 MiB: 37M tokens, which 4.5 minutes read about 6 times at the
+H200 check's 38.2 ms a step) takes two calls to a machine kept warm: a device call keeps the ignored folders an earlier call
 carried unless it carries them again. Run the one-call job first: the second call must find the machine warm, it may
 land on another kind of GPU, and one 6-shard run has no 3-shard run beside it to say whether the text paid.
 
@@ -31,8 +31,10 @@ folder is not there, and the job pretrains on the shards it carried and says so:
    a bf16 matmul probe (its rate is the MFU's reference): the end-to-end step is measured against it;
 4. finetune the pretrained model and its untrained twin (same config, tokenizer and seed) with `finetune`'s defaults on
    the 29,946 pairs, and score both on the full dev matched and mismatched sets.
-The JSON, a plot and the pretrained weights as sharded safetensors (under 16 MiB a file, without the tokenizer: it
-travelled from here, and its fingerprint is in the JSON) go to --out-dir ($OUT on the GPU machine): 7 files. The JSON
+The JSON, a plot and the pretrained weights, rounded to bf16 (19 MB: the repository keeps up to 20 MB) as sharded
+safetensors (under 16 MiB a file, without the tokenizer: it travelled from here, and its fingerprint is in the JSON),
+go to --out-dir ($OUT on the GPU machine): 6 files. Both finetunings start from bf16-rounded weights: the pretrained
+model's are the ones that come back. The JSON
 is written after every phase and the weights as soon as pretraining ends, so a run cut short still brings back what it
 measured, and the plot is redrawn after every phase. Time is counted from the moment tools/gpu_pretrain.sh started
 (pip and imports included: the device's 10-minute limit counts them). Pretraining gets --pretrain-minutes, less if
@@ -53,15 +55,16 @@ from gpu_timing import environment, log  # noqa: E402
 SEED_MNLI = 66.33                 # the seed's MNLI: 8M-core AtomBERT, WikiText-103 × 2 epochs, then all of MNLI
 CARRY_LIMIT = 64 * 2 ** 20        # what travels to the GPU machine: the working tree, the wheels and the data
 SHARD_LIMIT = '15MB'              # each file that comes back is at most 16 MiB
-# both MNLI finetunings, their evaluation and the files after them, on an H200: ~16 ms a step (gpu_check_h200), 1,872
-# steps each, 19,647 dev pairs each, and a margin; what pretraining leaves them when pretokenizing ran long
+# both MNLI finetunings, their evaluation and the files after them on an H200: 2,808 steps each (3 epochs of 29,946
+# pairs at 32) at ~16 ms (gpu_check_h200), 19,647 dev pairs each, new shapes' first calls (75-100 s and ~55 s, the
+# review's estimate), and a margin: what pretraining leaves them when the start or pretokenizing ran long
 FINETUNE_RESERVE_S = 210
 PRETRAIN_GRACE_S = 20             # pretraining's hard stop, after its budget: a probe that misjudged the step never costs finetuning
 # the full recipe's settings (`atombert run`), and the dry run's smoke sizes
 FULL = dict(preset='atombert-8m', vocab_size=30_000, seq_len=128, batch_size=256, lr=1e-3, eval_every=500, log_every=50,
             num_workers=4, matmul_size=8192, shard_limit=SHARD_LIMIT)
 DRY = dict(preset='tiny', vocab_size=1000, seq_len=64, batch_size=16, lr=1e-3, eval_every=10, log_every=1, num_workers=2,
-           matmul_size=256, shard_limit='200KB')          # the tiny model's 320 KB in two shards: the index is exercised
+           matmul_size=256, shard_limit='100KB')          # the tiny model's 160 KB (bf16) in two shards: the index is exercised
 # log_every=1: a loaded machine's probe can leave the 15-s budget 2 steps, and the end-to-end rate needs two logged windows
 
 
@@ -327,20 +330,26 @@ def finetuned(model_dir: Path, out: Path, train: list, dev: dict, device: str, s
 
 
 def untrained_twin(run: Path, out: Path) -> Path:
-    "The pretrained model's architecture as initialized (its seed), with its tokenizer."
+    "The pretrained model's architecture as initialized (its seed), rounded to bf16 as the pretrained one is, with its tokenizer."
     import torch
     from atombert.model import AtomBertForPreTraining
     from atombert.tokenizer import load_tokenizer
     config = AtomBertForPreTraining.from_pretrained(run).config
     torch.manual_seed(json.loads((run/'run.json').read_text())['args']['seed'])
-    return AtomBertForPreTraining(config).save_pretrained(out, tokenizer=load_tokenizer(run))
+    return AtomBertForPreTraining(config).to(torch.bfloat16).save_pretrained(out, tokenizer=load_tokenizer(run))
 
 
-def shipped_weights(run: Path, out: Path, shard_limit) -> dict:
-    "The pretrained model as sharded safetensors in `out` (no tokenizer: it travelled from here); each file under 16 MiB."
+def shipped_weights(run: Path, out: Path, start: Path, shard_limit) -> dict:
+    """The pretrained model rounded to bf16 (19 MB at 30,000 entries: within the repository's 20 MB, where fp32's 38 MB
+    is not) as sharded safetensors in `out`, each file under 16 MiB, without the tokenizer (it travelled from here); and
+    the same weights with the tokenizer in `start`, where finetuning starts: the weights that come back are the ones scored."""
+    import torch
     from atombert.model import AtomBertForPreTraining
+    from atombert.tokenizer import load_tokenizer
     shutil.rmtree(out, ignore_errors=True)
-    AtomBertForPreTraining.from_pretrained(run).save_pretrained(out, max_shard_size=shard_limit)
+    model = AtomBertForPreTraining.from_pretrained(run).to(torch.bfloat16)
+    model.save_pretrained(out, max_shard_size=shard_limit)
+    model.save_pretrained(start, tokenizer=load_tokenizer(run))
     return {f.name: f.stat().st_size for f in sorted(out.iterdir())}
 
 
@@ -381,7 +390,8 @@ def job(args) -> dict:
                 minutes = res['pretrain_minutes_used'] = max(0.5, min(minutes, (deadline_s - phases.elapsed() - FINETUNE_RESERVE_S) / 60))
                 res['pretraining'], batch = pretrained(S, shards, data, run, work/'cache', device, minutes)
         # the weights first: a later phase that fails or runs out of machine time must not cost the pretrained model
-        with phases('weights'): res['weights'] = dict(dir=str(out/'model'), files=shipped_weights(run, out/'model', S['shard_limit']))
+        start = work/'pretrained_bf16'       # finetuning starts from the weights that come back
+        with phases('weights'): res['weights'] = dict(dir=str(out/'model'), dtype='bfloat16', files=shipped_weights(run, out/'model', start, S['shard_limit']))
         with phases('model_only_step'):     # a diagnostic: its failure is recorded, and finetuning goes on
             try:
                 res['model_only_step'] = model_only(run, batch, S, device, repeats=3 if args.dry_run else 10)
@@ -391,7 +401,7 @@ def job(args) -> dict:
                 res['model_only_step'] = dict(error=f'{type(e).__name__}: {e}', traceback=traceback.format_exc()[-2000:])
                 log(f"model-only step FAILED ({res['model_only_step']['error']}); finetuning goes on")
         res['mnli'], stop_at = {}, phases.t0 + deadline_s
-        for name, model_dir in (('pretrained', run), ('untrained', untrained_twin(run, work/'untrained'))):
+        for name, model_dir in (('pretrained', start), ('untrained', untrained_twin(run, work/'untrained'))):
             if res['mnli'] and phases.elapsed() + phases['finetune_pretrained'] > deadline_s:
                 res['mnli'][name] = dict(skipped=f"{phases.elapsed():.0f} s gone: another {phases['finetune_pretrained']:.0f} s would pass "
                                                  f"the {args.deadline_minutes:g}-minute deadline"); log(f"skipped {name}: {res['mnli'][name]['skipped']}")
