@@ -58,7 +58,8 @@ def kd_loss(student_logits:torch.Tensor, teacher_logits:torch.Tensor, labels:tor
     if alpha < 1:
         if labels is None: raise ValueError('kd_loss needs labels when alpha < 1')
         known = labels >= 0       # unlabelled (-1) examples learn from the teacher only; none labelled: no hard part, not NaN
-        loss = loss + (1 - alpha) * (F.cross_entropy(s[known], labels[known]) if known.any() else s.sum() * 0)
+        hard = F.cross_entropy(s, torch.where(known, labels, -100), reduction='sum') / known.sum().clamp(min=1)   # no host wait
+        loss = loss + (1 - alpha) * hard
     return loss
 
 # %% ../nbs/08c_finetuning.ipynb #fefebde2
@@ -77,7 +78,7 @@ class DistillationTask(ClassificationTask):
         known, pred = y >= 0, s.argmax(-1)
         return ({'soft_loss': kd_loss(s, t, alpha=1.0, temperature=self.temperature),     # T²·KL over every row
                  'hard_loss': kd_loss(s, t, y, alpha=0.0)},                                # cross-entropy over the labelled rows
-                {'accuracy': (((pred == y) & known).sum(), int(known.sum())), 'agreement': ((pred == t.argmax(-1)).sum(), len(y))})
+                {'accuracy': (((pred == y) & known).sum(), known.sum()), 'agreement': ((pred == t.argmax(-1)).sum(), len(y))})
 
 # %% ../nbs/08c_finetuning.ipynb #61eed9da
 _MNLI_SPLIT = {'dev_matched': 'validation_matched', 'dev_mismatched': 'validation_mismatched'}   # GLUE's file names → load_mnli's

@@ -166,10 +166,10 @@ class RTDTask(PreTrainingTask):
                     batch.get('sentence_label'), batch.get('sample_u'))     # from MaskingCollator(sample_uniforms=True)
         losses, stats = self.scores(out, batch, model.training)
         real, says = batch['attention_mask'].bool(), out.rtd_logits > 0
-        n = int(real.sum())
+        n = real.sum()                 # counts as device tensors: the statistics never make the host wait
         losses['rtd_loss'] = out.rtd_loss
-        stats['rtd_accuracy'] = ((says == out.replaced)[real].sum(), n)
-        stats['replaced'] = (out.replaced[real].sum(), n)
+        stats['rtd_accuracy'] = (((says == out.replaced) & real).sum(), n)
+        stats['replaced'] = ((out.replaced & real).sum(), n)
         if not model.training: stats['replaced_recall'] = ((says & out.replaced).sum(), out.replaced.sum())
         return losses, stats
 
