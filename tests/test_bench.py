@@ -406,3 +406,15 @@ def test_threads_below_one_is_one_clear_error(script):
     r = subprocess.run([sys.executable, f'bench/{script}', '--threads', '0', '--small', '--out', '/nonexistent/x.json'], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and r.stderr.strip().count('\n') == 0 and '--threads must be' in r.stderr, (r.returncode, r.stderr[-2000:])
+
+def test_bf16_training(tmp_path):
+    "The bf16-against-fp32 study: both precisions per seed, the same tokenizer, each run's loss, SOP, NLI accuracy and time."
+    out, res = run_bench('bf16_training.py', tmp_path/'bf16.json', '--work', str(tmp_path/'work'))
+    check_machine(res)
+    assert [(r['seed'], r['precision']) for r in res['rows']] == [(0, 'fp32'), (0, 'bf16')]
+    for r in res['rows']:
+        assert r['pretrain_mlm_loss'] > 0 and 0 <= r['pretrain_sop_accuracy'] <= 1 and 0 <= r['finetune_accuracy'] <= 1
+        assert r['pretrain_seconds'] > 0 and r['finetune_seconds'] > 0
+    assert set(res['summary']) == {'pretrain_speedup', 'mlm_loss_difference', 'sop_accuracy_difference', 'finetune_accuracy_difference'}
+    assert 'bf16 / fp32: pretraining' in out and 'held-out MLM loss' in out
+    assert len(list((tmp_path/'work'/'cache').iterdir())) >= 1          # one tokenizer and token cache for every run
