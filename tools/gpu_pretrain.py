@@ -375,8 +375,8 @@ def job(args) -> dict:
             shards = shard_folder(data, more, work)
             train, dev = read_pairs(data/'mnli_train.jsonl.xz'), {n: read_pairs(data/f'mnli_dev_{n}.jsonl.xz') for n in ('matched', 'mismatched')}
         with phases('pretokenize'): res['pretokenize'] = pretokenized(shards, data, work/'cache')
-        left = (deadline_s - phases.elapsed() - FINETUNE_RESERVE_S) / 60     # what both finetunings leave pretraining
-        res['pretrain_minutes_used'] = minutes = min(args.pretrain_minutes, max(1.0, left))
+        left = lambda: (deadline_s - phases.elapsed() - FINETUNE_RESERVE_S) / 60     # what both finetunings leave pretraining
+        res['pretrain_minutes_used'] = minutes = min(args.pretrain_minutes, max(1.0, left()))
         if minutes < args.pretrain_minutes: log(f'pretraining {minutes:.2f} minutes, not {args.pretrain_minutes:g}: '
                                                 f'{phases.elapsed():.0f} s gone, {FINETUNE_RESERVE_S} s kept for finetuning')
         run = work/'pretrain'
@@ -387,7 +387,7 @@ def job(args) -> dict:
                 res['pretrain_retry'] = dict(error=f'{type(e).__name__}: {e}', num_workers=S['num_workers'], after_s=round(phases.elapsed(), 1))
                 log(f"pretraining with {S['num_workers']} DataLoader workers failed ({res['pretrain_retry']['error']}); again without workers")
                 S['num_workers'], run = 0, work/'pretrain_no_workers'
-                minutes = res['pretrain_minutes_used'] = max(0.5, min(minutes, (deadline_s - phases.elapsed() - FINETUNE_RESERVE_S) / 60))
+                minutes = res['pretrain_minutes_used'] = max(0.5, min(minutes, left()))
                 res['pretraining'], batch = pretrained(S, shards, data, run, work/'cache', device, minutes)
         # the weights first: a later phase that fails or runs out of machine time must not cost the pretrained model
         start = work/'pretrained_bf16'       # finetuning starts from the weights that come back
