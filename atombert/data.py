@@ -22,20 +22,21 @@ from .tokenizer import special_token_ids, tokenizer_fingerprint
 
 # %% ../nbs/05_data.ipynb #27aced60
 _SENTENCE_END = re.compile(
-    r'(?<!\b[A-Z])(?<!\bMr)(?<!\bMs)(?<!\bDr)(?<!\bSt)(?<!\bNo)(?<!\bJr)(?<!\bvs)(?<!\bMrs)(?<!\bSgt)(?<!\bCol)'
+    r'(?<!\b[^\W\d_])(?<!\bMr)(?<!\bMs)(?<!\bDr)(?<!\bSt)(?<!\bNo)(?<!\bJr)(?<!\bvs)(?<!\bMrs)(?<!\bSgt)(?<!\bCol)'
     r'(?<!\bGen)(?<!\bFig)(?<!\bVol)(?<!\bProf)(?<!\be\.g)(?<!\bi\.e)'
-    r'[.!?]["\'”’)\]]*(\s+)(?=(?:["\'“‘(\[] ?)?[A-Z0-9])')
+    r'[.!?]["\'”’)\]]*(\s+)(?=(?:["\'“‘(\[] ?)?([^\W_]))')   # group 2: the next letter or digit
 
 def split_sentences(paragraph: str) -> list:
     "Split `paragraph` into sentences, keeping every character except the spaces between them."
     out, start = [], 0
     for m in _SENTENCE_END.finditer(paragraph):
+        if m.group(2).islower(): continue            # a lowercase word goes on with the sentence
         out.append(paragraph[start:m.start(1)]); start = m.end(1)
     out.append(paragraph[start:])
     return [s for s in out if s]
 
 # %% ../nbs/05_data.ipynb #cab173b3
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2       # 2: sentences also end before a capital outside ASCII
 
 class TokenizedCorpus:
     "A pretokenized corpus on disk: a flat token memmap plus sentence and document offsets."
