@@ -140,6 +140,10 @@ def load_glue(task, source, split:str='train', named:bool=False) -> list[dict]:
     return read_glue(task, path)
 
 # %% ../nbs/08d_glue.ipynb #301d4a37
+def _correlation(fn):
+    "scipy's correlation `fn` as a metric that is 0 where either side is constant (undefined, NaN, in scipy)."
+    return lambda y, p: 0.0 if len(set(y)) < 2 or len(set(p)) < 2 else fn(y, p)[0]
+
 def glue_metrics(task, predictions, labels) -> dict:
     "GLUE's metrics of `task` (percent) for `predictions` (label ids, or scores for STS-B) against `labels`."
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
@@ -148,7 +152,7 @@ def glue_metrics(task, predictions, labels) -> dict:
     if len(predictions) != len(labels): raise ValueError(f'{len(predictions)} predictions for {len(labels)} labels')
     if not len(labels): raise ValueError('no examples to score')
     fns = dict(accuracy=accuracy_score, f1=f1_score, mcc=matthews_corrcoef,
-               pearson=lambda y, p: pearsonr(y, p)[0], spearman=lambda y, p: spearmanr(y, p)[0])
+               pearson=_correlation(pearsonr), spearman=_correlation(spearmanr))
     return {m: 100 * float(fns[m](list(labels), list(predictions))) for m in task.metrics}
 
 def task_score(metrics:dict) -> float:
