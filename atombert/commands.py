@@ -182,28 +182,33 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
         changed = ', '.join(sorted(k for k in set(was) | set(made_by) if was.get(k) != made_by.get(k)))
         raise ValueError(f'{out} holds the GLUE results of another model or other settings ({changed}): give another --out')
     atomic_write(f, json.dumps(made_by, indent=1) + '\n')
-    results, skipped = {}, {}
+    results, skipped, unsubmitted = {}, {}, {}
     for name in names:
-        t, run = glue_task(name), out/name
+        t, run, clf = glue_task(name), out/name, None
         done = run/'glue_results.json'         # its own file: `atombert evaluate` writes MODEL/eval/results.json
         before = run/'eval'/'results.json'      # where suites made before kept it: taken when it is glue's
         if not done.is_file() and before.is_file() and all('score' in r for r in json.loads(before.read_text()).values()):
             atomic_write(done, before.read_text())
-        if done.is_file(): results[name] = json.loads(done.read_text()); continue
-        try: train_data, devs = source(t, 'train'), {split: source(t, split) for split in t.dev}
-        except (FileNotFoundError, ValueError, ConnectionError) as e: skipped[name] = str(e).splitlines()[0]; print(f'{name}: skipped ({skipped[name]})'); continue
-        print(f'{name}: finetuning on {len(train_data):,} examples ...', flush=True)
-        resume = run.is_dir() and any(run.iterdir())
-        finetune(model, train_data, devs[t.dev[0]], run, task=name, max_steps=max_steps or None, batch_size=batch_size, lr=lr,
-                 resume=resume, progress=progress, **train)
-        clf, tok = load_finetuned(run)
-        results[name] = {split: evaluate_glue(clf, tok, t, d) for split, d in devs.items()}
+        if done.is_file(): results[name] = json.loads(done.read_text())
+        else:
+            try: train_data, devs = source(t, 'train'), {split: source(t, split) for split in t.dev}
+            except (FileNotFoundError, ValueError, ConnectionError) as e: skipped[name] = str(e).splitlines()[0]; print(f'{name}: skipped ({skipped[name]})'); continue
+            print(f'{name}: finetuning on {len(train_data):,} examples ...', flush=True)
+            resume = run.is_dir() and any(run.iterdir())
+            finetune(model, train_data, devs[t.dev[0]], run, task=name, max_steps=max_steps or None, batch_size=batch_size, lr=lr,
+                     resume=resume, progress=progress, **train)
+            clf, tok = load_finetuned(run)
+            results[name] = {split: evaluate_glue(clf, tok, t, d) for split, d in devs.items()}
         tests = {'test_matched': 'MNLI-m', 'test_mismatched': 'MNLI-mm'} if name == 'mnli' else {'test': t.folder}
-        for split, file in tests.items():                  # GLUE's submission files, where the data has test sets
+        for split, file in tests.items():      # GLUE's submission files, where the data has test sets: a kept task's too
+            if (submission := out/'submission'/f'{file}.tsv').is_file(): continue
             try: test_data = source(t, split)
-            except (FileNotFoundError, ValueError, ConnectionError): continue
-            write_glue_predictions(clf, tok, test_data, out/'submission'/f'{file}.tsv', task=t)
-        atomic_write(done, json.dumps(results[name], indent=2) + '\n')
+            except FileNotFoundError: continue                          # no test set: nothing to submit
+            except (ValueError, ConnectionError) as e:                  # one that cannot be read is said, not left out unsaid
+                unsubmitted[f'{name} {split}'] = why = str(e).splitlines()[0]; print(f'{name}: no submission file ({why})'); continue
+            if clf is None: clf, tok = load_finetuned(run)
+            write_glue_predictions(clf, tok, test_data, submission, task=t)
+        if not done.is_file(): atomic_write(done, json.dumps(results[name], indent=2) + '\n')
     scores = {n: sum(r['score'] for r in res.values()) / len(res) for n, res in results.items()}   # MNLI: its two dev sets
     lines = [f'# GLUE: {model}', '', '| task | dev set | metrics | score | predicted |', '|---|---|---|---|---|']
     for n, res in results.items():
@@ -212,6 +217,7 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
             lines.append(f"| {n} | {split} | {', '.join(f'{m} {r[m]:.2f}' for m in glue_task(n).metrics)} | {r['score']:.2f} | {said} |")
     if scores: lines += ['', f'GLUE score over {len(scores)} task(s) ({", ".join(scores)}), dev sets: **{glue_score(scores):.2f}**']
     if skipped: lines += ['', 'Skipped: ' + '; '.join(f'{n} ({why})' for n, why in skipped.items())]
+    if unsubmitted: lines += ['', 'No submission file: ' + '; '.join(f'{n} ({why})' for n, why in unsubmitted.items())]
     if scores:
         import matplotlib; matplotlib.use('Agg', force=False)
         import matplotlib.pyplot as plt
@@ -224,7 +230,7 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
     atomic_write(out/'report.md', '\n'.join(lines) + '\n')
     print('\n'.join(lines[2:]))
     if not results: raise ValueError(f'no GLUE task could run (see {out/"report.md"}): ' + '; '.join(f'{n} ({why})' for n, why in skipped.items()))
-    return dict(results=results, scores=scores, skipped=skipped)
+    return dict(results=results, scores=scores, skipped=skipped, unsubmitted=unsubmitted)
 
 # %% ../nbs/10_commands.ipynb #bc6368d1
 def predict_cmd(model:str=None,               # finetuned model directory

@@ -88,8 +88,10 @@ def test_a_task_without_its_files_is_one_line(tmp_path, pretrained):
 
 def test_the_suite_in_one_command_resumes_task_by_task(tmp_path, pretrained):
     data = tmp_path/'data'; (data/'CoLA').mkdir(parents=True)              # GLUE's layout, with a test set for CoLA
-    (data/'STS-B').symlink_to(GLUE/'STS-B')
-    for f in ('train.tsv', 'dev.tsv'): (data/'CoLA'/f).symlink_to(GLUE/'CoLA'/f)
+    (data/'STS-B').mkdir()
+    for task in ('CoLA', 'STS-B'):
+        for f in ('train.tsv', 'dev.tsv'): (data/task/f).symlink_to(GLUE/task/f)
+    (data/'STS-B'/'test.tsv').write_text('index\tsentence1\tsentence2\n0\tA cat sat.\n')       # a malformed test set
     (data/'CoLA'/'test.tsv').write_text('index\tsentence\n0\tThe cat sat.\n1\tSat the cat the.\n')
     argv = [ATOMBERT, 'glue', '--model', str(pretrained), '--data', str(data), '--tasks', 'stsb,cola,qqp', '--max-steps', '3',
             '--batch-size', '16', '--out', str(tmp_path/'glue'), '--no-progress']
@@ -100,7 +102,9 @@ def test_the_suite_in_one_command_resumes_task_by_task(tmp_path, pretrained):
     assert 'Skipped: qqp (qqp: no file' in report and (tmp_path/'glue'/'glue.png').stat().st_size > 5_000
     submission = (tmp_path/'glue'/'submission'/'CoLA.tsv').read_text().splitlines()
     assert submission[0] == 'index\tprediction' and [l.split('\t')[0] for l in submission[1:]] == ['0', '1']
-    assert sorted(p.name for p in (tmp_path/'glue'/'submission').iterdir()) == ['CoLA.tsv']   # STS-B has no test set here
+    assert sorted(p.name for p in (tmp_path/'glue'/'submission').iterdir()) == ['CoLA.tsv']   # STS-B's test set is malformed
+    assert "No submission file: stsb test (" in report and 'test.tsv:2: 2 fields, 3 expected' in report     # and said so
+    (tmp_path/'glue'/'submission'/'CoLA.tsv').unlink()              # a kept task's missing submission file is written again
     done = tmp_path/'glue'/'stsb'/'glue_results.json'
     before = done.stat().st_mtime_ns
     e = subprocess.run([ATOMBERT, 'evaluate', '--model', str(tmp_path/'glue'/'stsb'), '--data', str(data)], capture_output=True, text=True, env=ENV, cwd=ROOT)
@@ -108,6 +112,7 @@ def test_the_suite_in_one_command_resumes_task_by_task(tmp_path, pretrained):
     again = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert again.returncode == 0 and 'finetuning' not in again.stdout, again.stdout       # every task kept
     assert done.stat().st_mtime_ns == before and (tmp_path/'glue'/'report.md').read_text() == report
+    assert (tmp_path/'glue'/'submission'/'CoLA.tsv').read_text().splitlines() == submission
     cola = tmp_path/'glue'/'cola'                                   # a suite made before glue kept its own marker
     (cola/'eval').mkdir(exist_ok=True); (cola/'glue_results.json').rename(cola/'eval'/'results.json')
     third = subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=ROOT)
