@@ -162,9 +162,22 @@ def model_from_state(cls, config:AtomBertConfig, sd:dict, where='the checkpoint'
     model.load_state_dict(sd, strict=False)
     return model
 
+def _relabelled_classifier(config:AtomBertConfig, sd:dict, label_names, where) -> dict:
+    """`sd` with its classifier's rows in the order of `label_names`, where the checkpoint's classifier names the same
+    labels in another order (any case); a classifier of other labels is refused: its rows would be renamed, not retrained."""
+    had, want = [n.lower() for n in config.label_names], [n.lower() for n in label_names]
+    if 'classifier.weight' not in sd or not had or not want or had == want or len(had) != len(want): return sd
+    if sorted(had) != sorted(want):
+        raise ValueError(f"{where}: its classifier predicts ({', '.join(config.label_names)}), not ({', '.join(label_names)}): "
+                         f"another task's; finetune from a pretraining checkpoint")
+    order = torch.tensor([had.index(n) for n in want])
+    return sd | {k: sd[k][order] for k in ('classifier.weight', 'classifier.bias')}
+
 def load_model(cls, path_or_name, **config_overrides):
-    "An instance of model class `cls` with the weights of an atombert or transformers ALBERT directory (or hub name)."
+    """An instance of model class `cls` with the weights of an atombert or transformers ALBERT directory (or hub name).
+    `label_names` in `config_overrides` puts a classifier's rows in that order (`_relabelled_classifier`)."""
     config, sd = load_pretrained_state(path_or_name)
+    if 'label_names' in config_overrides: sd = _relabelled_classifier(config, sd, config_overrides['label_names'], path_or_name)
     return model_from_state(cls, config.replace(**config_overrides) if config_overrides else config, sd, path_or_name)
 
 # %% ../nbs/04_checkpoint.ipynb #1ed7993c
