@@ -10,6 +10,7 @@ __all__ = ['GLUE_TASKS', 'GlueTask', 'glue_task', 'tasks_for_labels', 'read_glue
 import csv, math
 from dataclasses import dataclass
 from pathlib import Path
+from .files import reading_text
 
 # %% ../nbs/08d_glue.ipynb #3eafc640
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def read_glue(task, path, labels:bool=True) -> list[dict]:
     `labels=False` leaves the label column unread (-1): what `predict` needs of a file whose labels are written otherwise."""
     task, path = task if isinstance(task, GlueTask) else glue_task(task), Path(path)
     if not path.is_file(): raise FileNotFoundError(f'{task.name}: no file {path}')
-    with open(path, encoding='utf-8-sig', newline='') as f: rows = list(csv.reader(f, delimiter='\t', quoting=csv.QUOTE_NONE))
+    with reading_text(path), open(path, encoding='utf-8-sig', newline='') as f: rows = list(csv.reader(f, delimiter='\t', quoting=csv.QUOTE_NONE))
     if not rows: raise ValueError(f'{path} is empty')
     header = rows[0] if task.text[0] in rows[0] else None        # CoLA's train and dev files have none
     names = header or list(task.columns)
@@ -99,7 +100,8 @@ def read_glue(task, path, labels:bool=True) -> list[dict]:
         ex = dict(text_a=row[at[task.text[0]]])
         if len(task.text) == 2: ex['text_b'] = row[at[task.text[1]]]
         ex['label'] = _label_id(task, row[at[task.label]], where) if labels and task.label in at else -1
-        ex['idx'] = int(row[at['index']]) if 'index' in at else len(out)
+        try: ex['idx'] = int(row[at['index']]) if 'index' in at else len(out)
+        except ValueError: raise ValueError(f"{where}: index {row[at['index']]!r} is not a whole number") from None
         out.append(ex)
     if not out: raise ValueError(f'{path}: no examples')
     return out

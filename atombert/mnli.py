@@ -10,7 +10,7 @@ import csv, json, random, re
 from pathlib import Path
 import numpy as np
 from .batches import column
-from .files import is_saved_dataset
+from .files import is_saved_dataset, reading_text
 
 # %% ../nbs/08_mnli.ipynb #36bbc808
 MNLI_LABELS = ('entailment', 'neutral', 'contradiction')   # GLUE's label ids 0, 1, 2
@@ -105,10 +105,10 @@ _DIALECTS = {'.csv': ('comma', dict()),                                     # qu
 def _delimited_records(path):
     "(columns, records) of a file of fields with a header: tab-separated (`.tsv`, `.txt`) or comma-separated (`.csv`)."
     kind, dialect = _DIALECTS[Path(path).suffix]
-    with open(path, encoding='utf-8-sig', newline='') as f: header = next(csv.reader(f, **dialect), [])
+    with reading_text(path), open(path, encoding='utf-8-sig', newline='') as f: header = next(csv.reader(f, **dialect), [])
     if len(set(header)) != len(header): raise ValueError(f'{path}: the header repeats a column name: {header}')
     def records():
-        with open(path, encoding='utf-8-sig', newline='') as f:
+        with reading_text(path), open(path, encoding='utf-8-sig', newline='') as f:
             reader = csv.reader(f, **dialect); next(reader, None)
             for fields in reader:
                 if not fields: continue
@@ -119,14 +119,14 @@ def _delimited_records(path):
 
 def _jsonl_records(path):
     "(columns, records) of a JSON-lines file; the columns are the keys of its first object."
-    with open(path, encoding='utf-8-sig') as f: first = next((l for l in f if l.strip()), '{}')
+    with reading_text(path), open(path, encoding='utf-8-sig') as f: first = next((l for l in f if l.strip()), '{}')
     try: head = json.loads(first)
     except json.JSONDecodeError: head = None
     if not isinstance(head, dict):       # a JSON array, or pretty-printed JSON: name what it is rather than list no columns
         raise ValueError(f'{path}: not JSON lines (one JSON object per line): its first line is {first.strip()[:40]!r}')
     columns = list(head)
     def records():
-        with open(path, encoding='utf-8-sig') as f:
+        with reading_text(path), open(path, encoding='utf-8-sig') as f:
             for number, line in enumerate(f, 1):
                 if not line.strip(): continue
                 try: rec = json.loads(line)

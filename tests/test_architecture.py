@@ -85,7 +85,7 @@ ALLOWED = {
     'evaluation': {'glue', 'mnli', 'batches', 'checkpoint', 'model', 'tokenizer', 'files'},
     'mnli': {'batches', 'files'},
     'batches': {'tokenizer'},
-    'glue': set(),
+    'glue': {'files'},
     'training': {'devices', 'trainer_state', 'logs', 'settings', 'files'},
     'budget': {'training', 'devices'},
     'trainer_state': {'checkpoint', 'albert', 'files'},
