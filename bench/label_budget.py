@@ -10,7 +10,8 @@ logistic regression on hypothesis n-grams and premise overlap) is trained on the
 `--work`, the folder of a `bench/transfer.py` run with the same `--preset` and `--pretrain-steps` (made first when it
 is not there); finetunings already in `--work` are reused (all 20k pairs with the default recipe: `bench/transfer.py`'s).
 
-    python bench/label_budget.py --pretrain-steps 12000   # the models of transfer_long: about 45 minutes on 2 cores
+    python bench/label_budget.py --pretrain-steps 12000   # the models of transfer_long: 29 minutes on 2 cores (label_budget.json's
+                                                          # total_minutes; it reused transfer_long's four 20,000-pair finetunings)
     python bench/label_budget.py --small                  # CI smoke size (preset tiny, a few steps, 100 and 300 pairs)
 """
 import json, math, statistics, sys, time

@@ -18,7 +18,9 @@ curves of both runs are compared in `wikipedia.rerun`).
 - **bag of words**: `transfer.bag_of_words` (scikit-learn's logistic regression) on the same 29,946 pairs;
 - **fewer labels**: the longest-trained and the untrained model finetuned on the first N pairs of --label-budgets.
 
-    python bench/wiki_transfer.py --out bench/studies/wiki_transfer.json                  # about 2.5 hours on 2 cores
+    python bench/wiki_transfer.py --tokenizer bench/studies/wiki_tokenizer --work runs/wiki_transfer_120 --out bench/studies/wiki_transfer.json
+        # 2 cores, over several sessions: pretraining 120 + control 120 min, 10 finetunings of 10.5-13.8 min, fewer labels;
+        # the JSON's total_minutes, 246.6, misses its first sessions
     python bench/wiki_transfer.py --minutes 60 --checkpoint-minutes 15,30,60 --control-minutes 0
     python bench/wiki_transfer.py --small                                                  # CI smoke size
 """
