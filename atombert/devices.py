@@ -53,7 +53,7 @@ def init_distributed(device:str='') -> tuple[int, int, torch.device]:
     cuda = torch.cuda.is_available() and device in ('', 'cuda')
     local = int(os.environ.get('LOCAL_RANK', '0'))
     dev = torch.device(f'cuda:{local}' if cuda else (device or 'cpu'))
-    if cuda: torch.cuda.set_device(dev)
+    if dev.type == 'cuda': torch.cuda.set_device(dev)   # cuda:N too: the RNG state a checkpoint keeps is the current device's
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if cuda else 'gloo')
         atexit.register(_leave_process_group)

@@ -6,7 +6,7 @@
 __all__ = ['ClassificationTask', 'kd_loss', 'DistillationTask', 'task_examples', 'finetune_lr', 'finetune']
 
 # %% ../nbs/08c_finetuning.ipynb #5cc8f9b6
-import dataclasses, math, os, warnings
+import dataclasses, os, warnings
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -163,9 +163,8 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     batches = lambda d, name, shuffle: PairBatches(encode_examples(tokenizer, d, max_length), batch_size, pad_id, shuffle=shuffle,
                                                    bucket=bucket, seed=args.seed, teacher_logits=soft.get(name))
     train_batches = batches(train_data, 'train', True)
-    per_step = world * args.grad_accum      # batches one optimizer step takes
     args = dataclasses.replace(args, lr=lr or finetune_lr(model.config),
-                               max_steps=max_steps or max(1, math.ceil(epochs * len(train_batches) / per_step)))
+                               max_steps=max_steps or args.steps_for(epochs * len(train_batches) / world))   # a batch a process
     held_out = None if eval_data is None else batches(eval_data, 'eval', False)
     c = model.config          # what else fixes the run, kept and checked as `args`' are (args.batch_size counts processes here)
     settings = dict(batch_size=batch_size, processes=world, starting_weights=starting_weights, **trained_on,

@@ -7,7 +7,7 @@ __all__ = ['PRESET_CONFIG', 'PRETRAIN_ARGS', 'PRETRAIN_LIMITS', 'HELD_OUT_MASKIN
            'plateau_summary', 'generator_config', 'ElectraOutput', 'sample_tokens', 'Electra', 'RTDTask', 'pretrain']
 
 # %% ../nbs/07_pretrain.ipynb #aa067ff4
-import hashlib, json, math, os, time
+import hashlib, json, os, time
 from pathlib import Path
 from typing import NamedTuple, Optional
 import numpy as np
@@ -336,7 +336,7 @@ def pretrain(corpus:str='builtin',      # builtin | wikitext-2 | wikitext-103 | 
     timings['pretokenize_s'] = time.perf_counter() - t - timings['tokenizer_s']
     train_data = PretrainingDataset(tokens['train'], tok, seq_len, objective, seed=seed)
     eval_data = PretrainingDataset(tokens['eval'], tok, seq_len, objective, seed=seed + 1) if 'eval' in tokens else None
-    if epochs: args.max_steps = max(1, math.ceil(epochs * len(train_data) / (args.batch_size * args.grad_accum)))
+    if epochs: args.max_steps = args.steps_for(epochs * len(train_data) / args.batch_size)     # batch_size: all processes'
     collate = MaskingCollator(tok, mlm_probability=mlm_probability, ngram=ngram, whole_word=whole_word, max_length=config.max_position_embeddings,
                               seed=seed, sample_uniforms=rtd)
     torch.manual_seed(seed)

@@ -7,7 +7,7 @@ __all__ = ['SCHEDULES', 'TRAJECTORY', 'TrainingStopped', 'Task', 'TrainArgs', 'm
            'held_out_metrics', 'check_same_run', 'Loop', 'train_row', 'Callback', 'fit']
 
 # %% ../nbs/06_training.ipynb #67225ffe
-import contextlib, json, random, re, time, warnings
+import contextlib, json, math, random, re, time, warnings
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +83,12 @@ class TrainArgs:
         if not self.batch_ramp_steps or step >= self.batch_ramp_steps: return self.grad_accum
         return 1 + (self.grad_accum - 1) * step // self.batch_ramp_steps
 
+    def steps_for(self, micro_batches:float) -> int:
+        "The fewest optimizer steps (at least 1) that take `micro_batches` micro-batches: a few more while the batch ramps up."
+        steps = taken = 0
+        while steps < self.batch_ramp_steps and taken < micro_batches: taken += self.accum_at(steps); steps += 1
+        return max(1, steps + math.ceil(max(0, micro_batches - taken) / self.grad_accum))
+
 # %% ../nbs/06_training.ipynb #d808007c
 def make_optimizer(model, args:TrainArgs) -> torch.optim.AdamW:
     "AdamW with decay on ≥2-D parameters only; fused when available."
@@ -98,7 +104,7 @@ def make_schedule(opt, args:TrainArgs):
     if w > n:    # the rate would never reach its peak (linear, constant), or one-cycle would fail inside torch
         raise ValueError(f'--warmup {args.warmup:g} is {w:,} steps, more than the run\'s {n:,} (max_steps): give fewer, or a fraction below 1')
     if args.schedule == 'onecycle':
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=n + 1, pct_start=max(w, 2) / (n + 1),
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=n + 1, pct_start=(max(w, 1) + 1) / (n + 1),
                                                    cycle_momentum=False)
     decay = (lambda s: max(0.0, (n - s) / max(1, n - w))) if args.schedule == 'linear' else (lambda s: 1.0)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / (w + 1) if s < w else decay(s))
@@ -167,7 +173,8 @@ def _add_to_window(window:dict, losses:dict, stats:dict, counts:dict):
     for k, (num, den) in stats.items():
         n, d = window.get(k, (0.0, 0)); window[k] = (n + num, d + den)
 
-_FRESH_STATE = dict(step=0, epoch=0, batch=0, bad_steps=0, skipped_steps=0)   # where a run starts; a checkpoint keeps where it is
+_FRESH_STATE = dict(step=0, epoch=0, batch=0, bad_steps=0, skipped_steps=0, time=0.0)   # where a run starts; a checkpoint keeps where it is
+# time: seconds of training so far (the log's `time`), so that a resumed run goes on counting from its checkpoint's
 # what fixes a run's trajectory: a checkpoint records them, and a resume with others would silently be another run
 # (the length may change, to train on: the schedule is then rebuilt over the new one, and a warning says so)
 TRAJECTORY = ('max_steps', 'batch_size', 'grad_accum', 'lr', 'weight_decay', 'betas', 'eps', 'schedule', 'warmup', 'clip_grad',
@@ -332,6 +339,11 @@ def _start(model, args:TrainArgs, device, rank:int, world:int, resume:bool, toke
     return Loop(model, ddp, torch.compile(ddp) if args.compile else ddp, task, args, opt, sched, scaler, device, world,
                 tuple(callbacks), state)
 
+def _kept_eval(out:Path, step:int, eval_data) -> dict:
+    "The held-out metrics logged at `step` (a resumed run that has no step left returns them), or none."
+    rows = [r for r in read_metrics(out) if r['split'] == 'eval' and r['step'] == step] if eval_data is not None and step else []
+    return {k: v for k, v in rows[-1].items() if k not in ('step', 'split')} if rows else {}
+
 def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, resume:bool=False,
         tokenizer=None, eval_batches:int=0, progress:bool=True, eval_collate=None, callbacks=(), settings=None) -> dict:
     """Train `model` on `train_data` with `task`; checkpoints, logs and plots go to `args.out_dir`; `eval_collate` batches
@@ -353,7 +365,7 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
         log(dict(step=0, split='eval', **run_eval())); loop.meter['start'] = time.perf_counter()   # where the curves start; not timed
     pbar = tqdm(total=args.max_steps, initial=state['step'], disable=not progress or rank != 0, dynamic_ncols=True,
                 mininterval=1.0, desc='train')
-    t0, metrics = time.perf_counter(), {}
+    t0, metrics = time.perf_counter() - state['time'], _kept_eval(out, state['step'], eval_data)   # a finished run: its last
     while state['step'] < args.max_steps:
         loop.backward(loop.next_micro_batches(batches))
         lr = loop.sched.get_last_lr()[0]                             # this step's rate (stepping moves it on)
@@ -380,6 +392,7 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
         paused = time.perf_counter()
         if evaluating: metrics = run_eval(); log(dict(step=step, split='eval', **metrics))
         if saving:
+            state['time'] = paused - t0
             rngs = rank_rng_states(world)                                       # every process takes part
             if rank == 0: save_checkpoint(out, model, loop.opt, loop.sched, loop.scaler, state, tokenizer, args.keep_checkpoints, rngs)
             if world > 1: dist.barrier()
