@@ -74,6 +74,8 @@ def finetune_cmd(model:str=None,              # pretrained model directory (atom
                        alpha=alpha, temperature=temperature, resume=resume, progress=progress, **train)
     print(f"held-out {t.dev[0]} ({len(held_out):,} examples) " + (f"loss {metrics.get('loss', float('nan')):.4f}" if t.is_regression else
                                       f"accuracy {metrics.get('accuracy', float('nan')):.4f}"))
+    if set(t.metrics) != {'accuracy'}:     # training's held-out check is not what GLUE scores the task by
+        print(f"GLUE scores {t.name} by {' and '.join(t.metrics)}: atombert evaluate --model {out} --data {dev or data}")
     return metrics
 
 # %% ../nbs/10_commands.ipynb #810bab68

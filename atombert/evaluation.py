@@ -173,7 +173,8 @@ def evaluate_mnli(model, tokenizer, data, batch_size:int=128, max_length:int|Non
     if isinstance(model, (str, os.PathLike)): model, tokenizer = load_finetuned(model, tokenizer)
     gold = torch.tensor(column(data, 'label'))
     known = gold >= 0
-    if not known.any(): raise ValueError('the data has no gold labels (a test set?): use write_glue_predictions')
+    if not known.any(): raise ValueError("the data has no gold labels (a test set?): predict it instead (`atombert predict`; "
+                                         "GLUE's submission file: write_glue_predictions)")
     pred = mnli_logits(model, tokenizer, data, batch_size, max_length).argmax(-1)
     gold, pred, n = gold[known], pred[known], int(known.sum())
     cm = torch.zeros(len(MNLI_LABELS), len(MNLI_LABELS), dtype=torch.long)
@@ -223,7 +224,8 @@ def evaluate_glue(model, tokenizer, task, data, batch_size:int=128, max_length:i
     task = model_task(model, task.name if isinstance(task, GlueTask) else task)   # (MNLI's labels may come in another order: `mnli_logits` reorders them)
     gold = column(data, 'label')
     known = [i for i, g in enumerate(gold) if g >= 0]
-    if not known: raise ValueError('the data has no gold labels (a test set?): use write_glue_predictions')
+    if not known: raise ValueError(f"the data has no gold labels (a test set, or a file without a {task.label!r} column?): predict "
+                                   f"it instead (`atombert predict`; GLUE's submission file: write_glue_predictions)")
     logits = task_logits(model, tokenizer, task, data, batch_size, max_length)
     pred = logits[:, 0] if task.is_regression else logits.argmax(-1)
     metrics = glue_metrics(task, pred[known].tolist(), [gold[i] for i in known])

@@ -70,6 +70,7 @@ def test_single_files_are_one_split_each(tmp_path, pretrained):
     r = subprocess.run(base + ['--dev', str(cola/'dev.tsv'), '--max-steps', '2', '--batch-size', '16', '--no-progress'],
                        capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert r.returncode == 0 and 'held-out dev (1,043 examples) accuracy' in r.stdout, r.stderr[-3000:]   # CoLA's dev rows, not its 8,551 train rows
+    assert f"GLUE scores cola by mcc: atombert evaluate --model {tmp_path/'run'} --data {cola/'dev.tsv'}" in r.stdout, r.stdout
     small = tmp_path/'first100.tsv'
     small.write_text(''.join((cola/'dev.tsv').read_text().splitlines(keepends=True)[:100]))
     for data in (cola/'dev.tsv', small):          # each file scored under its name; results.json keeps both
