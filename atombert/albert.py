@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['ARCHITECTURES', 'albert_incompatibility', 'albert_geometry', 'is_base_model', 'full_state_dict', 'shape_mismatch',
-           'to_albert_state_dict', 'from_albert_state_dict', 'albert_config_dict', 'config_from_albert']
+           'to_albert_state_dict', 'from_albert_state_dict', 'albert_config_dict', 'config_from_albert', 'from_albert']
 
 # %% ../nbs/04_albert.ipynb #d27aaa30
 import re
@@ -164,10 +164,21 @@ def _check_problem_type(d:dict):
     raise ValueError(f"problem_type {pt!r} with {n} label(s): atombert's classifier trains with cross-entropy over its labels, "
                      "or as a regression with one output; converting would change the loss, so it is refused")
 
+_ALBERT_SHAPE_KEYS = ('vocab_size', 'embedding_size', 'hidden_size', 'num_hidden_layers', 'num_hidden_groups', 'inner_group_num',
+                      'num_attention_heads', 'intermediate_size', 'hidden_act', 'max_position_embeddings', 'type_vocab_size',
+                      'layer_norm_eps', 'pad_token_id')
+
 def config_from_albert(d:dict) -> AtomBertConfig:
-    "An `AtomBertConfig` from a transformers ALBERT config dict (the 'atombert' entry, with transformers' labels when they changed)."
+    """An `AtomBertConfig` from a transformers ALBERT config dict (the 'atombert' entry, with transformers' labels when they
+    changed); refused when its ALBERT keys say another model than the entry (edited after atombert wrote it)."""
     _check_problem_type(d)
-    if 'atombert' in d: return _relabelled(AtomBertConfig.from_dict(d['atombert']), d)
+    if 'atombert' in d:
+        config = _relabelled(AtomBertConfig.from_dict(d['atombert']), d)
+        written = albert_config_dict(config)      # a key transformers left out (its default) is no disagreement
+        if (stale := [k for k in _ALBERT_SHAPE_KEYS if k in d and d[k] != written[k]]):
+            raise ValueError(f"the config's 'atombert' entry disagrees with its ALBERT keys {stale} (edited after conversion?): "
+                             "remove the 'atombert' entry to convert from the ALBERT keys alone")
+        return config
     if d.get('model_type', 'albert') != 'albert': raise ValueError(f"not an ALBERT config (model_type={d.get('model_type')!r})")
     L, G, I = d.get('num_hidden_layers', 12), d.get('num_hidden_groups', 1), d.get('inner_group_num', 1)
     if G == 1 and I == 1: sharing = dict(sharing='all', num_layers=L)
@@ -185,3 +196,22 @@ def config_from_albert(d:dict) -> AtomBertConfig:
                           max_position_embeddings=get('max_position_embeddings', 512), type_vocab_size=get('type_vocab_size', 2),
                           layer_norm_eps=get('layer_norm_eps', 1e-12), initializer_range=get('initializer_range', 0.02),
                           pad_token_id=get('pad_token_id', 0), num_labels=n_labels, label_names=names, **sharing)
+
+# %% ../nbs/04_albert.ipynb #e8d11b97
+_OTHER_HEADS = ('AlbertForTokenClassification', 'AlbertForMultipleChoice', 'AlbertForQuestionAnswering')
+
+def from_albert(d:dict, sd:dict) -> tuple[AtomBertConfig, dict]:
+    "atombert's config and weights of a transformers ALBERT: its config dict `d` (`architectures` naming its class) and state dict `sd`."
+    config = config_from_albert(d)
+    if (d.get('architectures') or [''])[0] in _OTHER_HEADS:
+        sd = {k: v for k, v in sd.items() if not k.startswith(('classifier.', 'qa_outputs.'))}
+    for tied, to in (('predictions.decoder.weight', 'albert.embeddings.word_embeddings.weight'), ('predictions.decoder.bias', 'predictions.bias')):
+        if tied in sd and to in sd and not torch.equal(sd[tied], sd[to]):
+            raise ValueError(f'{tied} is not tied to {to}; atombert always ties the MLM decoder')
+    if (sop_w := sd.get('sop_classifier.classifier.weight')) is not None:
+        sop_b = sd['sop_classifier.classifier.bias']
+        if (n := len(sop_w)) != 2: raise ValueError(f"the SOP head has {n} outputs (config num_labels={n}); atombert's is 2-way")
+        if config.sentence_objective == 'nsp': raise ValueError("AlbertForPreTraining's pair head is SOP, but its config says sentence_objective='nsp'")
+        if config.sentence_objective == 'none' and (sop_w.any() or sop_b.any()):   # a head trained since: keep it
+            config = config.replace(sentence_objective='sop')
+    return config, from_albert_state_dict(sd, config)

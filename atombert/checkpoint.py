@@ -17,8 +17,8 @@ from fastcore.basics import patch
 from .config import AtomBertConfig
 from .files import atomic_write
 from .model import PretrainedModel
-from .albert import (shape_mismatch, is_base_model, albert_incompatibility, albert_config_dict, config_from_albert, full_state_dict,
-                             to_albert_state_dict, from_albert_state_dict)
+from .albert import (shape_mismatch, is_base_model, albert_incompatibility, albert_config_dict, full_state_dict,
+                             to_albert_state_dict, from_albert)
 from .tokenizer import save_tokenizer, load_tokenizer, tokenizer_fingerprint
 
 # %% ../nbs/04_checkpoint.ipynb #7f47a854
@@ -131,7 +131,6 @@ def load_pretrained_state(path_or_name) -> tuple[AtomBertConfig, dict]:
         raise ValueError(f"{d/'config.json'} has no 'atombert' section")
     if isinstance(section, dict) and (missing := sorted({f.name for f in fields(AtomBertConfig)} - set(section) - FIELDS_ADDED_LATER)):
         raise ValueError(f"{d/'config.json'} lacks config field(s) {', '.join(missing)} (edited, or from another version?)")
-    config = AtomBertConfig.from_dict(cfg['atombert']) if cfg['model_type'] == 'atombert' else config_from_albert(cfg)
     if (d/'model.safetensors').exists() or (d/INDEX).exists():
         sd, meta, where = _read_safetensors(d)
         if cfg.get(DIGEST_KEY) and meta.get('atombert_sha256') and cfg[DIGEST_KEY] != meta['atombert_sha256']:
@@ -144,7 +143,9 @@ def load_pretrained_state(path_or_name) -> tuple[AtomBertConfig, dict]:
             raise ValueError(f'{d/"pytorch_model.bin"} cannot be read with weights_only=True (atombert never unpickles code): '
                              f'{str(e).strip().splitlines()[0]}') from None
     else: raise FileNotFoundError(f'{d} has no model.safetensors (or shards with {INDEX}, or pytorch_model.bin)')
-    return config, (sd if cfg['model_type'] == 'atombert' else from_albert_state_dict(sd, config))
+    if cfg['model_type'] == 'atombert': return AtomBertConfig.from_dict(cfg['atombert']), sd
+    try: return from_albert(cfg, sd)
+    except ValueError as e: raise ValueError(f'{d}: {e}') from None
 
 def model_from_state(cls, config:AtomBertConfig, sd:dict, where='the checkpoint'):
     "An instance of model class `cls` with config `config` and the atombert-named weights `sd` (`load_pretrained_state`'s pair)."

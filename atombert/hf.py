@@ -6,11 +6,9 @@
 __all__ = ['hf_config', 'to_hf', 'from_hf']
 
 # %% ../nbs/04_hf.ipynb #1d48d1d5
-import torch
 from .config import AtomBertConfig
 from .model import AtomBertModel, AtomBertForPreTraining, AtomBertForSequenceClassification
-from .albert import (ARCHITECTURES, albert_incompatibility, to_albert_state_dict, from_albert_state_dict,
-                             albert_config_dict, config_from_albert, shape_mismatch)
+from .albert import ARCHITECTURES, albert_incompatibility, to_albert_state_dict, albert_config_dict, from_albert, shape_mismatch
 
 # %% ../nbs/04_hf.ipynb #e519dc37
 def _transformers():
@@ -44,21 +42,6 @@ def to_hf(model, attn_implementation:str='sdpa'):
 # %% ../nbs/04_hf.ipynb #c8aabe39
 _FROM_HF = {'AlbertForPreTraining': AtomBertForPreTraining, 'AlbertForSequenceClassification': AtomBertForSequenceClassification,
             'AlbertModel': AtomBertModel}
-_ALBERT_SHAPE_KEYS = ('vocab_size', 'embedding_size', 'hidden_size', 'num_hidden_layers', 'num_hidden_groups', 'inner_group_num',
-                      'num_attention_heads', 'intermediate_size', 'hidden_act', 'max_position_embeddings', 'type_vocab_size',
-                      'layer_norm_eps', 'pad_token_id')
-
-def _config_of(hf_model) -> AtomBertConfig:
-    # the class it is now, as save_pretrained would write it (a classifier loaded from a pretraining save still says
-    # AlbertForPreTraining): config_from_albert then sees labels given in transformers
-    d = hf_model.config.to_dict() | {'architectures': [type(hf_model).__name__]}
-    config = config_from_albert(d)
-    if 'atombert' in d:
-        ref = albert_config_dict(config)
-        if (stale := [k for k in _ALBERT_SHAPE_KEYS if d.get(k) != ref[k]]):
-            raise ValueError(f"the config's 'atombert' entry disagrees with its ALBERT keys {stale} (edited after conversion?); "
-                             "`del hf_model.config.atombert` to convert from the ALBERT keys alone")
-    return config
 
 def _check_fit(sd:dict, own:dict, where:str):
     "One line naming the first tensor of `sd` that `own` (the model built from the config) cannot take: not torch's list of them all."
@@ -73,18 +56,10 @@ def from_hf(hf_model):
     "The atombert model (`AtomBertForPreTraining`, `AtomBertForSequenceClassification` or `AtomBertModel`) computing what transformers' ALBERT `hf_model` computes, in eval mode."
     name = type(hf_model).__name__
     if name not in _FROM_HF: raise ValueError(f'from_hf converts {", ".join(_FROM_HF)}; got {name}')
-    config, raw = _config_of(hf_model), hf_model.state_dict()
-    for tied, to in (('predictions.decoder.weight', 'albert.embeddings.word_embeddings.weight'), ('predictions.decoder.bias', 'predictions.bias')):
-        if tied in raw and not torch.equal(raw[tied], raw[to]):
-            raise ValueError(f'{tied} is not tied to {to}; atombert always ties the MLM decoder')
+    # the class it is now, as save_pretrained would write it (a classifier loaded from a pretraining save still says
+    # AlbertForPreTraining): from_albert then sees labels given in transformers
+    config, sd = from_albert(hf_model.config.to_dict() | {'architectures': [name]}, hf_model.state_dict())
     cls = _FROM_HF[name]
-    if cls is AtomBertForPreTraining:
-        sop_w, sop_b = raw['sop_classifier.classifier.weight'], raw['sop_classifier.classifier.bias']
-        if (n := len(sop_w)) != 2: raise ValueError(f"the SOP head has {n} outputs (config num_labels={n}); atombert's is 2-way")
-        if config.sentence_objective == 'nsp': raise ValueError("AlbertForPreTraining's pair head is SOP, but its config says sentence_objective='nsp'")
-        if config.sentence_objective == 'none' and (sop_w.any() or sop_b.any()):   # a head trained since: keep it
-            config = config.replace(sentence_objective='sop')
-    sd = from_albert_state_dict(raw, config)
     model = cls(config)
     if cls is AtomBertModel: sd = {k.removeprefix('model.'): v for k, v in sd.items()}
     _check_fit(sd, model.state_dict(), hf_model.config.name_or_path or f'this {name}')
