@@ -231,7 +231,9 @@ def build_examples(corpus: TokenizedCorpus, seq_len: int, objective='sop', short
                         if seg[j] - b0 >= want: break
                     b1 = seg[j]
                     i = a_end - 1                        # put the chunk's unused sentences back
-                rows.extend((*_fit_pair(a0, a1, b0, b1, max_tokens, rng), label))
+                if objective == 'sop' and label == 1: b0, b1, a0, a1 = _fit_pair(b0, b1, a0, a1, max_tokens, rng)   # as shown: B first
+                else: a0, a1, b0, b1 = _fit_pair(a0, a1, b0, b1, max_tokens, rng)
+                rows.extend((a0, a1, b0, b1, label))
                 start, length, goal = i + 1, 0, target()
             i += 1
     rows = np.frombuffer(rows, dtype=np.int64).reshape(-1, 5)
