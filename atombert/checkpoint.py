@@ -157,7 +157,9 @@ def model_from_state(cls, config:AtomBertConfig, sd:dict, where='the checkpoint'
     # transformers' AlbertForMaskedLM saves no pooler: a new one, with the warning below, as transformers does
     if (base := [k for k in missing if k.startswith('model.') and not k.startswith('model.pooler.')]):
         raise ValueError(f'{where}: checkpoint lacks {len(base)} tensor(s) of the base model, e.g. {base[0]!r}')
-    if missing: warnings.warn(f'{cls.__name__}: newly initialized (not in the checkpoint): {", ".join(missing)}')
+    for new in ([k for k in missing if k.startswith('model.pooler.')], [k for k in missing if not k.startswith('model.pooler.')]):
+        if new: warnings.warn(f'{cls.__name__}: newly initialized (not in the checkpoint): {", ".join(new)}')   # a new classifier is
+        # finetuning's expected start, a new pooler worth a word of its own: one warning each
     sd = {k: v for k, v in sd.items() if k in own}
     if bare: sd = {k[len('model.'):]: v for k, v in sd.items()}
     model.load_state_dict(sd, strict=False)
