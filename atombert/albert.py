@@ -138,6 +138,7 @@ def albert_config_dict(config:AtomBertConfig, arch:str='AtomBertForPreTraining')
                 type_vocab_size=c.type_vocab_size, initializer_range=c.initializer_range, layer_norm_eps=c.layer_norm_eps,
                 pad_token_id=c.pad_token_id, id2label={str(i): n for i, n in enumerate(names)},
                 label2id={n: i for i, n in enumerate(names)}, atombert=c.to_dict(),
+                **({'finetuning_task': c.finetuning_task} if c.finetuning_task and arch != 'AtomBertForPreTraining' else {}),
                 # one output is a regression (STS-B): transformers' pipeline then shows the raw score, not its sigmoid
                 **({'problem_type': 'regression'} if arch != 'AtomBertForPreTraining' and c.num_labels == 1 else {}))
 
@@ -155,7 +156,7 @@ def _relabelled(config:AtomBertConfig, d:dict) -> AtomBertConfig:
     same_class = [w for w in written if w['architectures'] == d.get('architectures')] or written
     if any(_albert_labels(w) == _albert_labels(d) for w in same_class): return config   # atombert's own labels: keep them
     n, names = _albert_labels(d)     # e.g. a classifier finetuned in transformers from a pretraining save (2 labels there)
-    return config.replace(num_labels=n, label_names=names)
+    return config.replace(num_labels=n, label_names=names, finetuning_task=str(d.get('finetuning_task') or ''))
 
 def _check_problem_type(d:dict):
     "Refuse a transformers `problem_type` whose loss atombert's classifier does not compute (it is cross-entropy, or MSE for one output)."
@@ -195,7 +196,8 @@ def config_from_albert(d:dict) -> AtomBertConfig:
                           classifier_dropout=get('classifier_dropout_prob', 0.1),
                           max_position_embeddings=get('max_position_embeddings', 512), type_vocab_size=get('type_vocab_size', 2),
                           layer_norm_eps=get('layer_norm_eps', 1e-12), initializer_range=get('initializer_range', 0.02),
-                          pad_token_id=get('pad_token_id', 0), num_labels=n_labels, label_names=names, **sharing)
+                          pad_token_id=get('pad_token_id', 0), num_labels=n_labels, label_names=names,
+                          finetuning_task=str(d.get('finetuning_task') or ''), **sharing)
 
 # %% ../nbs/04_albert.ipynb #e8d11b97
 _OTHER_HEADS = ('AlbertForTokenClassification', 'AlbertForMultipleChoice', 'AlbertForQuestionAnswering')

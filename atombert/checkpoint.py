@@ -95,7 +95,7 @@ def resolve_model_dir(path_or_name) -> Path:
         raise FileNotFoundError(f'no model directory {str(path_or_name)!r}, and it could not be fetched from the hub: '
                                 f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}') from None
 
-FIELDS_ADDED_LATER = {'token_objective', 'label_names'}   # config fields newer than the first release: older directories lack them (the default holds)
+FIELDS_ADDED_LATER = {'token_objective', 'label_names', 'finetuning_task'}   # config fields newer than the first release: older directories lack them (the default holds)
 
 def _read_safetensors(d:Path) -> tuple[dict, dict, Path]:
     "(tensors, atombert metadata, the file to blame) of `model.safetensors`, or of the shards its index names."

@@ -53,6 +53,7 @@ class AtomBertConfig:
     token_objective: str = setting('mlm', one_of(*TOKEN_OBJECTIVES), "pretraining token head: mlm (BERT, ALBERT) | rtd (ELECTRA's replaced-token detector)")
     num_labels: int = setting(3, _POSITIVE, 'sequence classification outputs (MNLI has 3)')
     label_names: tuple = ()            # the classifier's labels in logit order, e.g. MNLI's; () when unnamed
+    finetuning_task: str = ''          # the GLUE task a classifier was finetuned for ('': none), as transformers' key of that name
 
     def __post_init__(self):
         if isinstance(self.label_names, list): self.label_names = tuple(self.label_names)   # as JSON gives it back

@@ -83,12 +83,14 @@ def load_finetuned(model_dir, tokenizer=None, int8:bool=False):
     return quantize_int8(model) if int8 else model, tokenizer or tokenizer_of(model_dir)
 
 def model_task(model, task:str|None=None) -> GlueTask:
-    "The GLUE task `model` answers: `task` if its labels are the model's, else the one task the model's labels name."
+    "The GLUE task `model` answers: `task` if its labels are the model's, else the one task the model's labels name, or its `finetuning_task`."
     config, names = model.config, _label_names(model.config)      # atombert's or transformers' (`id2label`)
     fits = tasks_for_labels(names or None, config.num_labels)
     labels = ', '.join(names) or ('a score' if config.num_labels == 1 else f'{config.num_labels} unnamed labels')
     if task is None:
         if len(fits) == 1: return glue_task(fits[0])
+        recorded = str(getattr(config, 'finetuning_task', None) or '').lower().replace('-', '')   # RTE's and QNLI's labels are one pair
+        if recorded in fits: return glue_task(recorded)
         raise ValueError(f"the model's labels ({labels}) fit " + (' and '.join(fits) if fits else 'no GLUE task') + ': say which with --task')
     t = glue_task(task)
     named = sorted(str(n).lower() for n in names)

@@ -134,6 +134,7 @@ def finetune(model_dir, train_data, eval_data=None, out_dir='runs/mnli', tokeniz
     with warnings.catch_warnings():   # a pretraining checkpoint has no classifier yet: that is what finetuning adds
         warnings.filterwarnings('ignore', message='.*newly initialized.*classifier')
         model = AtomBertForSequenceClassification.from_pretrained(model_dir, num_labels=task.num_labels, label_names=task.labels,
+                                                                  finetuning_task=task.name,
                                                                   **dropout_overrides(dropout))
     starting_weights = tensor_digest(model.state_dict())[:16]   # a resume from other weights would be another run
     model.model.embeddings.word.requires_grad_(not freeze_embeddings)      # the optimizer takes trainable parameters only
