@@ -178,7 +178,7 @@ def _relabelled_classifier(config:AtomBertConfig, sd:dict, label_names, where) -
 
 def load_model(cls, path_or_name, **config_overrides):
     """An instance of model class `cls` with the weights of an atombert or transformers ALBERT directory (or hub name).
-    `label_names` in `config_overrides` puts a classifier's rows in that order (`_relabelled_classifier`)."""
+    `label_names` in `config_overrides` puts a classifier's rows in that order, and refuses a classifier of other labels."""
     config, sd = load_pretrained_state(path_or_name)
     if 'label_names' in config_overrides: sd = _relabelled_classifier(config, sd, config_overrides['label_names'], path_or_name)
     return model_from_state(cls, config.replace(**config_overrides) if config_overrides else config, sd, path_or_name)
