@@ -340,8 +340,8 @@ def _start(model, args:TrainArgs, device, rank:int, world:int, resume:bool, toke
                 tuple(callbacks), state)
 
 def _kept_eval(out:Path, step:int, eval_data) -> dict:
-    "The held-out metrics logged at `step` (a resumed run that has no step left returns them), or none."
-    rows = [r for r in read_metrics(out) if r['split'] == 'eval' and r['step'] == step] if eval_data is not None and step else []
+    "The held-out metrics logged at `step`, or none: what a resumed run with no step left returns."
+    rows = [r for r in read_metrics(out) if r['split'] == 'eval' and r['step'] == step] if eval_data is not None else []
     return {k: v for k, v in rows[-1].items() if k not in ('step', 'split')} if rows else {}
 
 def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, resume:bool=False,
@@ -365,7 +365,8 @@ def fit(model, train_data, collate, task:Task, args:TrainArgs, eval_data=None, r
         log(dict(step=0, split='eval', **run_eval())); loop.meter['start'] = time.perf_counter()   # where the curves start; not timed
     pbar = tqdm(total=args.max_steps, initial=state['step'], disable=not progress or rank != 0, dynamic_ncols=True,
                 mininterval=1.0, desc='train')
-    t0, metrics = time.perf_counter() - state['time'], _kept_eval(out, state['step'], eval_data)   # a finished run: its last
+    t0, metrics = time.perf_counter() - state['time'], {}
+    if state['step'] >= args.max_steps: metrics = _kept_eval(out, state['step'], eval_data)   # finished already: its last
     while state['step'] < args.max_steps:
         loop.backward(loop.next_micro_batches(batches))
         lr = loop.sched.get_last_lr()[0]                             # this step's rate (stepping moves it on)
