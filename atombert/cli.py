@@ -29,7 +29,7 @@ def _are_tasks(text:str) -> bool:
 
 def _are_splits(text:str) -> bool:
     names = [s.strip() for s in text.split(',') if s.strip()]
-    return bool(names) and set(names) <= set(MNLI_SPLITS)
+    return bool(names) and set(names) <= set(MNLI_SPLITS) | {'diagnostic'}
 
 PYTHON_ONLY = ('callbacks',)                     # keywords that take Python objects: no flag
 
@@ -50,7 +50,7 @@ LIMITS = PRETRAIN_LIMITS | {   # pretraining's own settings (preset, seq_len, dr
     'alpha': between(0, 1), 'temperature': above(0), 'task': Limit(_is_task, 'one of ' + ', '.join(GLUE_TASKS)),
     'tasks': Limit(_are_tasks, 'all, or comma-separated GLUE tasks: ' + ', '.join(GLUE_TASKS)),
     'config_overrides': Limit(_is_json_object, 'a JSON object, e.g. {"norm": "pre"}'),
-    'splits': Limit(_are_splits, 'comma-separated MNLI splits: ' + ', '.join(MNLI_SPLITS)),
+    'splits': Limit(_are_splits, 'comma-separated MNLI splits: ' + ', '.join(MNLI_SPLITS) + ', diagnostic (GLUE\'s AX)'),
 }
 FREE = {'corpus', 'eval_corpus', 'mnli', 'data', 'dev', 'out', 'model', 'teacher', 'tokenizer', 'cache_dir', 'text_column', 'premise', 'hypothesis'}
 

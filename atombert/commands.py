@@ -111,10 +111,14 @@ def _is_input(target:Path, data) -> bool:
     d, t = Path(data).resolve(), target.resolve()
     return t.is_file() and Path(data).exists() and (t == d or (d.is_dir() and t.is_relative_to(d)))
 
+def _is_test_split(split:str) -> bool:
+    "A split to predict, not score: a test set, or GLUE's diagnostic set (AX), whose labels GLUE keeps."
+    return split.startswith('test') or split in ('diagnostic', 'AX')
+
 def evaluate_cmd(model:str=None,              # finetuned model directory
                  data:str='hub',              # hub | builtin (MNLI) | a folder or file: MNLI's layouts, GLUE's TSVs for the other tasks
                  task:str=None,               # the GLUE task the model was finetuned on (default: the one its labels name)
-                 splits:str='validation_matched,validation_mismatched', # MNLI: comma-separated splits (test_* → GLUE predictions); a file is one split
+                 splits:str='validation_matched,validation_mismatched', # MNLI: comma-separated splits (test_*, diagnostic → GLUE predictions); a file is one split
                  out:str=None,                # where results.json (every split scored there) and plots go (default: MODEL/eval)
                  batch_size:int=128,          # examples per forward pass
                  int8:bool=False):            # dynamic int8 quantization of the linear layers (CPU)
@@ -139,7 +143,7 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
     written = _results_in(out)
     for split in names if t.name == 'mnli' else ():      # a test split's predictions go to out/SPLIT.tsv: never over the input
         target = out/f'{split}.tsv'
-        if split.startswith('test') and _is_input(target, data) and written.get(split, {}).get('predictions') != str(target):
+        if _is_test_split(split) and _is_input(target, data) and written.get(split, {}).get('predictions') != str(target):
             raise ValueError(f'--out {out}: {target.name} there is input (--data {data}); the predictions would overwrite it: give another --out')
     out.mkdir(parents=True, exist_ok=True)
     kept = _kept_scores(out, scored_by, names)
@@ -149,7 +153,7 @@ def evaluate_cmd(model:str=None,              # finetuned model directory
             r = evaluate_glue(clf, tok, t, task_examples(t, data, split), batch_size)
             print(f"{t.name} {split:8s} " + '  '.join(f'{m} {r[m]:.2f}' for m in t.metrics) + f"  (score {r['score']:.2f}, n={r['n']:,}"
                   + (', predicted ' + ', '.join(f'{k} {v:,}' for k, v in r['predicted'].items()) if 'predicted' in r else '') + ')')
-        elif split.startswith('test'):     # a test set (or a file named like one): GLUE's prediction file, no score
+        elif _is_test_split(split):     # a test set (or a file named like one): GLUE's prediction file, no score
             r = {'predictions': str(write_glue_predictions(clf, tok, mnli_split(split), out/f'{split}.tsv', batch_size, t))}
         else:
             r = evaluate_mnli(clf, tok, mnli_split(split), batch_size)
@@ -201,11 +205,14 @@ def glue_cmd(model:str=None,                  # pretrained model directory (atom
                      resume=resume, progress=progress, **train)
             clf, tok = load_finetuned(run)
             results[name] = {split: evaluate_glue(clf, tok, t, d) for split, d in devs.items()}
-        tests = {'test_matched': 'MNLI-m', 'test_mismatched': 'MNLI-mm'} if name == 'mnli' else {'test': t.folder}
+        tests = {'test_matched': 'MNLI-m', 'test_mismatched': 'MNLI-mm', 'diagnostic': 'AX'} if name == 'mnli' else {'test': t.folder}
         for split, file in tests.items():      # GLUE's submission files, where the data has test sets: a kept task's too
             if (submission := out/'submission'/f'{file}.tsv').is_file(): continue
             try: test_data = source(t, split)
-            except FileNotFoundError: continue                          # no test set: nothing to submit
+            except FileNotFoundError:                                   # no test set: nothing to submit, but GLUE's server
+                if split == 'diagnostic' and (out/'submission'/'MNLI-m.tsv').is_file():   # takes MNLI's files only with AX.tsv
+                    unsubmitted['mnli diagnostic'] = "no diagnostic set (GLUE's AX.tsv: its download's diagnostic/diagnostic.tsv)"
+                continue
             except (ValueError, ConnectionError) as e:                  # one that cannot be read is said, not left out unsaid
                 unsubmitted[f'{name} {split}'] = why = str(e).splitlines()[0]; print(f'{name}: no submission file ({why})'); continue
             if clf is None: clf, tok = load_finetuned(run)

@@ -85,12 +85,15 @@ _MNLI_SPLIT = {'dev_matched': 'validation_matched', 'dev_mismatched': 'validatio
 
 def task_examples(task, source, split:str='train', named:bool=False):
     """Examples of GLUE task `task`'s `split` ('train', 'dev', 'dev_matched', 'test', ... as GLUE names its files) from
-    `source`: MNLI's through `load_mnli` (any of its sources; in a GLUE download, its `MNLI` folder), the others' through
-    `load_glue`. A folder is the task's own unless it is named for another task (`named`: only one named for it, as
-    several tasks read from one folder need). The one way the library, the CLI and the suite read a task's data."""
+    `source`: MNLI's through `load_mnli` (any of its sources; in a GLUE download, its `MNLI` folder, and its `diagnostic`
+    folder for MNLI's split 'diagnostic', GLUE's AX), the others' through `load_glue`. A folder is the task's own unless it
+    is named for another task (`named`: only one named for it, as several tasks read from one folder need). The one way
+    the library, the CLI and the suite read a task's data."""
     task = task if isinstance(task, GlueTask) else glue_task(task)
     if task.name != 'mnli': return load_glue(task, source, split, named)
-    if str(source) not in ('hub', 'builtin') and Path(source).is_dir(): source = task_folder(task, Path(source), named)
+    if str(source) not in ('hub', 'builtin') and Path(source).is_dir():
+        beside = Path(source)/'diagnostic'              # GLUE's download keeps the diagnostic set beside the task folders
+        source = beside if split == 'diagnostic' and beside.is_dir() else task_folder(task, Path(source), named)
     return load_mnli(source, _MNLI_SPLIT.get(split, split))
 
 def _examples(data, split, task:GlueTask):

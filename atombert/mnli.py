@@ -160,12 +160,13 @@ _SPLIT_STEMS = {'train': ('train', 'multinli_1.0_train', 'glue_mnli_train'),
                 'validation_matched': ('dev_matched', 'validation_matched', 'multinli_1.0_dev_matched', 'glue_mnli_validation_matched'),
                 'validation_mismatched': ('dev_mismatched', 'validation_mismatched', 'multinli_1.0_dev_mismatched',
                                           'glue_mnli_validation_mismatched'),
-                'test_matched': ('test_matched', 'glue_mnli_test_matched'), 'test_mismatched': ('test_mismatched', 'glue_mnli_test_mismatched')}
+                'test_matched': ('test_matched', 'glue_mnli_test_matched'), 'test_mismatched': ('test_mismatched', 'glue_mnli_test_mismatched'),
+                'diagnostic': ('diagnostic', 'AX')}   # GLUE's diagnostic set (AX): unlabelled pairs an MNLI model predicts for GLUE
 _SUFFIXES = ('.tsv', '.jsonl', '.csv', '.arrow')
 
 def _split_name(split):
     split = _SPLIT_ALIASES.get(split, split)
-    if split not in MNLI_SPLITS: raise ValueError(f'unknown MNLI split {split!r}: use one of {MNLI_SPLITS}')
+    if split not in _SPLIT_STEMS: raise ValueError(f"unknown MNLI split {split!r}: use one of {MNLI_SPLITS} or 'diagnostic' (GLUE's AX)")
     return split
 
 def _split_file(folder:Path, split:str) -> Path:
@@ -174,17 +175,23 @@ def _split_file(folder:Path, split:str) -> Path:
     for stem in stems:
         for p in [folder/(stem + s) for s in _SUFFIXES] + [folder/stem]:
             if p.is_file() or (p.is_dir() and is_saved_dataset(p)): return p
-    near = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _SUFFIXES and any(s in p.stem for s in stems))
+    near = [] if split == 'diagnostic' else sorted(    # 'AX' inside a name (MAX_len, syntax) says nothing: exact names only
+        p for p in folder.iterdir() if p.is_file() and p.suffix in _SUFFIXES and any(s in p.stem for s in stems))
     if len(near) == 1: return near[0]
     if near: raise ValueError(f'{folder}: several files could be split {split!r}: {[p.name for p in near]}; pass the file')
     raise FileNotFoundError(f'{folder}: no file for split {split!r} (looked for {stems[0]}{"/".join(_SUFFIXES)} and the '
                             f'other usual names, and for a file whose name contains one of {list(stems)})')
 
+def _hub_name(split):
+    "MNLI `split`'s config and split on the hub: the diagnostic set is config `ax`'s test split."
+    return ('ax', 'test') if split == 'diagnostic' else ('mnli', split)
+
 def _hub_mnli(split):
     import datasets
-    try: return datasets.load_dataset('nyu-mll/glue', 'mnli', split=split)
+    config, name = _hub_name(split)
+    try: return datasets.load_dataset('nyu-mll/glue', config, split=name)
     except Exception as e:
-        raise ConnectionError(f"cannot load MNLI from the hub (nyu-mll/glue, config mnli, split {split!r}): {type(e).__name__}: "
+        raise ConnectionError(f"cannot load MNLI from the hub (nyu-mll/glue, config {config}, split {name!r}): {type(e).__name__}: "
                               f"{e}. Offline? Pass a local file or folder (GLUE TSV, MultiNLI JSONL, Arrow) or 'builtin'") from None
 
 def _saved_dataset(path, split):
@@ -220,7 +227,7 @@ def load_mnli(source='hub', split:str|None='train', strict:bool=True, detokenize
     split, names = None if split is None else _split_name(split), None
     if isinstance(source, str) and source == 'builtin': return _builtin_split(split, verbose)
     if isinstance(source, str) and source == 'hub':
-        where = f'hub nyu-mll/glue mnli[{split}]'
+        where = 'hub nyu-mll/glue {}[{}]'.format(*_hub_name(split))
         columns, records, names = _table_records(_hub_mnli(split))
     else:
         path = Path(source)
@@ -310,7 +317,8 @@ def builtin_nli(n:int=3000, seed:int=0, exclude=()):
 
 def _builtin_split(split, verbose=True):
     "load_mnli('builtin', split): 3,000 training pairs; 900 pairs for each validation split, none of them in train."
-    if split.startswith('test'): raise ValueError("the builtin set has splits train, validation_matched and validation_mismatched")
+    if split not in ('train', 'validation_matched', 'validation_mismatched'):
+        raise ValueError("the builtin set has splits train, validation_matched and validation_mismatched")
     train = builtin_nli(3000, seed=0)
     ds = train if split == 'train' else builtin_nli(900, seed=1 if split == 'validation_matched' else 2,
                                                     exclude=zip(train['premise'], train['hypothesis']))

@@ -143,6 +143,27 @@ def test_mnli_from_glue_download_and_an_unreachable_hub(tmp_path, pretrained):
     assert e.returncode == 0, e.stderr[-3000:]
     res = json.loads((tmp_path/'run'/'eval'/'results.json').read_text())
     assert list(res) == ['validation_matched', 'validation_mismatched'] and res['validation_matched']['n'] == 48
+    # the suite writes MNLI's submission files and GLUE's diagnostic set (AX), which sits beside MNLI in GLUE's download
+    pairs = [json.loads(l) for l in lines[:5]]
+    (tmp_path/'glue_root'/'MNLI'/'test_matched.tsv').write_text('index\tsentence1\tsentence2\n' + ''.join(
+        f"{i}\t{r['premise']}\t{r['hypothesis']}\n" for i, r in enumerate(pairs)))
+    (tmp_path/'glue_root'/'diagnostic').mkdir()
+    (tmp_path/'glue_root'/'diagnostic'/'diagnostic.tsv').write_text('index\tsentence1\tsentence2\n' + ''.join(
+        f"{i}\t{r['hypothesis']}\t{r['premise']}\n" for i, r in enumerate(pairs[:3])))
+    s = subprocess.run([ATOMBERT, 'glue', '--model', str(pretrained), '--data', root, '--tasks', 'mnli', '--max-steps', '2', '--batch-size', '16',
+                        '--out', str(tmp_path/'suite'), '--no-progress'], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert s.returncode == 0, s.stderr[-3000:]
+    submission = tmp_path/'suite'/'submission'
+    assert sorted(p.name for p in submission.iterdir()) == ['AX.tsv', 'MNLI-m.tsv'], list(submission.iterdir())   # no test_mismatched here
+    ax = [l.split('\t') for l in (submission/'AX.tsv').read_text().splitlines()]
+    assert ax[0] == ['index', 'prediction'] and [r[0] for r in ax[1:]] == ['0', '1', '2'], ax
+    assert {r[1] for r in ax[1:]} <= {'entailment', 'neutral', 'contradiction'}, ax      # words, as GLUE's MNLI files write them
+    e = subprocess.run([ATOMBERT, 'evaluate', '--model', str(tmp_path/'suite'/'mnli'), '--data', root, '--splits', 'diagnostic',
+                        '--out', str(tmp_path/'ax')], capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert e.returncode == 0 and (tmp_path/'ax'/'diagnostic.tsv').read_text() == (submission/'AX.tsv').read_text(), e.stderr[-3000:]  # predicted, not scored
+    (submission/'AX.tsv').unlink(); (tmp_path/'glue_root'/'diagnostic').rename(tmp_path/'elsewhere')   # no diagnostic set: said
+    again = subprocess.run(s.args, capture_output=True, text=True, env=ENV, cwd=ROOT)
+    assert again.returncode == 0 and 'No submission file: mnli diagnostic (no diagnostic set' in (tmp_path/'suite'/'report.md').read_text(), again.stdout
     g = subprocess.run([ATOMBERT, 'glue', '--model', str(pretrained), '--data', 'hub', '--tasks', 'cola,mnli', '--out', str(tmp_path/'glue')],
                        capture_output=True, text=True, env=ENV, cwd=ROOT)
     assert g.returncode == 1 and g.stderr.count('\n') == 1 and 'no GLUE task could run' in g.stderr, g.stderr[-3000:]   # not a success
