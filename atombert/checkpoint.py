@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['INDEX', 'DIGEST_KEY', 'FIELDS_ADDED_LATER', 'tensor_digest', 'save_model', 'resolve_model_dir',
-           'load_pretrained_state', 'model_from_state', 'load_model', 'saved_state', 'check_tokenizer']
+           'load_pretrained_state', 'model_from_state', 'label_order', 'load_model', 'saved_state', 'check_tokenizer']
 
 # %% ../nbs/04_checkpoint.ipynb #5ccdfabb
 import hashlib, json, re, warnings
@@ -43,11 +43,12 @@ def _shards(sd:dict, max_bytes:int) -> list[dict]:
     return groups
 
 def _parse_size(size) -> int:
-    "Bytes from an int or a string such as '16MB' / '500KiB' (transformers' `max_shard_size` spelling)."
+    "Bytes from an int or a string such as '16MB' / '500KiB' (transformers' `max_shard_size` spelling, where '16Mb' is megabits)."
     if isinstance(size, int): return size
-    m = re.fullmatch(r'\s*(\d+(?:\.\d+)?)\s*([KMG]?)(i?)B\s*', str(size), flags=re.I)
+    m = re.fullmatch(r'\s*(\d+(?:\.\d+)?)\s*([KMG]?)(i?)(B)\s*', str(size), flags=re.I)
     if not m: raise ValueError(f"max_shard_size={size!r}: give bytes or a size such as '16MB' or '500KiB'")
-    return int(float(m[1]) * (1024 if m[3] else 1000) ** ' KMG'.index(m[2].upper() or ' '))
+    bits = m[4] == 'b' and m[2] and not m[3]        # as transformers reads it: '16Mb' is bits, KiB in any case bytes
+    return int(float(m[1]) * (1024 if m[3] else 1000) ** ' KMG'.index(m[2].upper() or ' ') / (8 if bits else 1))
 
 def save_model(model, save_dir, tokenizer=None, max_shard_size=None) -> Path:
     """Write `config.json` and `model.safetensors` (ALBERT's layout when ALBERT can express the model), and `tokenizer`.
@@ -165,16 +166,23 @@ def model_from_state(cls, config:AtomBertConfig, sd:dict, where='the checkpoint'
     model.load_state_dict(sd, strict=False)
     return model
 
+def label_order(names, labels) -> list | None:
+    """The positions in `names` (a classifier's label names) of each of `labels` in turn, case ignored (hub models often
+    write ENTAILMENT); None when they name other labels. The one rule that reorders a classifier's rows or logits."""
+    names, labels = [str(n).lower() for n in names], [str(l).lower() for l in labels]
+    if sorted(names) != sorted(labels) or len(set(names)) != len(names): return None   # a name twice: no one order
+    return [names.index(l) for l in labels]
+
 def _relabelled_classifier(config:AtomBertConfig, sd:dict, label_names, where) -> dict:
     """`sd` with its classifier's rows in the order of `label_names`, where the checkpoint's classifier names the same
-    labels in another order (any case); a classifier of other labels is refused: its rows would be renamed, not retrained."""
-    had, want = [n.lower() for n in config.label_names], [n.lower() for n in label_names]
-    if 'classifier.weight' not in sd or not had or not want or had == want or len(had) != len(want): return sd
-    if sorted(had) != sorted(want):
-        raise ValueError(f"{where}: its classifier predicts ({', '.join(config.label_names)}), not ({', '.join(label_names)}): "
+    labels in another order; a classifier of other labels is refused: its rows would be renamed, not retrained."""
+    had = config.label_names
+    if 'classifier.weight' not in sd or not had or not label_names or len(had) != len(label_names): return sd
+    if (order := label_order(had, label_names)) is None:
+        raise ValueError(f"{where}: its classifier predicts ({', '.join(had)}), not ({', '.join(label_names)}): "
                          f"another task's; finetune from a pretraining checkpoint")
-    order = torch.tensor([had.index(n) for n in want])
-    return sd | {k: sd[k][order] for k in ('classifier.weight', 'classifier.bias')}
+    if order == list(range(len(order))): return sd
+    return sd | {k: sd[k][torch.tensor(order)] for k in ('classifier.weight', 'classifier.bias')}
 
 def load_model(cls, path_or_name, **config_overrides):
     """An instance of model class `cls` with the weights of an atombert or transformers ALBERT directory (or hub name).

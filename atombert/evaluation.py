@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
 from .model import AtomBertForSequenceClassification
-from .checkpoint import load_pretrained_state, model_from_state, resolve_model_dir
+from .checkpoint import label_order, load_pretrained_state, model_from_state, resolve_model_dir
 from .files import atomic_write, save_figure
 from .glue import GlueTask, glue_metrics, glue_task, task_score, tasks_for_labels
 from .mnli import MNLI_LABELS
@@ -116,9 +116,8 @@ def _label_names(config) -> tuple:
 
 def _label_order(model, labels=MNLI_LABELS) -> list | None:
     "Columns that put `model`'s logits in the order of `labels` (GLUE's), from its label names (`_label_names`), in any case; None when they are already in that order or the model does not name those labels."
-    names, labels = [n.lower() for n in _label_names(getattr(model, 'config', None))], [l.lower() for l in labels]
-    if sorted(names) != sorted(labels) or names == labels: return None
-    return [names.index(l) for l in labels]
+    order = label_order(_label_names(getattr(model, 'config', None)), labels)
+    return None if order is None or order == list(range(len(order))) else order
 
 def task_logits(model, tokenizer, task:GlueTask, data, batch_size:int=128, max_length:int|None=None) -> torch.Tensor:
     "`model`'s logits for `data` of GLUE task `task`, their columns in the task's label order whatever order `model` names (a score: as it comes)."
