@@ -253,6 +253,9 @@ class PretrainingDataset(Dataset):
                 raise ValueError(f'{corpus.path} was tokenized with another tokenizer (fingerprint '
                                  f'{corpus.meta["tokenizer_fingerprint"]}, not {tokenizer_fingerprint(special_ids)})')
             special_ids = special_token_ids(special_ids)
+        if objective == 'nsp' and corpus.num_docs < 2:     # every B would be the next text: label 0 only, learnt from the prior
+            raise ValueError(f"NSP takes half its B segments from another document, and {corpus} has one: use objective 'sop' "
+                             f"(the order of two segments of one text), or a corpus of several documents")
         self.corpus, self.cls, self.sep = corpus, special_ids['cls'], special_ids['sep']
         self.seq_len, self.objective, self.short_seq_prob, self.seed = seq_len, objective, short_seq_prob, seed
         self.epoch, self.index, self.length = None, None, None

@@ -434,6 +434,10 @@ def test_data_pipeline_any_documents(kind, docs, seq_len, objective, ngram, whol
         assert corpus.num_tokens > 0 and int(corpus.tokens.max()) < tok.get_vocab_size()
         try: dataset = PretrainingDataset(corpus, tok, seq_len=seq_len, objective=objective)
         except ValueError as e:
+            if 'NSP takes half its B segments' in str(e):
+                assert objective == 'nsp' and corpus.num_docs == 1
+                event('NSP refused one document')
+                return
             assert 'no examples' in str(e) and objective != 'none'
             assert all(len(corpus.doc(i)) == 1 for i in range(corpus.num_docs))
             event('no examples')
