@@ -114,8 +114,9 @@ class AtomBertForPreTraining(PretrainedModel):
         else:
             rtd_logits = self.rtd_head(h)
             if replaced is not None:
-                real = attention_mask.bool() if attention_mask is not None else torch.ones_like(replaced, dtype=torch.bool)
-                rtd_loss = F.binary_cross_entropy_with_logits(rtd_logits[real].float(), replaced[real].float())
+                real = attention_mask.float() if attention_mask is not None else torch.ones_like(replaced, dtype=torch.float)
+                per_token = F.binary_cross_entropy_with_logits(rtd_logits.float(), replaced.float(), reduction='none')
+                rtd_loss = (per_token * real).sum() / real.sum()     # the mean over real tokens, with no boolean index to wait for
         if self.sentence_head is not None:
             sentence_logits = self.sentence_head(self.sentence_dropout(pooled))
             if sentence_label is not None: sentence_loss = F.cross_entropy(sentence_logits.float(), sentence_label)

@@ -126,13 +126,16 @@ class Electra(nn.Module):
         d, g = self.discriminator.model.embeddings, self.generator.model.embeddings
         g.word, g.position, g.token_type, g.norm = d.word, d.position, d.token_type, d.norm   # (its pooler: frozen, no sentence head)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, sentence_label=None, sample_u=None):
-        gen = self.generator(input_ids, attention_mask, token_type_ids, labels=labels)
-        masked = labels != -100
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, sentence_label=None, sample_u=None,
+                masked_positions=None):
+        # the masked tokens' flat positions, as `PreTrainingTask.prepare` finds them on the CPU: given, a GPU never waits
+        if masked_positions is None: masked_positions = (labels.flatten() != -100).nonzero().squeeze(1)   # a GPU waits here
+        gen = self.generator(input_ids, attention_mask, token_type_ids, labels=labels, masked_positions=masked_positions)
         with torch.no_grad():                               # sampling: no gradient reaches the generator this way
-            u = sample_u[masked] if sample_u is not None else torch.rand(len(gen.mlm_logits), device=input_ids.device)
-            corrupted = input_ids.masked_scatter(masked, sample_tokens(gen.mlm_logits, u))
-            replaced = corrupted != torch.where(masked, labels, input_ids)
+            u = sample_u.flatten()[masked_positions] if sample_u is not None else torch.rand(len(masked_positions), device=input_ids.device)
+            samples = sample_tokens(gen.mlm_logits, u)
+            corrupted = input_ids.flatten().index_copy(0, masked_positions, samples).view_as(input_ids)
+            replaced = corrupted != torch.where(labels != -100, labels, input_ids)
         disc = self.discriminator(corrupted, attention_mask, token_type_ids, sentence_label=sentence_label, replaced=replaced)
         losses = [l for l in (gen.mlm_loss, disc.rtd_loss, disc.sentence_loss) if l is not None]
         return ElectraOutput(sum(losses), gen.mlm_loss, disc.rtd_loss, disc.sentence_loss, gen.mlm_logits, disc.rtd_logits,
@@ -163,7 +166,8 @@ class RTDTask(PreTrainingTask):
 
     def loss(self, model, batch):
         out = model(batch['input_ids'], batch['attention_mask'], batch['token_type_ids'], batch['labels'],
-                    batch.get('sentence_label'), batch.get('sample_u'))     # from MaskingCollator(sample_uniforms=True)
+                    batch.get('sentence_label'), batch.get('sample_u'),     # from MaskingCollator(sample_uniforms=True)
+                    masked_positions=batch.get('masked_positions'))
         losses, stats = self.scores(out, batch, model.training)
         real, says = batch['attention_mask'].bool(), out.rtd_logits > 0
         n = real.sum()                 # counts as device tensors: the statistics never make the host wait

@@ -99,7 +99,7 @@ def test_cuda_tests_run_on_cpu(tmp_path):
                         'tests/test_cuda.py'], cwd=ROOT, capture_output=True, text=True, timeout=900,
                        env={**os.environ, 'CUDA_VISIBLE_DEVICES': '', 'ATOMBERT_CUDA_TESTS_DEVICE': 'cpu',
                             'ATOMBERT_CUDA_REPORT': str(report)})
-    assert r.returncode == 0 and re.search(r'^11 passed\b', r.stdout, re.M) and 'skipped' not in r.stdout, r.stdout[-5000:] + r.stderr[-3000:]
+    assert r.returncode == 0 and re.search(r'^12 passed\b', r.stdout, re.M) and 'skipped' not in r.stdout, r.stdout[-5000:] + r.stderr[-3000:]
     rep = json.loads(report.read_text())
     assert rep['gpu'] == 'cpu' and {'interop_max_abs_diff', 'bf16_mlm_loss', 'fp16', 'attention', 'compile', 'resume'} <= set(rep)
     assert rep['fp16']['skipped_steps'] >= 1 and rep['resume']['bitwise'] is True
