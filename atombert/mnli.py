@@ -199,8 +199,9 @@ def _saved_dataset(path, split):
     try: ds = datasets.load_from_disk(str(path))
     except Exception as e: raise ValueError(f'cannot read {path} with datasets.load_from_disk: {type(e).__name__}: {e}') from None
     if isinstance(ds, datasets.DatasetDict):
-        if split not in ds: raise ValueError(f'{path} has no split {split!r} (it has {list(ds)})')
-        ds = ds[split]
+        name = split if split in ds else _hub_name(split)[1]    # the hub's ax config, saved: its only split is 'test'
+        if name not in ds: raise ValueError(f'{path} has no split {split!r} (it has {list(ds)})')
+        ds = ds[name]
     return ds
 
 # %% ../nbs/08_mnli.ipynb #a1953cf0

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from .config import AtomBertConfig, PRESETS, SENTENCE_OBJECTIVES, TOKEN_OBJECTIVES, dropout_overrides
-from .model import AtomBertForPreTraining, pretrain_step_flops
+from .model import AtomBertForPreTraining, flat_masked_positions, pretrain_step_flops
 from .checkpoint import load_pretrained_state
 from .files import atomic_dir, atomic_write
 from .tokenizer import KINDS, SPECIAL_TOKENS, train_tokenizer, load_tokenizer, save_tokenizer, tokenizer_fingerprint
@@ -45,7 +45,7 @@ class PreTrainingTask(Task):
     def prepare(self, batch, generator=None):
         "Add the masked tokens' flat positions, found on the CPU before the batch moves: the model on a GPU need not wait for them."
         if 'masked_positions' in batch: return batch
-        return {**batch, 'masked_positions': (batch['labels'].flatten() != -100).nonzero().squeeze(1)}
+        return {**batch, 'masked_positions': flat_masked_positions(batch['labels'])}
 
     def counts(self, batch):
         c = {'mlm_loss': int((batch['labels'] != -100).sum())}
@@ -129,7 +129,7 @@ class Electra(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, sentence_label=None, sample_u=None,
                 masked_positions=None):
         # the masked tokens' flat positions, as `PreTrainingTask.prepare` finds them on the CPU: given, a GPU never waits
-        if masked_positions is None: masked_positions = (labels.flatten() != -100).nonzero().squeeze(1)   # a GPU waits here
+        if masked_positions is None: masked_positions = flat_masked_positions(labels)   # a GPU waits here
         gen = self.generator(input_ids, attention_mask, token_type_ids, labels=labels, masked_positions=masked_positions)
         with torch.no_grad():                               # sampling: no gradient reaches the generator this way
             u = sample_u.flatten()[masked_positions] if sample_u is not None else torch.rand(len(masked_positions), device=input_ids.device)
