@@ -18,7 +18,7 @@ from tqdm import tqdm
 from .files import atomic_dir
 from .config import SENTENCE_OBJECTIVES
 from .corpora import Corpus, load_corpus
-from .tokenizer import special_token_ids, tokenizer_fingerprint
+from .tokenizer import special_token_ids, tokenizer_fingerprint, word_start_flags
 
 # %% ../nbs/05_data.ipynb #27aced60
 _SENTENCE_END = re.compile(
@@ -188,8 +188,15 @@ def _fit_pair(a0, a1, b0, b1, max_tokens, rng):
     return a0 + front_a, a1 - (cut_a - front_a), b0 + front_b, b1 - (cut_b - front_b)
 
 # %% ../nbs/05_data.ipynb #aaeff588
-def build_examples(corpus: TokenizedCorpus, seq_len: int, objective='sop', short_seq_prob=0.1, seed=0, epoch=0) -> np.ndarray:
-    "Plan one epoch: shuffled int64 rows `(a0, a1, b0, b1, label)` of token ranges into `corpus.tokens` (B empty for 'none')."
+def _split_point(rest, word_starts, randrange) -> int:
+    "Where to split a sentence whose tokens after the first are `rest`: at a random word start, or any token if none is known."
+    if word_starts is not None and len(at := np.flatnonzero(word_starts[rest])): return 1 + int(at[randrange(len(at))])
+    return randrange(1, len(rest) + 1)
+
+def build_examples(corpus: TokenizedCorpus, seq_len: int, objective='sop', short_seq_prob=0.1, seed=0, epoch=0,
+                   word_starts=None) -> np.ndarray:
+    """Plan one epoch: shuffled int64 rows `(a0, a1, b0, b1, label)` of token ranges into `corpus.tokens` (B empty for 'none');
+    a single long sentence is split at a word start where `word_starts` (a bool per token id) says where words start."""
     if objective not in OBJECTIVES: raise ValueError(f'unknown objective {objective!r}: use one of {OBJECTIVES}')
     pair = objective != 'none'
     if seq_len < (5 if pair else 3): raise ValueError(f'seq_len={seq_len} is too short for objective {objective!r}')
@@ -213,8 +220,8 @@ def build_examples(corpus: TokenizedCorpus, seq_len: int, objective='sop', short
                 if i > start:                           # split between sentences
                     a_end = randrange(start + 1, i + 1)
                     a0, a1, b0, b1 = seg[start], seg[a_end], seg[a_end], seg[i + 1]
-                elif seg[i + 1] - seg[i] >= 2:          # one long sentence: split inside it
-                    a0, b1 = seg[i], seg[i + 1]; a1 = b0 = a0 + randrange(1, b1 - a0)
+                elif seg[i + 1] - seg[i] >= 2:          # one long sentence: split inside it, between two words
+                    a0, b1 = seg[i], seg[i + 1]; a1 = b0 = a0 + _split_point(corpus.tokens[a0 + 1:b1], word_starts, randrange)
                     a_end = i + 1
                 else:                                   # a one-token document: nothing to pair
                     start, length, goal, i = i + 1, 0, target(), i + 1
@@ -247,24 +254,26 @@ def example_seed(*keys) -> int:
 class PretrainingDataset(Dataset):
     "One epoch of ALBERT-style `[CLS] A [SEP] B [SEP]` examples over a `TokenizedCorpus`; `set_epoch` plans the next."
     def __init__(self, corpus: TokenizedCorpus, special_ids, seq_len=512, objective='sop', short_seq_prob=0.1,
-                 seed=0, epoch=0):
+                 seed=0, epoch=0, word_starts=None):
         if isinstance(special_ids, Tokenizer):
             if tokenizer_fingerprint(special_ids) != corpus.meta['tokenizer_fingerprint']:
                 raise ValueError(f'{corpus.path} was tokenized with another tokenizer (fingerprint '
                                  f'{corpus.meta["tokenizer_fingerprint"]}, not {tokenizer_fingerprint(special_ids)})')
+            if word_starts is None: word_starts = word_start_flags(special_ids)   # None where the tokenizer cannot tell
             special_ids = special_token_ids(special_ids)
         if objective == 'nsp' and corpus.num_docs < 2:     # every B would be the next text: label 0 only, learnt from the prior
             raise ValueError(f"NSP takes half its B segments from another document, and {corpus} has one: use objective 'sop' "
                              f"(the order of two segments of one text), or a corpus of several documents")
         self.corpus, self.cls, self.sep = corpus, special_ids['cls'], special_ids['sep']
         self.seq_len, self.objective, self.short_seq_prob, self.seed = seq_len, objective, short_seq_prob, seed
+        self.word_starts = None if word_starts is None else np.asarray(word_starts, dtype=bool)
         self.epoch, self.index, self.length = None, None, None
         self.set_epoch(epoch)
 
     def set_epoch(self, epoch: int):
         "Plan the examples of `epoch` (a no-op if it is the current one)."
         if epoch == self.epoch: return
-        index = build_examples(self.corpus, self.seq_len, self.objective, self.short_seq_prob, self.seed, epoch)
+        index = build_examples(self.corpus, self.seq_len, self.objective, self.short_seq_prob, self.seed, epoch, self.word_starts)
         if self.length is None: self.length = len(index)
         if len(index) == 0: raise ValueError(f'no examples: every document of {self.corpus} is a single token')
         reps = -(-self.length // len(index))               # the rows are shuffled: cutting or repeating is random

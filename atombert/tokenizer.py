@@ -4,10 +4,12 @@
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'COMPRESSIONS', 'KINDS', 'special_token_ids', 'decompressing', 'open_bytes', 'text_file_lines',
-           'train_tokenizer', 'encode_pairs', 'tokenizer_fingerprint', 'save_tokenizer', 'load_tokenizer']
+           'train_tokenizer', 'encode_pairs', 'tokenizer_fingerprint', 'word_start_flags', 'save_tokenizer',
+           'load_tokenizer']
 
 # %% ../nbs/00_tokenizer.ipynb #d1d0c084
 import bz2, gzip, hashlib, io, itertools, json, lzma, os, re, warnings
+import numpy as np
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from .files import atomic_write
@@ -299,6 +301,30 @@ def tokenizer_fingerprint(tok: Tokenizer) -> str:
     spec.pop('truncation', None); spec.pop('padding', None)
     canonical = json.dumps(spec, sort_keys=True, ensure_ascii=False, separators=(',', ':'))
     return hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:16]
+
+# %% ../nbs/00_tokenizer.ipynb #5cd68120
+def _find_key(node, key):
+    if isinstance(node, dict):
+        if key in node: return node[key]
+        node = list(node.values())
+    if isinstance(node, list):
+        for v in node:
+            found = _find_key(v, key)
+            if found is not None: return found
+    return None
+
+def word_start_flags(tok: Tokenizer) -> np.ndarray | None:
+    "A bool per vocabulary id: does the token start a word? (WordPiece: no `##` prefix; Metaspace: a `▁` prefix; else None.)"
+    spec = json.loads(tok.to_str())
+    if spec['model']['type'] == 'WordPiece':
+        prefix = spec['model'].get('continuing_subword_prefix') or '##'
+        starts = lambda t: not t.startswith(prefix)
+    elif (space := _find_key(spec.get('pre_tokenizer'), 'replacement')) is not None: starts = lambda t: t.startswith(space)
+    else: return None
+    flags = np.zeros(tok.get_vocab_size(), dtype=bool)
+    flags[[i for t, i in tok.get_vocab(with_added_tokens=True).items() if starts(t)]] = True
+    flags[list(tok.get_added_tokens_decoder())] = True   # specials stand alone
+    return flags
 
 # %% ../nbs/00_tokenizer.ipynb #b01c3483
 def _lowercases(node) -> bool:
