@@ -27,7 +27,8 @@ def _span_start_prob(p, span_probs):
 class MaskingCollator:
     "Pad examples into a batch and mask it for MLM (15%, 80/10/10), optionally by n-grams and whole words."
     def __init__(self, tokenizer_or_special_ids, vocab_size=None, mlm_probability=0.15, ngram=1, whole_word=False,
-                 pad_to_multiple_of=8, seed=0, word_starts=None, sample_uniforms=False, max_length=None):
+                 pad_to_multiple_of=8, seed=0, word_starts=None, sample_uniforms=False, max_length=None,
+                 mask_replace_prob=0.8, random_replace_prob=0.1):
         if isinstance(tokenizer_or_special_ids, Tokenizer):
             tok = tokenizer_or_special_ids
             special, vocab_size = special_token_ids(tok), vocab_size or tok.get_vocab_size()
@@ -36,11 +37,15 @@ class MaskingCollator:
         if vocab_size is None: raise ValueError('vocab_size is needed when special token ids are given instead of a tokenizer')
         if not 0 < mlm_probability < 1: raise ValueError(f'mlm_probability={mlm_probability} must be in (0, 1)')
         if not (isinstance(ngram, int) and ngram >= 1): raise ValueError(f'ngram={ngram!r} must be an int >= 1')
+        if not (0 <= mask_replace_prob and 0 <= random_replace_prob and mask_replace_prob + random_replace_prob <= 1):
+            raise ValueError(f'mask_replace_prob={mask_replace_prob} and random_replace_prob={random_replace_prob} must be '
+                             f'shares of the targets: each at least 0, together at most 1 (the rest stay as they are)')
         if whole_word and word_starts is None:
             raise ValueError('whole_word=True needs to know where words start: a WordPiece or Metaspace tokenizer, or word_starts')
         self.pad_id, self.mask_id = special['pad'], special['mask']
         self.vocab_size, self.mlm_probability, self.ngram, self.whole_word = vocab_size, mlm_probability, ngram, whole_word
         self.pad_to_multiple_of, self.seed, self.sample_uniforms = pad_to_multiple_of, seed, sample_uniforms
+        self.mask_replace_prob, self.random_replace_prob = mask_replace_prob, random_replace_prob
         self.max_length = max_length      # the model's positions: rounding up to a multiple stops there
         self.special = torch.zeros(vocab_size, dtype=torch.bool)
         self.special[list(special.values())] = True
@@ -119,7 +124,7 @@ class MaskingCollator:
             covered |= span > 0
         targets = maskable & covered.gather(1, unit)
         masked = input_ids.clone()
-        masked[targets & (u_action < 0.8)] = self.mask_id
-        randomized = targets & (u_action >= 0.8) & (u_action < 0.9)
+        masked[targets & (u_action < self.mask_replace_prob)] = self.mask_id
+        randomized = targets & (u_action >= self.mask_replace_prob) & (u_action < self.mask_replace_prob + self.random_replace_prob)
         masked[randomized] = self.replacements[picks[randomized]]
         return masked, torch.where(targets, input_ids, -100)
