@@ -81,10 +81,13 @@ def open_bytes(path):
 def text_file_lines(path):
     "Stream the lines of a UTF-8 text file (or a compressed one); `ValueError` naming the file when it is binary, not UTF-8 or damaged."
     try:   # utf-8-sig: a leading byte order mark (Windows editors write one) is not text; one elsewhere is kept
+        read = False
         with decompressing(path), io.TextIOWrapper(open_bytes(path), encoding='utf-8-sig') as f:
             for line in f:
                 if '\x00' in line: raise ValueError(f'{path} is a binary file (it has NUL bytes), not UTF-8 text')
-                yield line
+                read = True; yield line
+        # utf-8-sig reads a file of just the first byte or two of a byte order mark as empty text, not as cut-off UTF-8
+        if not read and (bad := _utf8_error(path)): raise UnicodeDecodeError('utf-8', b'', 0, 1, bad[0])
     except UnicodeDecodeError as e:         # e.start counts from the start of a read chunk: find the file offset
         reason, at = _utf8_error(path) or (e.reason, e.start)
         where = ' of its decompressed text; or the archive is damaged' if Path(path).suffix in COMPRESSIONS else ''
