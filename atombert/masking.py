@@ -25,7 +25,7 @@ def _span_start_prob(p, span_probs):
     return lo
 
 class MaskingCollator:
-    "Pad examples into a batch and mask it for MLM (15%, 80/10/10), optionally by n-grams and whole words."
+    "Pad examples into a batch and mask it for MLM (15%; 80/10/10 by default, RTD: 85/15/0), optionally by n-grams and whole words."
     def __init__(self, tokenizer_or_special_ids, vocab_size=None, mlm_probability=0.15, ngram=1, whole_word=False,
                  pad_to_multiple_of=8, seed=0, word_starts=None, sample_uniforms=False, max_length=None,
                  mask_replace_prob=0.8, random_replace_prob=0.1):

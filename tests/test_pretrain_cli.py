@@ -96,11 +96,13 @@ def test_ddp_processes_match_one(tmp_path, tokenizer_dir, token_objective, objec
     assert [r['step'] for r in evals[0]] == [r['step'] for r in evals[1]] == [0, 3, 6]
     # RTD's held-out numbers rest on the generator's samples, a discrete pick from its softmax: the processes' rows are
     # padded to other lengths, so their logits differ in the last bits, and a uniform that falls that close to a bound
-    # picks the next token. One such pick in the ~1,000 held-out tokens moved rtd_loss by 1.3e-5 (rtd-nsp-4, seed 1);
-    # the weights above, and every other number, stay within 1e-5
-    sampled = ('rtd_loss', 'rtd_accuracy', 'replaced', 'replaced_recall')
+    # can pick the next token. One such pick (likely; not captured) moved rtd_loss by 1.3e-5 (rtd-nsp-4, seed 1). A pick
+    # moves a mean over the ~1,000 held-out tokens by ~1e-3 and recall over its ~150 replaced ones by ~7e-3, and the
+    # discriminator's sentence numbers read the picks too; the weights above, and MLM's numbers, stay within 1e-5
+    sampled = {'rtd_loss', 'rtd_accuracy', 'replaced', 'replaced_recall', f'{objective}_loss', f'{objective}_accuracy'}
     for a, b in zip(*evals):
-        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < (1e-3 if k in sampled else 1e-5) for k in a if k not in ('split', 'time')), (a, b)
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < (1e-2 if token_objective == 'rtd' and k in sampled else 1e-5)
+                                            for k in a if k not in ('split', 'time')), (a, b)
 
 
 @pytest.mark.parametrize('case', ['empty', 'binary', 'missing', 'seq_len', 'tokenizer'])
