@@ -184,10 +184,11 @@ def _trajectory(args, settings=None) -> dict:
     "`args`' `TRAJECTORY` settings, with the caller's own `settings` over them, as a checkpoint holds them (JSON)."
     return json.loads(json.dumps({k: getattr(args, k) for k in TRAJECTORY} | (settings or {})))
 
-def check_same_run(args, settings=None) -> str|None:
+def check_same_run(args, settings=None, before=None) -> str|None:
     """Refuse to resume `args.out_dir` with other `TRAJECTORY` settings (and caller's `settings`) than its newest checkpoint
     was trained with: one line naming them. Another `max_steps` is allowed, but not with one-cycle (its schedule keeps
-    its length), nor below the checkpoint's step: what to say of a new length is returned."""
+    its length), nor below the checkpoint's step: what to say of a new length is returned. A setting the checkpoint
+    lacks is checked against `before[setting]` (what runs used before checkpoints kept it), else not at all."""
     if not checkpoints(args.out_dir): return
     try: state = json.loads((checkpoints(args.out_dir)[-1]/'trainer_state.json').read_text())
     except (OSError, json.JSONDecodeError): return              # a damaged checkpoint: loading it names the damage
@@ -198,8 +199,12 @@ def check_same_run(args, settings=None) -> str|None:
     now = _trajectory(args, settings)
     if saved is None: return                                    # a checkpoint written before settings were kept
     free = () if args.schedule == 'onecycle' else ('max_steps',)
-    if changed := ', '.join(f'{k} {saved.get(k)} → {now[k]}' for k in now if k not in free and k in saved and saved[k] != now[k]):
-        raise ValueError(f'{args.out_dir} was trained with other settings ({changed}): resume it with the ones it started with')
+    was = (before or {}) | saved                                # a value it lacks: the one runs had before it was kept
+    if changed := [k for k in now if k not in free and k in was and was[k] != now[k]]:
+        older = [k for k in changed if k not in saved]
+        raise ValueError(f'{args.out_dir} was trained with other settings ({", ".join(f"{k} {was[k]} → {now[k]}" for k in changed)}): '
+                         + (f'its checkpoint predates keeping {", ".join(older)}: finish it with the atombert version that started it'
+                            if older else 'resume it with the ones it started with'))
     if saved['max_steps'] != now['max_steps']:
         return (f"{args.out_dir}: resuming with max_steps {now['max_steps']} (it started with {saved['max_steps']}): "
                 f"the learning-rate schedule now spans {now['max_steps']} steps")
