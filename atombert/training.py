@@ -188,7 +188,7 @@ def check_same_run(args, settings=None, before=None) -> str|None:
     """Refuse to resume `args.out_dir` with other `TRAJECTORY` settings (and caller's `settings`) than its newest checkpoint
     was trained with: one line naming them. Another `max_steps` is allowed, but not with one-cycle (its schedule keeps
     its length), nor below the checkpoint's step: what to say of a new length is returned. A setting the checkpoint
-    lacks is checked against `before[setting]` (what runs used before checkpoints kept it), else not at all."""
+    lacks is not checked, unless `before(saved)` (given the settings it kept) says what runs used before it was kept."""
     if not checkpoints(args.out_dir): return
     try: state = json.loads((checkpoints(args.out_dir)[-1]/'trainer_state.json').read_text())
     except (OSError, json.JSONDecodeError): return              # a damaged checkpoint: loading it names the damage
@@ -197,15 +197,18 @@ def check_same_run(args, settings=None, before=None) -> str|None:
         raise ValueError(f'{args.out_dir} is at step {step}: max_steps {args.max_steps} would end it before where it is '
                          f'(a run cannot be shortened below its step); resume with max_steps >= {step}')
     now = _trajectory(args, settings)
-    if saved is None: return                                    # a checkpoint written before settings were kept
+    earlier = json.loads(json.dumps(before(saved or {}))) if before else {}   # what runs used before a setting was kept
+    if saved is None and not earlier: return                    # a checkpoint written before settings were kept
+    saved = saved or {}
+    was = earlier | saved
     free = () if args.schedule == 'onecycle' else ('max_steps',)
-    was = (before or {}) | saved                                # a value it lacks: the one runs had before it was kept
     if changed := [k for k in now if k not in free and k in was and was[k] != now[k]]:
         older = [k for k in changed if k not in saved]
+        why = (['resume it with the ones it started with'] if len(older) < len(changed) else []) + (
+               [f'its checkpoint predates keeping {", ".join(older)}: finish it with the atombert version that started it'] if older else [])
         raise ValueError(f'{args.out_dir} was trained with other settings ({", ".join(f"{k} {was[k]} → {now[k]}" for k in changed)}): '
-                         + (f'its checkpoint predates keeping {", ".join(older)}: finish it with the atombert version that started it'
-                            if older else 'resume it with the ones it started with'))
-    if saved['max_steps'] != now['max_steps']:
+                         + '; '.join(why))
+    if 'max_steps' in saved and saved['max_steps'] != now['max_steps']:
         return (f"{args.out_dir}: resuming with max_steps {now['max_steps']} (it started with {saved['max_steps']}): "
                 f"the learning-rate schedule now spans {now['max_steps']} steps")
 
