@@ -14,6 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 from fastcore.basics import patch
+from . import __version__
 from .config import AtomBertConfig
 from .files import atomic_write
 from .model import PretrainedModel
@@ -79,7 +80,7 @@ def save_model(model, save_dir, tokenizer=None, max_shard_size=None) -> Path:
                      weight_map={k: name for name, group in zip(names, groups) for k in group})
         atomic_write(save_dir/INDEX, json.dumps(index, indent=2) + '\n')   # written last: the shards are complete
     # weights and config are two atomic writes, not one: the digest in both lets loading tell an interrupted save
-    atomic_write(save_dir/'config.json', json.dumps(cfg | {DIGEST_KEY: digest}, indent=2) + '\n')
+    atomic_write(save_dir/'config.json', json.dumps(cfg | {DIGEST_KEY: digest, 'atombert_version': __version__}, indent=2) + '\n')
     if tokenizer is not None: save_tokenizer(getattr(tokenizer, 'backend_tokenizer', tokenizer), save_dir)
     return save_dir
 

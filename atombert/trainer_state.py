@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from . import __version__
 from .files import atomic_dir, sha256_file
 from .checkpoint import check_tokenizer
 from .albert import shape_mismatch
@@ -63,7 +64,7 @@ def save_checkpoint(out_dir, model, opt, sched, scaler, state:dict, tokenizer=No
             model.save_pretrained(tmp, tokenizer=tokenizer)
             torch.save(dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict(),
                             rank_rng=rng_states or rank_rng_states()), tmp/'trainer_state.pt')
-            (tmp/'trainer_state.json').write_text(json.dumps({**state, 'rng': _rng_state(),
+            (tmp/'trainer_state.json').write_text(json.dumps({**state, 'atombert_version': __version__, 'rng': _rng_state(),
                                                               'sha256': sha256_file(tmp/'trainer_state.pt')}))
     except OSError as e:      # e.g. a full disk: what was written before stays as it was
         prev = checkpoints(out_dir)
@@ -94,5 +95,5 @@ def load_checkpoint(path, model, opt, sched, scaler, tokenizer=None, rank:int=0)
     sched.load_state_dict(ts['scheduler'])
     if scaler.is_enabled() and ts['scaler']: scaler.load_state_dict(ts['scaler'])   # a run saved without fp16 has none: refused as another run
     _set_rank_rng_state(ts.get('rank_rng') or [dict(cpu=ts['torch_rng'], cuda=ts['cuda_rng'])], rank)   # or one state, as written before
-    _set_rng_state(state.pop('rng')); state.pop('sha256')
+    _set_rng_state(state.pop('rng')); state.pop('sha256'); state.pop('atombert_version', None)   # what wrote it: not loop state
     return state

@@ -204,8 +204,9 @@ def check_same_run(args, settings=None, before=None) -> str|None:
     free = () if args.schedule == 'onecycle' else ('max_steps',)
     if changed := [k for k in now if k not in free and k in was and was[k] != now[k]]:
         older = [k for k in changed if k not in saved]
+        wrote = state.get('atombert_version', '0.1.0')            # checkpoints kept the version from 0.2.0 on
         why = (['resume it with the ones it started with'] if len(older) < len(changed) else []) + (
-               [f'its checkpoint predates keeping {", ".join(older)}: finish it with the atombert version that started it'] if older else [])
+               [f'its checkpoint (atombert {wrote}) predates keeping {", ".join(older)}: finish the run with atombert {wrote}'] if older else [])
         raise ValueError(f'{args.out_dir} was trained with other settings ({", ".join(f"{k} {was[k]} → {now[k]}" for k in changed)}): '
                          + '; '.join(why))
     if 'max_steps' in saved and saved['max_steps'] != now['max_steps']:
