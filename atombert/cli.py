@@ -9,6 +9,7 @@ __all__ = ['PYTHON_ONLY', 'LIMITS', 'FREE', 'TRAIN_DEFAULTS', 'COMMANDS', 'limit
 import argparse, dataclasses, inspect, json, math, os, shutil, sys, typing, warnings
 from fastcore.imports import in_ipython
 from fastcore.docments import docments
+from . import __version__
 from .commands import NOT_FLAGS, RUN_ARGS, evaluate_cmd, finetune_cmd, glue_cmd, info, predict_cmd, run
 from .glue import GLUE_TASKS
 from .mnli import MNLI_SPLITS
@@ -139,8 +140,9 @@ def main(argv=None):
     "Entry point of the `atombert` command: `atombert COMMAND [options]`."
     argv = sys.argv[1:] if argv is None else list(argv)
     os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')   # DataLoader workers fork after tokenizing
-    usage = 'usage: atombert {' + ','.join(COMMANDS) + '} [options]   (atombert COMMAND --help for options)'
+    usage = 'usage: atombert {' + ','.join(COMMANDS) + '} [options]   (atombert COMMAND --help for options; atombert --version)'
     if argv[:1] in (['-h'], ['--help']): print(usage); raise SystemExit(0)
+    if argv[:1] == ['--version']: print(f'atombert {__version__}'); raise SystemExit(0)
     if not argv: print(usage, file=sys.stderr); raise SystemExit(2)
     if argv[0] not in COMMANDS:
         print(f'atombert: error: unknown command {argv[0]!r} (choose from {", ".join(COMMANDS)}); see atombert --help', file=sys.stderr)
