@@ -196,3 +196,44 @@ def test_the_job_survives_what_the_gpu_may_do_first(dry_run, tmp_path, monkeypat
     assert (tmp_path/'out'/'gpu_pretrain.png').is_file()                    # drawn after each phase, not only at the end
     G.report(res)
     assert any('model-only step: failed' in line for line in G.log.lines)
+
+
+def adopt(*args):
+    return subprocess.run([sys.executable, 'tools/gpu_pretrain.py', 'adopt', *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_adopt_keeps_the_model_with_its_tokenizer_and_a_card(dry_run, tmp_path):
+    "What came back, made into what the repository keeps: the study's JSON and plot, the model with its tokenizer and card."
+    tmp, rep = dry_run
+    from atombert.model import AtomBertForPreTraining
+    from atombert.tokenizer import load_tokenizer, save_tokenizer, tokenizer_fingerprint, train_tokenizer
+    model_dir = tmp_path/'models'/'dry'
+    keep = lambda *a: adopt('--from', tmp/'device_out', '--name', 'dry_study', '--to', tmp_path/'studies', '--model-dir', model_dir, *a)
+    r = keep('--data', tmp/'data')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path/'studies'/'dry_study.json').read_bytes() == (tmp/'device_out'/'gpu_pretrain.json').read_bytes()
+    assert (tmp_path/'studies'/'dry_study.png').stat().st_size > 10_000
+    shipped, kept = AtomBertForPreTraining.from_pretrained(tmp/'device_out'/'model'), AtomBertForPreTraining.from_pretrained(model_dir)
+    assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), kept.state_dict().values()))
+    assert tokenizer_fingerprint(load_tokenizer(model_dir)) == rep['data']['tokenizer']['fingerprint']   # the one it trained with
+    card = (model_dir/'README.md').read_text()
+    assert card.startswith('---\nlibrary_name: ') and "\n---\n\n# tiny pretrained on WikiText-2 test's small shards" in card and 'A dry run on the CPU' in card
+    m = rep['mnli']['pretrained']
+    assert f"| pretrained | {100 * m['matched']:.2f}% | {100 * m['mismatched']:.2f}% |" in card, card
+    assert f"{kept.config.vocab_size:,}-entry WordPiece" in card and f"{rep['pretraining']['steps']:,} steps" in card
+    if json.loads((model_dir/'config.json').read_text())['model_type'] == 'albert':   # the card's transformers lines work
+        from transformers import AlbertForMaskedLM, AutoTokenizer
+        assert "AlbertForMaskedLM.from_pretrained" in card
+        hf, hf_tok = AlbertForMaskedLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+        ids = torch.tensor([hf_tok('the cat sat on the mat')['input_ids']])
+        with torch.no_grad(): assert hf(ids).logits.shape == (1, ids.shape[1], kept.config.vocab_size)
+    made = {f.name: f.read_bytes() for f in model_dir.iterdir()}
+    # bad input is one line, and the model kept before is untouched
+    other = tmp_path/'other'; save_tokenizer(train_tokenizer(['a fish swam in the sea'] * 20, vocab_size=60, show_progress=False), other/'tokenizer')
+    for args, says in [(('--data', other), f"{other}/tokenizer is tokenizer "),
+                       (('--data', tmp/'more'), f"{tmp/'more'}/tokenizer has no tokenizer.json: give --data the folder that travelled")]:
+        r = keep(*args)
+        assert r.returncode == 2 and r.stderr.count('\n') == 1 and says in r.stderr, r.stderr[-2000:]
+    r = adopt('--from', tmp_path/'nowhere', '--model-dir', model_dir)
+    assert r.returncode == 2 and r.stderr.strip().endswith('gpu_pretrain.json not found: give --from the folder the device call brought back')
+    assert {f.name: f.read_bytes() for f in model_dir.iterdir()} == made and not list(model_dir.parent.glob('.*'))

@@ -22,6 +22,12 @@ land on another kind of GPU, and one 6-shard run has no 3-shard run beside it to
 The second call must come while the machine is still warm (it goes back after about 30 s idle). If it went back, the
 folder is not there, and the job pretrains on the shards it carried and says so: the extra text never costs the run.
 
+Back here, `adopt` makes what came back into what the repository keeps: the JSON and the plot as
+bench/studies/NAME.{json,png}, and the pretrained model with the tokenizer that travelled (checked by its fingerprint)
+and a model card (README.md, the hub's convention) of what was measured, loaded back before it replaces anything:
+
+    python tools/gpu_pretrain.py adopt --from <files_at> --data gpu_data --name gpu_pretrain_h200
+
 `run` (what the .sh calls), one phase after another, each timed:
 1. pretokenize the shards with every core (`pretokenize`'s worker processes, one a core);
 2. pretrain `atombert-8m` with the full recipe (`atombert run`'s batch 256 × 128, lr 1e-3, bf16 on the GPU) for a
@@ -55,6 +61,7 @@ from gpu_timing import environment, log  # noqa: E402
 SEED_MNLI = 66.33                 # the seed's MNLI: 8M-core AtomBERT, WikiText-103 × 2 epochs, then all of MNLI
 CARRY_LIMIT = 64 * 2 ** 20        # what travels to the GPU machine: the working tree, the wheels and the data
 SHARD_LIMIT = '15MB'              # each file that comes back is at most 16 MiB
+REPO_LIMIT = 20_000_000           # the most a model directory kept in the repository may hold (issue 27: 20 MB)
 # both MNLI finetunings, their evaluation and the files after them on an H200: 2,808 steps each (3 epochs of 29,946
 # pairs at 32) at ~16 ms (gpu_check_h200), 19,647 dev pairs each, new shapes' first calls (75-100 s and ~55 s, the
 # review's estimate), and a margin: what pretraining leaves them when the start or pretokenizing ran long
@@ -77,6 +84,12 @@ def parse_args(argv=None):
     prep.add_argument('--first-shard', type=int, default=0, help='the first shard to take (in name order)')
     prep.add_argument('--shards-only', action='store_true', help='only the shards and their manifest: a --more-shards folder')
     prep.add_argument('--small', action='store_true', help='two small shards of WikiText-2 test, 300 train / 200 dev pairs')
+    keep = sub.add_parser('adopt', help='here, after the GPU run: the JSON, plot and model (with tokenizer and card) the repository keeps')
+    keep.add_argument('--from', dest='source', required=True, help='the folder the device call brought back (its files_at)')
+    keep.add_argument('--data', default='gpu_data', help='the folder that travelled: its tokenizer goes beside the weights')
+    keep.add_argument('--name', default='gpu_pretrain_h200', help='the study\'s name: --to/NAME.json and NAME.png')
+    keep.add_argument('--to', default='bench/studies', help='where the JSON and the plot go')
+    keep.add_argument('--model-dir', default='models/atombert-8m-wikipedia', help='where the model goes (replaced if it exists)')
     run = sub.add_parser('run', help='the job (tools/gpu_pretrain.sh runs it)')
     run.add_argument('--data', default=None, help='the folder `prepare` wrote (default with --dry-run: a small one, made now)')
     run.add_argument('--more-shards', default=None, help='a `prepare --shards-only` folder an earlier call left on this machine '
@@ -164,6 +177,76 @@ def write_manifest(data: Path, manifest: dict) -> dict:
         f"wheels {sizes['wheels'] / 2**20:.1f}, data {sizes['data'] / 2**20:.1f}) of {CARRY_LIMIT / 2**20:.0f}")
     if sizes['total'] > CARRY_LIMIT: fail(f'{sizes["total"] / 2**20:.1f} MiB would travel, over the 64 MiB limit: carry fewer --shards')
     return manifest
+
+# ---------------------------------------------------------------- adopt (here, after the run)
+
+def adopt(args) -> Path:
+    """What came back (`--from`) made into what the repository keeps: NAME.json and NAME.png in `--to`, and in `--model-dir`
+    the pretrained weights with the tokenizer that travelled (its fingerprint must be the run's) and a model card. The model
+    directory is built aside, loaded back and measured (at most REPO_LIMIT bytes) before it replaces anything."""
+    from atombert.files import atomic_dir
+    from atombert.model import AtomBertForPreTraining, param_breakdown
+    from atombert.tokenizer import load_tokenizer, save_tokenizer, tokenizer_fingerprint
+    src, data = Path(args.source), Path(args.data)
+    if not (src/'gpu_pretrain.json').is_file(): fail(f'{src}/gpu_pretrain.json not found: give --from the folder the device call brought back')
+    res = json.loads((src/'gpu_pretrain.json').read_text())
+    if not (src/'model'/'config.json').is_file():
+        fail(f"{src}/model has no config.json: the run brought back no weights ({res.get('error', 'see its log')})")
+    if not (data/'tokenizer'/'tokenizer.json').is_file(): fail(f'{data}/tokenizer has no tokenizer.json: give --data the folder that travelled')
+    tok, want = load_tokenizer(data/'tokenizer'), res['data']['tokenizer']['fingerprint']
+    if (got := tokenizer_fingerprint(tok)) != want: fail(f'{data}/tokenizer is tokenizer {got}, but the run trained with {want}: give --data the folder that travelled')
+    model_dir = Path(args.model_dir)
+    with atomic_dir(model_dir, replace=True) as tmp:
+        for f in sorted((src/'model').iterdir()): shutil.copyfile(f, tmp/f.name)
+        save_tokenizer(tok, tmp)
+        try: model = AtomBertForPreTraining.from_pretrained(tmp)        # config, shards and their checksums
+        except (OSError, ValueError) as e: fail(f'{src}/model does not load: {e}')
+        albert = json.loads((tmp/'config.json').read_text()).get('model_type') == 'albert'
+        (tmp/'README.md').write_text(model_card(res, model.config, param_breakdown(model.config), model_dir, albert))
+        if (size := sum(f.stat().st_size for f in tmp.iterdir())) > REPO_LIMIT:
+            fail(f'{size:,} bytes with the tokenizer: more than the {REPO_LIMIT:,} a model in the repository may hold')
+    to = Path(args.to); to.mkdir(parents=True, exist_ok=True)
+    for suffix in ('json', 'png'):
+        if (src/f'gpu_pretrain.{suffix}').is_file(): shutil.copyfile(src/f'gpu_pretrain.{suffix}', to/f'{args.name}.{suffix}')
+    log(f"{model_dir}: {size / 1e6:.1f} MB with its tokenizer and card; {to/args.name}.json and .png")
+    return model_dir
+
+
+def model_card(res: dict, config, params: dict, model_dir: Path, albert: bool) -> str:
+    """The model directory's README.md: the hub's front matter, what the model is, how it was trained and what it scored;
+    `albert`: saved in ALBERT's layout, which transformers reads."""
+    pre, mnli = res.get('pretraining') or {}, res.get('mnli') or {}
+    last = pre['held_out'][-1] if pre.get('held_out') else {}
+    pct = lambda v: f'{100 * v:.2f}%' if isinstance(v, (int, float)) else '–'
+    scored = {n: r for n, r in mnli.items() if 'matched' in r}
+    text = "WikiText-2 test's small shards" if res.get('dry_run') else 'Wikipedia'      # `prepare --small`'s, or the real ones
+    lines = ['---', 'library_name: transformers' if albert else 'library_name: atombert', 'license: apache-2.0', 'language: en',
+             'tags: [albert, atombert, fill-mask]', 'datasets: [wikipedia]', 'pipeline_tag: fill-mask', '---', '',
+             f"# {res['settings']['preset']} pretrained on {text}", '']
+    if res.get('dry_run'): lines += ['**A dry run on the CPU at smoke size (`--dry-run`): a check of the pipeline, not a result.**', '']
+    lines += [f"An ALBERT-style encoder from atombert, pretrained by `tools/gpu_pretrain.py` (issue 27) on "
+              f"{res.get('environment', {}).get('gpu') or 'the CPU'}. E={config.embedding_size} H={config.hidden_size} "
+              f"depth={config.num_layers} heads={config.num_heads} FFN={config.intermediate_size} sharing={config.sharing} "
+              f"norm={config.norm}; {params['core'] / 1e6:.2f}M core parameters (embeddings and encoder), {params['total'] / 1e6:.2f}M "
+              f"with the heads; a {config.vocab_size:,}-entry WordPiece vocabulary. The weights are stored in bfloat16.", '',
+              '## Training', '',
+              f"MLM and SOP on {len(res.get('pretokenize', {}).get('shards', []))} shard(s) of {text} ({pre.get('train_tokens', 0):,} "
+              f"tokens), {pre.get('steps', 0):,} steps of {pre.get('args', {}).get('batch_size', '?')} rows × {res['settings']['seq_len']} "
+              f"tokens at lr {pre.get('args', {}).get('lr', '?')} in {pre.get('args', {}).get('precision', '?')}, "
+              f"{res.get('pretrain_minutes_used', 0):.1f} minutes. Held out (WikiText-103 raw valid): MLM accuracy "
+              f"{pct(last.get('mlm_accuracy'))}, where the most frequent token alone scores {pct(last.get('unigram_accuracy'))}.", '']
+    if scored:
+        lines += ['## MNLI', '', f"Finetuned with atombert's `finetune` defaults on {res['data']['mnli']['train']:,} MNLI train pairs; "
+                  "the untrained twin has the same configuration, tokenizer and seed.", '',
+                  '| model | dev matched | dev mismatched |', '|---|---|---|',
+                  *[f"| {name}{' (cut short)' if r.get('cut_short') else ''} | {pct(r['matched'])} | {pct(r['mismatched'])} |" for name, r in scored.items()],
+                  f"| the seed project's AtomBERT (all of MNLI) | {SEED_MNLI}% | – |", '']
+    lines += ['## Use', '', '```python', 'from atombert.model import AtomBertForSequenceClassification',
+              f"clf = AtomBertForSequenceClassification.from_pretrained('{model_dir.as_posix()}', num_labels=3)   # then finetune", '```', '']
+    if albert: lines += ["transformers reads it as ALBERT:", '', '```python', 'from transformers import AlbertForMaskedLM, AutoTokenizer',
+                         f"model = AlbertForMaskedLM.from_pretrained('{model_dir.as_posix()}')",
+                         f"tokenizer = AutoTokenizer.from_pretrained('{model_dir.as_posix()}')", '```', '']
+    return '\n'.join(lines)
 
 # ---------------------------------------------------------------- run (the GPU machine)
 
@@ -496,6 +579,7 @@ def plot(res: dict, path: Path) -> Path:
 def main(argv=None):
     args = parse_args(argv)
     if args.command == 'prepare': return prepare(args)
+    if args.command == 'adopt': return adopt(args)
     args.manifest = checked_data(Path(args.data)) if args.data else None      # before anything runs or is written
     res = job(args)
     out = Path(args.out_dir); out.mkdir(parents=True, exist_ok=True)
