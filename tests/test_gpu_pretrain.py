@@ -217,23 +217,35 @@ def test_adopt_keeps_the_model_with_its_tokenizer_and_a_card(dry_run, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), kept.state_dict().values()))
     assert tokenizer_fingerprint(load_tokenizer(model_dir)) == rep['data']['tokenizer']['fingerprint']   # the one it trained with
     card = (model_dir/'README.md').read_text()
-    assert card.startswith('---\nlibrary_name: ') and "\n---\n\n# tiny pretrained on WikiText-2 test's small shards" in card and 'A dry run on the CPU' in card
+    assert card.startswith('---\nlibrary_name: transformers\n') and 'datasets:' not in card and "\n---\n\n# tiny pretrained on WikiText-2 test's small shards" in card and 'A dry run on the CPU' in card
     m = rep['mnli']['pretrained']
     assert f"| pretrained | {100 * m['matched']:.2f}% | {100 * m['mismatched']:.2f}% |" in card, card
     assert f"{kept.config.vocab_size:,}-entry WordPiece" in card and f"{rep['pretraining']['steps']:,} steps" in card
-    if json.loads((model_dir/'config.json').read_text())['model_type'] == 'albert':   # the card's transformers lines work
-        from transformers import AlbertForMaskedLM, AutoTokenizer
-        assert "AlbertForMaskedLM.from_pretrained" in card
-        hf, hf_tok = AlbertForMaskedLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
-        ids = torch.tensor([hf_tok('the cat sat on the mat')['input_ids']])
-        with torch.no_grad(): assert hf(ids).logits.shape == (1, ids.shape[1], kept.config.vocab_size)
+    assert json.loads((model_dir/'config.json').read_text())['model_type'] == 'albert'   # so the card's transformers lines work
+    from transformers import AlbertForMaskedLM, AutoTokenizer
+    assert f"AlbertForMaskedLM.from_pretrained('{model_dir.as_posix()}')" in card
+    hf, hf_tok = AlbertForMaskedLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    ids = torch.tensor([hf_tok('the cat sat on the mat')['input_ids']])
+    with torch.no_grad(): assert hf(ids).logits.shape == (1, ids.shape[1], kept.config.vocab_size)
     made = {f.name: f.read_bytes() for f in model_dir.iterdir()}
+    studies = {f.name: f.read_bytes() for f in (tmp_path/'studies').iterdir()}
     # bad input is one line, and the model kept before is untouched
     other = tmp_path/'other'; save_tokenizer(train_tokenizer(['a fish swam in the sea'] * 20, vocab_size=60, show_progress=False), other/'tokenizer')
     for args, says in [(('--data', other), f"{other}/tokenizer is tokenizer "),
                        (('--data', tmp/'more'), f"{tmp/'more'}/tokenizer has no tokenizer.json: give --data the folder that travelled")]:
         r = keep(*args)
         assert r.returncode == 2 and r.stderr.count('\n') == 1 and says in r.stderr, r.stderr[-2000:]
-    r = adopt('--from', tmp_path/'nowhere', '--model-dir', model_dir)
-    assert r.returncode == 2 and r.stderr.strip().endswith('gpu_pretrain.json not found: give --from the folder the device call brought back')
+    import shutil
+    damaged = tmp_path/'damaged'; shutil.copytree(tmp/'device_out', damaged)
+    shard = sorted((damaged/'model').glob('model-*.safetensors'))[-1]; shard.write_bytes(shard.read_bytes()[:-10])
+    bad_json = tmp_path/'bad_json'; shutil.copytree(tmp/'device_out', bad_json); (bad_json/'gpu_pretrain.json').write_text('{"job": "gpu')
+    for source, says in [(tmp_path/'nowhere', 'gpu_pretrain.json not found: give --from the folder the device call brought back'),
+                         (bad_json, 'gpu_pretrain.json is not what a gpu_pretrain run writes (JSONDecodeError'),
+                         (damaged, f'{damaged}/model does not load: ')]:     # found once the new directory is built aside
+        r = adopt('--from', source, '--data', tmp/'data', '--name', 'dry_study', '--to', tmp_path/'studies', '--model-dir', model_dir)
+        assert r.returncode == 2 and r.stderr.count('\n') == 1 and says in r.stderr, r.stderr[-2000:]
     assert {f.name: f.read_bytes() for f in model_dir.iterdir()} == made and not list(model_dir.parent.glob('.*'))
+    assert {f.name: f.read_bytes() for f in (tmp_path/'studies').iterdir()} == studies          # the study untouched too
+    no_plot = tmp_path/'no_plot'; shutil.copytree(tmp/'device_out', no_plot); (no_plot/'gpu_pretrain.png').unlink()
+    r = adopt('--from', no_plot, '--data', tmp/'data', '--name', 'redrawn', '--to', tmp_path/'studies', '--model-dir', tmp_path/'m2')
+    assert r.returncode == 0 and (tmp_path/'studies'/'redrawn.png').stat().st_size > 10_000, r.stderr[-2000:]   # drawn from the JSON
