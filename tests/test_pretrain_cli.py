@@ -96,8 +96,10 @@ def test_ddp_processes_match_one(tmp_path, tokenizer_dir, token_objective, objec
     assert [r['step'] for r in evals[0]] == [r['step'] for r in evals[1]] == [0, 3, 6]
     # RTD's held-out numbers rest on the generator's samples, a discrete pick from its softmax: the processes' rows are
     # padded to other lengths, so their logits differ in the last bits, and a uniform that falls that close to a bound
-    # can pick the next token. One such pick (likely; not captured) moved rtd_loss by 1.3e-5 (rtd-nsp-4, seed 1). A pick
-    # moves a mean over the ~1,000 held-out tokens by ~1e-3 and recall over its ~150 replaced ones by ~7e-3, and the
+    # can pick the next token. One such pick moved rtd_loss by 1.3e-5 (rtd-nsp-4, seed 1): captured by wrapping
+    # `sample_tokens`, that pick's uniform lay 0.0 from a CDF bound with one process and 6e-8 (one float32 step) with four;
+    # the nearest others of the held-out batches (seeds 1 and 2) lay 4e-7 to 1e-6 from one and did not flip. A pick can
+    # move a mean over the ~1,000 held-out tokens by up to ~1e-3 and recall over its ~150 replaced ones by ~7e-3, and the
     # discriminator's sentence numbers read the picks too; the weights above, and MLM's numbers, stay within 1e-5
     sampled = {'rtd_loss', 'rtd_accuracy', 'replaced', 'replaced_recall', f'{objective}_loss', f'{objective}_accuracy'}
     for a, b in zip(*evals):
