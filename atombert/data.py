@@ -36,7 +36,7 @@ def split_sentences(paragraph: str) -> list:
     return [s for s in out if s]
 
 # %% ../nbs/05_data.ipynb #cab173b3
-FORMAT_VERSION = 2       # 2: sentences also end before a capital outside ASCII
+FORMAT_VERSION = 3       # 2: sentences also end before a capital outside ASCII; 3: text spelling a special token is text
 
 class TokenizedCorpus:
     "A pretokenized corpus on disk: a flat token memmap plus sentence and document offsets."
@@ -105,12 +105,19 @@ def _encode_chunk(docs, tok, split, dtype):
     counts = np.bincount(np.repeat(np.arange(len(per_doc)), per_doc)[kept], minlength=len(per_doc))
     return tokens, lengths[kept], counts[counts > 0]
 
+def _text_tokenizer(tokenizer_json:str) -> Tokenizer:
+    """The tokenizer for corpus text: no truncation or padding, and text that spells a special token (`[SEP]` in an
+    article about BERT) stays text, as BERT's own tokenizer split it, not a special id (`tokenizers` matches them by default)."""
+    tok = Tokenizer.from_str(tokenizer_json); tok.no_truncation(); tok.no_padding()
+    tok.encode_special_tokens = True                  # not kept by `to_str`: set on every copy, the workers' too
+    return tok
+
 _worker_tokenizer = None
 
 def _start_worker(tokenizer_json:str):
     global _worker_tokenizer
     os.environ['TOKENIZERS_PARALLELISM'] = 'false'   # the processes are the parallelism; a fork has no thread pool of its own
-    _worker_tokenizer = Tokenizer.from_str(tokenizer_json)
+    _worker_tokenizer = _text_tokenizer(tokenizer_json)
 
 def _encoded_chunks(docs, tok, split, dtype, num_proc:int, chunk_chars:int):
     """`_encode_chunk` of every chunk in order: here, or in `num_proc` forked processes with at most two chunks each in
@@ -161,7 +168,7 @@ def pretokenize(corpus, tokenizer: Tokenizer, cache_dir, split_into_sentences=Tr
 
     vocab_size = tokenizer.get_vocab_size()
     dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
-    tok = Tokenizer.from_str(tokenizer.to_str()); tok.no_truncation(); tok.no_padding()
+    tok = _text_tokenizer(tokenizer.to_str())
     with atomic_dir(final, exist_ok=True) as tmp:    # another process may finish first: its copy is as good as ours
         with tqdm(desc=f'tokenizing {name}', unit='tok', unit_scale=True, disable=not show_progress) as progress:  # shows tokens/s
             num_docs, num_segments, num_tokens = _write_tokens(corpus, tok, tmp, dtype, split_into_sentences, progress,
