@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .model import AtomBertForSequenceClassification
 from .checkpoint import label_order, load_pretrained_state, model_from_state, resolve_model_dir
 from .files import atomic_write, save_figure
-from .glue import GlueTask, glue_metrics, glue_task, task_score, tasks_for_labels
+from .glue import GLUE_TASKS, GlueTask, glue_metrics, glue_task, task_score, tasks_for_labels
 from .mnli import MNLI_LABELS
 from .batches import PairBatches, backend_of, column, encode_examples, pad_id_of
 from .tokenizer import load_tokenizer, tokenizer_fingerprint
@@ -83,17 +83,19 @@ def load_finetuned(model_dir, tokenizer=None, int8:bool=False):
     return quantize_int8(model) if int8 else model, tokenizer or tokenizer_of(model_dir)
 
 def model_task(model, task:str|None=None) -> GlueTask:
-    "The GLUE task `model` answers: `task` if its labels are the model's, else the one task the model's labels name, or its `finetuning_task`."
+    """The GLUE task `model` answers: `task` if its labels are the model's, else its `finetuning_task` if its labels are that
+    task's (in any order), else the one task the model's labels name."""
     config, names = model.config, _label_names(model.config)      # atombert's or transformers' (`id2label`)
     fits = tasks_for_labels(names or None, config.num_labels)
     labels = ', '.join(names) or ('a score' if config.num_labels == 1 else f'{config.num_labels} unnamed labels')
+    named = sorted(str(n).lower() for n in names)
     if task is None:
-        if len(fits) == 1: return glue_task(fits[0])
         recorded = str(getattr(config, 'finetuning_task', None) or '').lower().replace('-', '')   # RTE's and QNLI's labels are one pair
-        if recorded in fits: return glue_task(recorded)
+        if recorded in fits or (recorded in GLUE_TASKS and named and named == sorted(glue_task(recorded).labels)):
+            return glue_task(recorded)          # what it was finetuned for comes first: WNLI's order fits an RTE model too
+        if len(fits) == 1: return glue_task(fits[0])
         raise ValueError(f"the model's labels ({labels}) fit " + (' and '.join(fits) if fits else 'no GLUE task') + ': say which with --task')
     t = glue_task(task)
-    named = sorted(str(n).lower() for n in names)
     if t.name not in fits and not (named and named == sorted(t.labels)):   # its labels in another order: `task_logits` reorders them
         raise ValueError(f"--task {t.name} has labels {', '.join(t.labels) or 'a score'}, the model {labels}: "
                          + (f"it was finetuned for {' or '.join(fits)}" if fits and (names or len(fits) == 1) else 'another task?'))
