@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .files import atomic_write
 from .devices import PRECISIONS, autocast_for, init_distributed, peak_flops, resolve_precision
 from .logs import append_line, plot_metrics, read_metrics
-from .trainer_state import checkpoints, load_checkpoint, rank_rng_states, save_checkpoint, OptimizerMismatch
+from .trainer_state import checkpoints, load_checkpoint, rank_rng_states, save_checkpoint, written_by, OptimizerMismatch
 from .settings import Limit, above, at_least, between, check_settings, one_of, setting
 
 # %% ../nbs/06_training.ipynb #f41e0cfc
@@ -204,7 +204,7 @@ def check_same_run(args, settings=None, before=None) -> str|None:
     free = () if args.schedule == 'onecycle' else ('max_steps',)
     if changed := [k for k in now if k not in free and k in was and was[k] != now[k]]:
         older = [k for k in changed if k not in saved]
-        wrote = state.get('atombert_version', '0.1.0')            # checkpoints kept the version from 0.2.0 on
+        wrote = written_by(state)
         why = (['resume it with the ones it started with'] if len(older) < len(changed) else []) + (
                [f'its checkpoint (atombert {wrote}) predates keeping {", ".join(older)}: finish the run with atombert {wrote}'] if older else [])
         raise ValueError(f'{args.out_dir} was trained with other settings ({", ".join(f"{k} {was[k]} → {now[k]}" for k in changed)}): '
